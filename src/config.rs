@@ -1,0 +1,288 @@
+//! Command line and configuration file, merged: defaults < `--config` TOML file < flags.
+//!
+//! One struct serves both clap and serde, so every flag is also a config key with the same
+//! name (`--duck-db 9` is `duck-db = 9`), and the `///` comments are the `--help` text.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::pipeline::layout::Layout;
+use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
+use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
+use crate::pipeline::{self, Settings};
+
+/// cowatch: a self-hosted watch party. Composites a movie with your webcam, encodes it once
+/// and serves it to your viewers.
+#[derive(Debug, Parser)]
+#[command(name = "cowatch", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A complete party with built-in media: a generated movie and a synthetic webcam.
+    Demo(PartyOptions),
+    /// A watch party: your movie, your webcam, your mic.
+    Party(PartyOptions),
+    /// Measurements printed as a table (see the README).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// CPU cost of composite + encode against ffmpeg doing the same work.
+    Pipeline {
+        /// Seconds of output per run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Runs per contender; the table shows medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+/// Options of a party. Every one can also be set in the `--config` file.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PartyOptions {
+    /// The movie: a file path or a URI (file://, http(s)://, rtsp://…).
+    #[arg(long, value_name = "PATH_OR_URI")]
+    pub movie: Option<String>,
+    /// Webcam: auto, none, test, v4l2:/dev/videoN, or a GStreamer source description.
+    /// `auto` uses /dev/video0 when present, else the camera-off slate.
+    #[arg(long)]
+    pub webcam: Option<String>,
+    /// Microphone: auto, none, test, or a GStreamer source description.
+    #[arg(long)]
+    pub mic: Option<String>,
+    /// Layout: side-panel, inset, or a path to a layout .toml file.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Also record the encoded streams to this Matroska file (no second encode).
+    #[arg(long, value_name = "OUT.mkv")]
+    pub record: Option<PathBuf>,
+    /// Address of the web server.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Video encoder preset: h264, vp8, or a path to a preset .toml file.
+    #[arg(long)]
+    pub encoder: Option<String>,
+    /// Video bitrate in kbit/s.
+    #[arg(long, value_name = "KBPS")]
+    pub bitrate: Option<u32>,
+    /// How many dB quieter the movie gets while you talk.
+    #[arg(long, value_name = "DB")]
+    pub duck_db: Option<f64>,
+    /// Start the movie over when it ends instead of showing the intermission slate.
+    #[arg(long = "loop", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(rename = "loop")]
+    pub loop_movie: Option<bool>,
+    /// Directory of editable pipeline parts (encoders/, layouts/, sources.toml).
+    #[arg(long, value_name = "DIR")]
+    pub pipelines_dir: Option<PathBuf>,
+    /// TOML file with any of these options; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// A configuration problem, as one line naming the file or flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<pipeline::PipelineError> for ConfigError {
+    fn from(e: pipeline::PipelineError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Default web address: loopback, so nothing is exposed until the streamer says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// What `demo` and `party` need to run.
+#[derive(Debug, Clone)]
+pub struct PartyConfig {
+    /// Pipeline settings.
+    pub settings: Settings,
+    /// Web server address.
+    pub listen: SocketAddr,
+}
+
+impl PartyOptions {
+    /// Merges the `--config` file under the flags.
+    pub fn merged(self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = Self::from_file(&path)?;
+        Ok(Self {
+            movie: self.movie.or(file.movie),
+            webcam: self.webcam.or(file.webcam),
+            mic: self.mic.or(file.mic),
+            layout: self.layout.or(file.layout),
+            record: self.record.or(file.record),
+            listen: self.listen.or(file.listen),
+            encoder: self.encoder.or(file.encoder),
+            bitrate: self.bitrate.or(file.bitrate),
+            duck_db: self.duck_db.or(file.duck_db),
+            loop_movie: self.loop_movie.or(file.loop_movie),
+            pipelines_dir: self.pipelines_dir.or(file.pipelines_dir),
+            config: Some(path),
+        })
+    }
+
+    /// Reads a config file; a file the user named but that is missing is an error.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!("cannot read config file {} (--config): {e}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            ConfigError(format!(
+                "config file {}: {}",
+                path.display(),
+                presets::one_line(&e)
+            ))
+        })
+    }
+
+    /// Resolves everything into pipeline settings. `demo` supplies the generated movie and the
+    /// test webcam when the user did not choose others.
+    pub fn resolve(self, demo: bool) -> Result<PartyConfig, ConfigError> {
+        let options = self.merged()?;
+        let dir = options.pipelines_dir.clone().unwrap_or_else(presets::default_dir);
+        let catalog = SourceCatalog::load(&dir)?;
+        let movie = match (&options.movie, demo) {
+            (Some(spec), _) => MovieSource::parse(spec)?,
+            (None, true) => MovieSource::demo(&catalog),
+            (None, false) => {
+                return Err(ConfigError(
+                    "no movie given: pass --movie PATH_OR_URI (or set `movie` in the config file)"
+                        .into(),
+                ));
+            }
+        };
+        let default_webcam = if demo { "test" } else { "auto" };
+        let default_mic = if demo { "none" } else { "auto" };
+        let webcam = WebcamSource::parse(options.webcam.as_deref().unwrap_or(default_webcam), &catalog);
+        let mic = MicSource::parse(options.mic.as_deref().unwrap_or(default_mic), &catalog);
+        let layout_spec = options.layout.as_deref().unwrap_or("side-panel");
+        let layout = Layout::load(layout_spec)
+            .map_err(|e| ConfigError(format!("{e} (--layout)")))?;
+        let encoder = EncoderPreset::load(options.encoder.as_deref().unwrap_or("h264"), &dir)?;
+        let bitrate_kbps = options.bitrate.unwrap_or(pipeline::DEFAULT_BITRATE_KBPS);
+        if !(100..=50_000).contains(&bitrate_kbps) {
+            return Err(ConfigError(format!(
+                "bitrate {bitrate_kbps} kbit/s (--bitrate) is out of range: use 100 to 50000"
+            )));
+        }
+        let duck_db = options.duck_db.unwrap_or(pipeline::DEFAULT_DUCK_DB);
+        if !(0.0..=60.0).contains(&duck_db) {
+            return Err(ConfigError(format!(
+                "ducking of {duck_db} dB (--duck-db) is out of range: use 0 to 60"
+            )));
+        }
+        if let Some(record) = &options.record
+            && let Some(parent) = record.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "cannot record to {} (--record): directory {} does not exist",
+                record.display(),
+                parent.display()
+            )));
+        }
+        let listen = options
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+        Ok(PartyConfig {
+            settings: Settings {
+                movie,
+                loop_movie: options.loop_movie.unwrap_or(demo),
+                webcam,
+                mic,
+                layout,
+                encoder,
+                bitrate_kbps,
+                duck_db,
+                record: options.record,
+            },
+            listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("cowatch-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let path = write("a.toml", "bitrate = 1000\nlayout = \"inset\"\nduck-db = 6.0\n");
+        let options = PartyOptions {
+            bitrate: Some(3000),
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(options.bitrate, Some(3000));
+        assert_eq!(options.layout.as_deref(), Some("inset"));
+        assert_eq!(options.duck_db, Some(6.0));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_file() {
+        let path = write("b.toml", "bitrat = 1000\n");
+        let err = PartyOptions::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("bitrat"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = PartyOptions {
+            config: Some("/nonexistent/cowatch.toml".into()),
+            ..Default::default()
+        }
+        .merged()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/cowatch.toml"), "{err}");
+    }
+
+    #[test]
+    fn demo_resolves_without_any_option() {
+        let config = PartyOptions::default().resolve(true).unwrap();
+        assert!(matches!(config.settings.movie, MovieSource::Generated { .. }));
+        assert!(config.settings.loop_movie);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn party_without_movie_says_so() {
+        let err = PartyOptions::default().resolve(false).unwrap_err().to_string();
+        assert!(err.contains("--movie"), "{err}");
+    }
+}

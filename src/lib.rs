@@ -1,0 +1,20 @@
+//! cowatch: a self-hosted, Twitch-style watch party.
+//!
+//! # Layout
+//!
+//! - [`config`]: command line and config file, merged into settings.
+//! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
+//!   encoded once, out as RTP; controls and health.
+//! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
+//! - [`web`]: the axum server: `/healthz` and the pages.
+//! - [`bench`]: the benchmarks behind `cowatch bench`.
+//! - [`shutdown`]: the stop signal every task watches.
+//!
+//! Data flows one way: pipeline → RTP → viewers.
+
+pub mod bench;
+pub mod config;
+pub mod overlay;
+pub mod pipeline;
+pub mod shutdown;
+pub mod web;

@@ -1,0 +1,76 @@
+//! The `cowatch` binary: parses the command line and wires the modules together.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
+use cowatch::pipeline::Pipeline;
+use cowatch::{bench, shutdown, web};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's report is a page; the user needs its first line.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see cowatch --help)");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "cowatch=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Demo(options) => run_party(options, true),
+        Command::Party(options) => run_party(options, false),
+        Command::Bench {
+            which: BenchCommand::Pipeline { seconds, runs },
+        } => bench::pipeline(seconds, runs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
+    let config = options.resolve(demo)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        // Bind first: a busy port should fail before the pipeline spends seconds starting.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
+        let record = config.settings.record.clone();
+        let pipeline = Pipeline::start(config.settings)?;
+        let addr = listener.local_addr()?;
+        println!("cowatch is live");
+        println!("  viewer page: http://{addr}/");
+        println!("  health:      http://{addr}/healthz");
+        if let Some(path) = record {
+            println!("  recording:   {}", path.display());
+        }
+        let app = web::app(web::AppState {
+            pipeline: pipeline.clone(),
+        });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown::signal())
+            .await;
+        tracing::info!("stopping");
+        pipeline.shutdown().await;
+        served.map_err(|e| anyhow::anyhow!("web server: {e}"))
+    })
+}

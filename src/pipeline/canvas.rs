@@ -1,0 +1,641 @@
+//! The composite pipeline: slots → compositor and audio mixer → encoders → RTP appsinks (and the
+//! optional recording). It is live and runs from start to shutdown without ever being rebuilt;
+//! everything that changes reaches it through slots and pad properties.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use gst::prelude::*;
+
+use super::PipelineError;
+use super::layout::{Layout, Rect};
+use super::output::{Media, Output, RtpCodec};
+use super::presets::EncoderPreset;
+use super::slot::Slot;
+use crate::overlay::{frames, slate};
+
+/// Output frame rate of the composite.
+pub const FPS: i32 = 30;
+
+/// Extra time the mixers wait for their inputs: covers the jitter of feeds re-timestamped on
+/// arrival, so no audio is dropped as late.
+const MIXER_LATENCY: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+/// Z-order of the layers, bottom to top.
+mod z {
+    pub const BACKGROUND: u32 = 0;
+    pub const MOVIE: u32 = 1;
+    pub const BORDER: u32 = 2;
+    pub const WEBCAM: u32 = 3;
+}
+
+/// The format every audio feed is converted to before the mixer.
+pub fn audio_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("rate", 48_000i32)
+        .field("channels", 2i32)
+        .field("layout", "interleaved")
+        .build()
+}
+
+/// Creates an element, naming the missing plugin when it is not installed.
+pub fn make(factory: &str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| {
+        PipelineError::MissingPlugin(format!(
+            "GStreamer element `{factory}` is not installed (see the README's package list)"
+        ))
+    })
+}
+
+/// Where the composite ends: the encoded streams.
+pub struct EncodedOutputs {
+    /// The video payloader's appsink (its caps give the codec parameters).
+    pub video_sink: gst_app::AppSink,
+    /// The audio payloader's appsink.
+    pub audio_sink: gst_app::AppSink,
+    /// Upstream force-key-unit events are sent here.
+    pub encoder_src: gst::Pad,
+    /// What the preset says about the video stream before negotiation.
+    pub video_codec: RtpCodec,
+    /// Opus, before negotiation.
+    pub audio_codec: RtpCodec,
+}
+
+/// The running composite and the handles to steer it.
+pub struct Canvas {
+    /// The live pipeline.
+    pub pipeline: gst::Pipeline,
+    /// Canvas colour and chat panel.
+    pub background: Arc<Slot>,
+    /// Movie frames.
+    pub movie: Arc<Slot>,
+    /// The frame around the webcam.
+    pub border: Arc<Slot>,
+    /// Webcam frames or the camera-off slate.
+    pub webcam: Arc<Slot>,
+    /// Movie sound.
+    pub movie_audio: Arc<Slot>,
+    /// Microphone sound.
+    pub mic: Arc<Slot>,
+    /// Compositor pads, for placement on layout changes.
+    movie_pad: gst::Pad,
+    border_pad: gst::Pad,
+    webcam_pad: gst::Pad,
+    /// Mixer pads, for ducking and mute.
+    pub movie_audio_pad: gst::Pad,
+    /// Mixer pad of the microphone.
+    pub mic_pad: gst::Pad,
+    /// The aspect ratio the webcam is cropped to, shared with the crop hook.
+    webcam_target: Arc<Mutex<(u32, u32)>>,
+    /// Centre crop of the webcam.
+    webcam_crop: gst::Element,
+    /// The encoded streams.
+    pub outputs: EncodedOutputs,
+}
+
+impl Canvas {
+    /// Builds the composite for `layout`, encoding with `preset`; `record` adds a Matroska
+    /// recording of the very same encoded streams.
+    pub fn build(
+        layout: &Layout,
+        preset: &EncoderPreset,
+        bitrate_kbps: u32,
+        record: Option<&Path>,
+        output: &Output,
+    ) -> Result<Self, PipelineError> {
+        let pipeline = gst::Pipeline::with_name("composite");
+
+        // Video: four layers into the compositor.
+        let compositor = gst::ElementFactory::make("compositor")
+            .name("compositor")
+            .property_from_str("background", "black")
+            .property("latency", MIXER_LATENCY.nseconds())
+            .build()
+            .map_err(|_| missing("compositor"))?;
+        let canvas_caps = gst::ElementFactory::make("capsfilter")
+            .name("canvas-caps")
+            .property("caps", canvas_caps(layout))
+            .build()
+            .map_err(|_| missing("capsfilter"))?;
+        pipeline.add_many([&compositor, &canvas_caps]).map_err(internal)?;
+        compositor.link(&canvas_caps).map_err(internal)?;
+
+        let (background, _) = video_slot(&pipeline, &compositor, "background", z::BACKGROUND, &[], None)?;
+        let (movie, movie_pad) = video_slot(&pipeline, &compositor, "movie", z::MOVIE, &[], None)?;
+        movie_pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+        let (border, border_pad) = video_slot(&pipeline, &compositor, "border", z::BORDER, &[], None)?;
+
+        let webcam_crop = gst::ElementFactory::make("videocrop")
+            .name("webcam-crop")
+            .build()
+            .map_err(|_| missing("videocrop"))?;
+        let webcam_target = Arc::new(Mutex::new((
+            layout.webcam_inner().width,
+            layout.webcam_inner().height,
+        )));
+        let hook = {
+            let crop = webcam_crop.clone();
+            let target = webcam_target.clone();
+            Box::new(move |caps: &gst::Caps| {
+                let target = *target.lock().unwrap();
+                apply_crop(&crop, caps, target);
+            })
+        };
+        let (webcam, webcam_pad) = video_slot(
+            &pipeline,
+            &compositor,
+            "webcam",
+            z::WEBCAM,
+            &[&webcam_crop],
+            Some(hook),
+        )?;
+
+        // Audio: a live silence keeps the mixer producing even with no movie sound and no mic.
+        let mixer = gst::ElementFactory::make("audiomixer")
+            .name("mixer")
+            .property("latency", MIXER_LATENCY.nseconds())
+            .build()
+            .map_err(|_| missing("audiomixer"))?;
+        let silence = gst::ElementFactory::make("audiotestsrc")
+            .name("silence")
+            .property("is-live", true)
+            .property_from_str("wave", "silence")
+            .property("samplesperbuffer", 480i32)
+            .build()
+            .map_err(|_| missing("audiotestsrc"))?;
+        let silence_caps = capsfilter(&audio_caps())?;
+        // The queue gives the live source a maximum latency, without which the mixer cannot
+        // configure its own.
+        let silence_queue = queue("silence-queue")?;
+        pipeline
+            .add_many([&mixer, &silence, &silence_caps, &silence_queue])
+            .map_err(internal)?;
+        gst::Element::link_many([&silence, &silence_caps, &silence_queue, &mixer])
+            .map_err(internal)?;
+        let (movie_audio, movie_audio_pad) = audio_slot(&pipeline, &mixer, "movie-audio")?;
+        let (mic, mic_pad) = audio_slot(&pipeline, &mixer, "mic")?;
+
+        let outputs = encode(&pipeline, &canvas_caps, &mixer, preset, bitrate_kbps, record)?;
+        output.attach(&outputs.video_sink, Media::Video);
+        output.attach(&outputs.audio_sink, Media::Audio);
+        count_frames(&outputs.encoder_src, output);
+
+        let canvas = Self {
+            pipeline,
+            background,
+            movie,
+            border,
+            webcam,
+            movie_audio,
+            mic,
+            movie_pad,
+            border_pad,
+            webcam_pad,
+            movie_audio_pad,
+            mic_pad,
+            webcam_target,
+            webcam_crop,
+            outputs,
+        };
+        Ok(canvas)
+    }
+
+    /// Places every layer for `layout` and repaints the static ones. Safe while playing: the
+    /// compositor picks up pad properties on its next frame.
+    pub fn apply_layout(&self, layout: &Layout) {
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "RGBA")
+            .field("width", layout.width as i32)
+            .field("height", layout.height as i32)
+            .field("framerate", gst::Fraction::new(0, 1))
+            .build();
+        self.background
+            .show(&caps, rgba_buffer(frames::background(layout)));
+        place(&self.movie_pad, layout.movie);
+        place(&self.border_pad, layout.webcam);
+        let inner = layout.webcam_inner();
+        place(&self.webcam_pad, inner);
+        self.border.show(
+            &rgba_caps(layout.webcam.width, layout.webcam.height),
+            rgba_buffer(frames::solid(
+                layout.webcam.width,
+                layout.webcam.height,
+                layout.border_color,
+            )),
+        );
+        *self.webcam_target.lock().unwrap() = (inner.width, inner.height);
+        if let Some(caps) = self.webcam.caps() {
+            apply_crop(&self.webcam_crop, &caps, (inner.width, inner.height));
+        }
+    }
+
+    /// Shows `kind` in the webcam rectangle of `layout`.
+    pub fn show_webcam_slate(&self, layout: &Layout, kind: slate::SlateKind) {
+        let inner = layout.webcam_inner();
+        let img = slate::render(kind, inner.width, inner.height);
+        self.webcam.show(&rgba_caps(inner.width, inner.height), rgba_buffer(img));
+    }
+
+    /// Shows `kind` in the movie rectangle of `layout`.
+    pub fn show_movie_slate(&self, layout: &Layout, kind: slate::SlateKind, caption: &str) {
+        let r = layout.movie;
+        let img = slate::render_with_caption(kind, r.width, r.height, caption);
+        self.movie.show(&rgba_caps(r.width, r.height), rgba_buffer(img));
+    }
+
+    /// Sets the canvas size (a layout may use another canvas).
+    pub fn set_canvas(&self, layout: &Layout) {
+        if let Some(caps) = self.pipeline.by_name("canvas-caps") {
+            caps.set_property("caps", canvas_caps(layout));
+        }
+    }
+}
+
+fn canvas_caps(layout: &Layout) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", layout.width as i32)
+        .field("height", layout.height as i32)
+        .field("framerate", gst::Fraction::new(FPS, 1))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
+
+fn rgba_caps(width: u32, height: u32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "RGBA")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("framerate", gst::Fraction::new(0, 1))
+        .build()
+}
+
+fn rgba_buffer(img: image::RgbaImage) -> gst::Buffer {
+    gst::Buffer::from_mut_slice(img.into_raw())
+}
+
+fn place(pad: &gst::Pad, rect: Rect) {
+    pad.set_property("xpos", rect.x);
+    pad.set_property("ypos", rect.y);
+    pad.set_property("width", rect.width as i32);
+    pad.set_property("height", rect.height as i32);
+}
+
+/// Crops the webcam picture to the aspect ratio of its rectangle, centred, so the compositor's
+/// scaling fills the rectangle without distortion.
+fn apply_crop(crop: &gst::Element, caps: &gst::Caps, target: (u32, u32)) {
+    let Ok(info) = gst_video::VideoInfo::from_caps(caps) else {
+        return;
+    };
+    let (l, r, t, b) = centre_crop(info.width(), info.height(), target.0, target.1);
+    crop.set_property("left", l as i32);
+    crop.set_property("right", r as i32);
+    crop.set_property("top", t as i32);
+    crop.set_property("bottom", b as i32);
+}
+
+/// Pixels to cut from (left, right, top, bottom) of a `w`×`h` picture to reach the aspect
+/// ratio `tw`:`th`. Kept even so I420 chroma stays aligned.
+pub fn centre_crop(w: u32, h: u32, tw: u32, th: u32) -> (u32, u32, u32, u32) {
+    if w == 0 || h == 0 || tw == 0 || th == 0 {
+        return (0, 0, 0, 0);
+    }
+    let (w64, h64, tw64, th64) = (u64::from(w), u64::from(h), u64::from(tw), u64::from(th));
+    if w64 * th64 > h64 * tw64 {
+        // Too wide: cut the sides.
+        let keep = (h64 * tw64 / th64) as u32;
+        let cut = (w - keep) & !1;
+        (cut / 2 & !1, cut - (cut / 2 & !1), 0, 0)
+    } else {
+        let keep = (w64 * th64 / tw64) as u32;
+        let cut = (h - keep) & !1;
+        (0, 0, cut / 2 & !1, cut - (cut / 2 & !1))
+    }
+}
+
+/// appsrc → [extra…] → compositor pad at `zorder`.
+fn video_slot(
+    pipeline: &gst::Pipeline,
+    compositor: &gst::Element,
+    name: &str,
+    zorder: u32,
+    extra: &[&gst::Element],
+    hook: Option<super::slot::CapsHook>,
+) -> Result<(Arc<Slot>, gst::Pad), PipelineError> {
+    let appsrc = gst_app::AppSrc::builder().name(format!("{name}-src")).build();
+    // Slates and layers arrive as RGBA; converting once per new frame here is far cheaper than
+    // the compositor converting the same frame for every output frame.
+    let convert = make("videoconvert")?;
+    let caps = capsfilter(
+        &gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .build(),
+    )?;
+    let mut chain: Vec<&gst::Element> = vec![appsrc.upcast_ref()];
+    chain.extend_from_slice(extra);
+    chain.push(&convert);
+    chain.push(&caps);
+    pipeline.add_many(chain.iter().copied()).map_err(internal)?;
+    gst::Element::link_many(chain.iter().copied()).map_err(internal)?;
+    let pad = compositor
+        .request_pad_simple("sink_%u")
+        .ok_or_else(|| PipelineError::Internal("compositor refused a pad".into()))?;
+    pad.set_property("zorder", zorder);
+    caps.static_pad("src")
+        .expect("capsfilter has a src pad")
+        .link(&pad)
+        .map_err(internal)?;
+    let slot = Arc::new(Slot::new(appsrc, pipeline, true, hook));
+    Ok((slot, pad))
+}
+
+/// appsrc → audiomixer pad.
+fn audio_slot(
+    pipeline: &gst::Pipeline,
+    mixer: &gst::Element,
+    name: &str,
+) -> Result<(Arc<Slot>, gst::Pad), PipelineError> {
+    let appsrc = gst_app::AppSrc::builder()
+        .name(format!("{name}-src"))
+        .caps(&audio_caps())
+        .build();
+    pipeline.add(&appsrc).map_err(internal)?;
+    let pad = mixer
+        .request_pad_simple("sink_%u")
+        .ok_or_else(|| PipelineError::Internal("audiomixer refused a pad".into()))?;
+    appsrc
+        .static_pad("src")
+        .expect("appsrc has a src pad")
+        .link(&pad)
+        .map_err(internal)?;
+    let slot = Arc::new(Slot::new(appsrc, pipeline, false, None));
+    Ok((slot, pad))
+}
+
+/// The encoders, payloaders and appsinks, plus the recorder when asked.
+fn encode(
+    pipeline: &gst::Pipeline,
+    video_in: &gst::Element,
+    audio_in: &gst::Element,
+    preset: &EncoderPreset,
+    bitrate_kbps: u32,
+    record: Option<&Path>,
+) -> Result<EncodedOutputs, PipelineError> {
+    let parse = |what: &str, desc: &str| {
+        gst::parse::bin_from_description(desc, true).map_err(|e| {
+            PipelineError::Config(format!("encoder preset {} ({what} `{desc}`): {e}", preset.name))
+        })
+    };
+    let vqueue = queue("video-encode-queue")?;
+    let encoder = parse(
+        "encoder",
+        &preset.encoder_description(bitrate_kbps, FPS as u32),
+    )?;
+    encoder.set_property("name", "video-encoder");
+    let encoded_caps = gst::Caps::from_str_checked(&preset.caps, &preset.name)?;
+    let vcaps = capsfilter(&encoded_caps)?;
+    let vtee = gst::ElementFactory::make("tee")
+        .name("video-tee")
+        .build()
+        .map_err(|_| missing("tee"))?;
+    let vpay_queue = queue("video-pay-queue")?;
+    let payloader = parse("payloader", &preset.payloader)?;
+    payloader.set_property("name", "video-payloader");
+    set_payload_type(&payloader, preset.payload_type);
+    let video_sink = rtp_sink("video-rtp")?;
+    pipeline
+        .add_many([
+            vqueue.upcast_ref(),
+            encoder.upcast_ref(),
+            &vcaps,
+            &vtee,
+            &vpay_queue,
+            payloader.upcast_ref(),
+            video_sink.upcast_ref(),
+        ])
+        .map_err(internal)?;
+    gst::Element::link_many([
+        video_in,
+        &vqueue,
+        encoder.upcast_ref(),
+        &vcaps,
+        &vtee,
+        &vpay_queue,
+        payloader.upcast_ref(),
+        video_sink.upcast_ref(),
+    ])
+    .map_err(|_| {
+        PipelineError::Config(format!(
+            "encoder preset {}: its elements do not link (check `caps`)",
+            preset.name
+        ))
+    })?;
+
+    let aconvert = make("audioconvert")?;
+    let aresample = make("audioresample")?;
+    let opus_caps = capsfilter(
+        &gst::Caps::builder("audio/x-raw")
+            .field("rate", 48_000i32)
+            .field("channels", 2i32)
+            .build(),
+    )?;
+    let opus = gst::ElementFactory::make("opusenc")
+        .name("audio-encoder")
+        .property("bitrate", 128_000i32)
+        .property_from_str("frame-size", "20")
+        .build()
+        .map_err(|_| missing("opusenc"))?;
+    let atee = gst::ElementFactory::make("tee")
+        .name("audio-tee")
+        .build()
+        .map_err(|_| missing("tee"))?;
+    let apay_queue = queue("audio-pay-queue")?;
+    let apay = gst::ElementFactory::make("rtpopuspay")
+        .name("audio-payloader")
+        .property("pt", 111u32)
+        .build()
+        .map_err(|_| missing("rtpopuspay"))?;
+    let audio_sink = rtp_sink("audio-rtp")?;
+    let audio_chain = [
+        &aconvert,
+        &aresample,
+        &opus_caps,
+        &opus,
+        &atee,
+        &apay_queue,
+        &apay,
+        audio_sink.upcast_ref(),
+    ];
+    pipeline.add_many(audio_chain).map_err(internal)?;
+    audio_in.link(&aconvert).map_err(internal)?;
+    gst::Element::link_many(audio_chain).map_err(internal)?;
+
+    if let Some(path) = record {
+        add_recorder(pipeline, &vtee, &atee, preset, path)?;
+    }
+
+    let encoder_src = encoder.static_pad("src").expect("encoder bin has a src pad");
+    Ok(EncodedOutputs {
+        video_sink,
+        audio_sink,
+        encoder_src,
+        video_codec: RtpCodec {
+            encoding_name: preset.codec.clone(),
+            clock_rate: preset.clock_rate,
+            payload_type: preset.payload_type,
+            channels: None,
+            fmtp: None,
+        },
+        audio_codec: RtpCodec {
+            encoding_name: "OPUS".into(),
+            clock_rate: 48_000,
+            payload_type: 111,
+            channels: Some(2),
+            fmtp: Some("minptime=10;useinbandfec=1".into()),
+        },
+    })
+}
+
+/// tee → queue → parser → matroskamux → filesink, for both streams: no second encode.
+fn add_recorder(
+    pipeline: &gst::Pipeline,
+    vtee: &gst::Element,
+    atee: &gst::Element,
+    preset: &EncoderPreset,
+    path: &Path,
+) -> Result<(), PipelineError> {
+    let vqueue = queue("record-video-queue")?;
+    let vparse = gst::parse::bin_from_description(&preset.parser, true).map_err(|e| {
+        PipelineError::Config(format!("encoder preset {} (parser): {e}", preset.name))
+    })?;
+    let aqueue = queue("record-audio-queue")?;
+    let aparse = make("opusparse")?;
+    let mux = gst::ElementFactory::make("matroskamux")
+        .name("record-mux")
+        // A crash or a kill still leaves a playable file.
+        .property("streamable", true)
+        .build()
+        .map_err(|_| missing("matroskamux"))?;
+    let sink = gst::ElementFactory::make("filesink")
+        .name("record-sink")
+        .property("location", path.to_string_lossy().to_string())
+        .property("async", false)
+        .build()
+        .map_err(|_| missing("filesink"))?;
+    pipeline
+        .add_many([
+            &vqueue,
+            vparse.upcast_ref(),
+            &aqueue,
+            &aparse,
+            &mux,
+            &sink,
+        ])
+        .map_err(internal)?;
+    gst::Element::link_many([vtee, &vqueue, vparse.upcast_ref(), &mux, &sink]).map_err(internal)?;
+    gst::Element::link_many([atee, &aqueue, &aparse, &mux]).map_err(internal)?;
+    Ok(())
+}
+
+fn set_payload_type(payloader: &gst::Bin, pt: u8) {
+    // The preset's payloader is a bin around one element: find the RTP payloader inside.
+    let mut it = payloader.iterate_recurse();
+    while let Ok(Some(element)) = it.next() {
+        if element.has_property("pt") {
+            element.set_property("pt", u32::from(pt));
+        }
+    }
+}
+
+fn count_frames(encoder_src: &gst::Pad, output: &Output) {
+    let stats = output.stats.clone();
+    encoder_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.video_frames.fetch_add(1, Relaxed);
+            if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                stats.keyframes.fetch_add(1, Relaxed);
+            }
+            if let Some(pts) = buffer.pts() {
+                stats.last_video_pts_ns.fetch_max(pts.nseconds(), Relaxed);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+fn rtp_sink(name: &str) -> Result<gst_app::AppSink, PipelineError> {
+    // No sync: the composite is already paced by its live sources; waiting again would only
+    // add latency.
+    Ok(gst_app::AppSink::builder()
+        .name(name)
+        .sync(false)
+        .async_(false)
+        .max_buffers(256)
+        .build())
+}
+
+fn queue(name: &str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make("queue")
+        .name(name)
+        .property("max-size-buffers", 0u32)
+        .property("max-size-bytes", 0u32)
+        .property("max-size-time", gst::ClockTime::SECOND.nseconds())
+        .build()
+        .map_err(|_| missing("queue"))
+}
+
+fn capsfilter(caps: &gst::Caps) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make("capsfilter")
+        .property("caps", caps)
+        .build()
+        .map_err(|_| missing("capsfilter"))
+}
+
+fn missing(factory: &str) -> PipelineError {
+    PipelineError::MissingPlugin(format!(
+        "GStreamer element `{factory}` is not installed (see the README's package list)"
+    ))
+}
+
+fn internal(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Internal(e.to_string())
+}
+
+/// Parsing caps from preset text, with the preset named in the error.
+trait CapsFromStr {
+    fn from_str_checked(text: &str, preset: &str) -> Result<gst::Caps, PipelineError>;
+}
+
+impl CapsFromStr for gst::Caps {
+    fn from_str_checked(text: &str, preset: &str) -> Result<gst::Caps, PipelineError> {
+        text.parse::<gst::Caps>().map_err(|_| {
+            PipelineError::Config(format!("encoder preset {preset}: invalid caps `{text}`"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::centre_crop;
+
+    #[test]
+    fn crop_keeps_the_centre_at_the_target_ratio() {
+        // 4:3 camera into a 16:9 rectangle: cut top and bottom.
+        let (l, r, t, b) = centre_crop(640, 480, 316, 176);
+        assert_eq!((l, r), (0, 0));
+        assert!(t.abs_diff(b) <= 2);
+        let kept = 480 - t - b;
+        assert!((640.0 / kept as f64 - 316.0 / 176.0).abs() < 0.02);
+        // Wide camera into a square: cut the sides.
+        let (l, r, t, b) = centre_crop(1280, 720, 100, 100);
+        assert_eq!((t, b), (0, 0));
+        assert_eq!(1280 - l - r, 720);
+        assert_eq!(centre_crop(0, 0, 1, 1), (0, 0, 0, 0));
+    }
+}

@@ -1,0 +1,174 @@
+//! What the pipeline hands to the broadcaster: RTP packets, encoded once, and the parameters
+//! a receiver needs to decode them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+
+/// Which stream a packet belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    /// The composite video.
+    Video,
+    /// The mixed audio.
+    Audio,
+}
+
+/// One RTP packet, exactly as the payloader produced it.
+#[derive(Debug, Clone)]
+pub struct RtpPacket {
+    /// The whole packet, header included. Cheap to clone for every viewer.
+    pub data: Bytes,
+    /// The packet carries part of a keyframe (or the parameter sets before it), so a viewer
+    /// joining now can start decoding from here.
+    pub keyframe: bool,
+}
+
+/// Codec parameters of one stream, for SDP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RtpCodec {
+    /// Encoding name (`H264`, `VP8`, `OPUS`).
+    pub encoding_name: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Payload type in the packets.
+    pub payload_type: u8,
+    /// Channels (audio only).
+    pub channels: Option<u32>,
+    /// SDP `a=fmtp` parameters, when the codec has any.
+    pub fmtp: Option<String>,
+}
+
+/// Codec parameters of both streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodecParams {
+    /// The composite video.
+    pub video: RtpCodec,
+    /// The mixed audio.
+    pub audio: RtpCodec,
+}
+
+/// Counters of what left the pipeline, for health and metrics.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Encoded video frames.
+    pub video_frames: AtomicU64,
+    /// Keyframes among them.
+    pub keyframes: AtomicU64,
+    /// RTP packets of video.
+    pub video_packets: AtomicU64,
+    /// RTP packets of audio.
+    pub audio_packets: AtomicU64,
+    /// Running time of the last encoded frame, in ns: it only ever grows.
+    pub last_video_pts_ns: AtomicU64,
+}
+
+/// The fan-out points of the two streams.
+#[derive(Clone)]
+pub struct Output {
+    /// Video packets, to every subscriber.
+    pub video: broadcast::Sender<RtpPacket>,
+    /// Audio packets, to every subscriber.
+    pub audio: broadcast::Sender<RtpPacket>,
+    /// Counters.
+    pub stats: Arc<OutputStats>,
+}
+
+impl Output {
+    /// Creates the channels. A second of video at 2.5 Mbit/s is about 250 packets; a
+    /// subscriber further behind than this lags and should ask for a keyframe.
+    pub fn new() -> Self {
+        Self {
+            video: broadcast::channel(2048).0,
+            audio: broadcast::channel(512).0,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Makes `sink` publish its RTP packets to the `media` channel.
+    pub fn attach(&self, sink: &gst_app::AppSink, media: Media) {
+        let tx = match media {
+            Media::Video => self.video.clone(),
+            Media::Audio => self.audio.clone(),
+        };
+        let stats = self.stats.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let publish = |buffer: &gst::BufferRef| {
+                        let Ok(map) = buffer.map_readable() else {
+                            return;
+                        };
+                        let keyframe = media == Media::Video
+                            && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                        let counter = match media {
+                            Media::Video => &stats.video_packets,
+                            Media::Audio => &stats.audio_packets,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        // No subscriber is fine: nobody is watching yet.
+                        let _ = tx.send(RtpPacket {
+                            data: Bytes::copy_from_slice(&map),
+                            keyframe,
+                        });
+                    };
+                    if let Some(list) = sample.buffer_list() {
+                        list.iter().for_each(publish);
+                    } else if let Some(buffer) = sample.buffer() {
+                        publish(buffer);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads codec parameters from a payloader's negotiated caps, falling back to `fallback` for
+/// what they do not say.
+pub fn codec_from_caps(caps: Option<&gst::CapsRef>, fallback: &RtpCodec) -> RtpCodec {
+    let Some(s) = caps.and_then(|c| c.structure(0)) else {
+        return fallback.clone();
+    };
+    let fmtp = match fallback.encoding_name.as_str() {
+        "H264" => {
+            let profile = s
+                .get::<String>("profile-level-id")
+                .unwrap_or_else(|_| "42e01f".into());
+            Some(format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+            ))
+        }
+        "OPUS" => Some("minptime=10;useinbandfec=1".into()),
+        _ => fallback.fmtp.clone(),
+    };
+    RtpCodec {
+        encoding_name: s
+            .get::<String>("encoding-name")
+            .unwrap_or_else(|_| fallback.encoding_name.clone()),
+        clock_rate: s
+            .get::<i32>("clock-rate")
+            .map(|r| r as u32)
+            .unwrap_or(fallback.clock_rate),
+        payload_type: s
+            .get::<i32>("payload")
+            .map(|p| p as u8)
+            .unwrap_or(fallback.payload_type),
+        channels: fallback.channels,
+        fmtp,
+    }
+}
