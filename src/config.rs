@@ -147,7 +147,10 @@ impl PartyOptions {
     /// Reads a config file; a file the user named but that is missing is an error.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!("cannot read config file {} (--config): {e}", path.display()))
+            ConfigError(format!(
+                "cannot read config file {} (--config): {e}",
+                path.display()
+            ))
         })?;
         toml::from_str(&text).map_err(|e| {
             ConfigError(format!(
@@ -162,7 +165,10 @@ impl PartyOptions {
     /// test webcam when the user did not choose others.
     pub fn resolve(self, demo: bool) -> Result<PartyConfig, ConfigError> {
         let options = self.merged()?;
-        let dir = options.pipelines_dir.clone().unwrap_or_else(presets::default_dir);
+        let dir = options
+            .pipelines_dir
+            .clone()
+            .unwrap_or_else(presets::default_dir);
         let catalog = SourceCatalog::load(&dir)?;
         let movie = match (&options.movie, demo) {
             (Some(spec), _) => MovieSource::parse(spec)?,
@@ -176,11 +182,14 @@ impl PartyOptions {
         };
         let default_webcam = if demo { "test" } else { "auto" };
         let default_mic = if demo { "none" } else { "auto" };
-        let webcam = WebcamSource::parse(options.webcam.as_deref().unwrap_or(default_webcam), &catalog);
+        let webcam = WebcamSource::parse(
+            options.webcam.as_deref().unwrap_or(default_webcam),
+            &catalog,
+        );
         let mic = MicSource::parse(options.mic.as_deref().unwrap_or(default_mic), &catalog);
         let layout_spec = options.layout.as_deref().unwrap_or("side-panel");
-        let layout = Layout::load(layout_spec)
-            .map_err(|e| ConfigError(format!("{e} (--layout)")))?;
+        let layout =
+            Layout::load(layout_spec).map_err(|e| ConfigError(format!("{e} (--layout)")))?;
         let encoder = EncoderPreset::load(options.encoder.as_deref().unwrap_or("h264"), &dir)?;
         let bitrate_kbps = options.bitrate.unwrap_or(pipeline::DEFAULT_BITRATE_KBPS);
         if !(100..=50_000).contains(&bitrate_kbps) {
@@ -229,14 +238,18 @@ mod tests {
     use super::*;
 
     fn write(name: &str, text: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("cowatch-config-{}-{name}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("cowatch-config-{}-{name}", std::process::id()));
         std::fs::write(&path, text).unwrap();
         path
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let path = write("a.toml", "bitrate = 1000\nlayout = \"inset\"\nduck-db = 6.0\n");
+        let path = write(
+            "a.toml",
+            "bitrate = 1000\nlayout = \"inset\"\nduck-db = 6.0\n",
+        );
         let options = PartyOptions {
             bitrate: Some(3000),
             config: Some(path.clone()),
@@ -275,14 +288,20 @@ mod tests {
     #[test]
     fn demo_resolves_without_any_option() {
         let config = PartyOptions::default().resolve(true).unwrap();
-        assert!(matches!(config.settings.movie, MovieSource::Generated { .. }));
+        assert!(matches!(
+            config.settings.movie,
+            MovieSource::Generated { .. }
+        ));
         assert!(config.settings.loop_movie);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
     }
 
     #[test]
     fn party_without_movie_says_so() {
-        let err = PartyOptions::default().resolve(false).unwrap_err().to_string();
+        let err = PartyOptions::default()
+            .resolve(false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--movie"), "{err}");
     }
 }

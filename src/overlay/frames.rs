@@ -39,9 +39,15 @@ mod tests {
         let img = background(&layout);
         let chat = layout.chat.unwrap();
         let (cx, cy) = chat.center();
-        assert_eq!(img.get_pixel(cx as u32, cy as u32).0, rgba(layout.chat_background).0);
+        assert_eq!(
+            img.get_pixel(cx as u32, cy as u32).0,
+            rgba(layout.chat_background).0
+        );
         let (mx, my) = layout.movie.center();
-        assert_eq!(img.get_pixel(mx as u32, my as u32).0, rgba(layout.background).0);
+        assert_eq!(
+            img.get_pixel(mx as u32, my as u32).0,
+            rgba(layout.background).0
+        );
         let inset = background(&Layout::builtin("inset").unwrap());
         assert!(inset.pixels().all(|p| p == inset.get_pixel(0, 0)));
     }

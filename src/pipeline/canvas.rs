@@ -122,13 +122,23 @@ impl Canvas {
             .property("caps", canvas_caps(layout))
             .build()
             .map_err(|_| missing("capsfilter"))?;
-        pipeline.add_many([&compositor, &canvas_caps]).map_err(internal)?;
+        pipeline
+            .add_many([&compositor, &canvas_caps])
+            .map_err(internal)?;
         compositor.link(&canvas_caps).map_err(internal)?;
 
-        let (background, _) = video_slot(&pipeline, &compositor, "background", z::BACKGROUND, &[], None)?;
+        let (background, _) = video_slot(
+            &pipeline,
+            &compositor,
+            "background",
+            z::BACKGROUND,
+            &[],
+            None,
+        )?;
         let (movie, movie_pad) = video_slot(&pipeline, &compositor, "movie", z::MOVIE, &[], None)?;
         movie_pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
-        let (border, border_pad) = video_slot(&pipeline, &compositor, "border", z::BORDER, &[], None)?;
+        let (border, border_pad) =
+            video_slot(&pipeline, &compositor, "border", z::BORDER, &[], None)?;
 
         let webcam_crop = gst::ElementFactory::make("videocrop")
             .name("webcam-crop")
@@ -180,7 +190,14 @@ impl Canvas {
         let (movie_audio, movie_audio_pad) = audio_slot(&pipeline, &mixer, "movie-audio")?;
         let (mic, mic_pad) = audio_slot(&pipeline, &mixer, "mic")?;
 
-        let outputs = encode(&pipeline, &canvas_caps, &mixer, preset, bitrate_kbps, record)?;
+        let outputs = encode(
+            &pipeline,
+            &canvas_caps,
+            &mixer,
+            preset,
+            bitrate_kbps,
+            record,
+        )?;
         output.attach(&outputs.video_sink, Media::Video);
         output.attach(&outputs.audio_sink, Media::Audio);
         count_frames(&outputs.encoder_src, output);
@@ -238,14 +255,16 @@ impl Canvas {
     pub fn show_webcam_slate(&self, layout: &Layout, kind: slate::SlateKind) {
         let inner = layout.webcam_inner();
         let img = slate::render(kind, inner.width, inner.height);
-        self.webcam.show(&rgba_caps(inner.width, inner.height), rgba_buffer(img));
+        self.webcam
+            .show(&rgba_caps(inner.width, inner.height), rgba_buffer(img));
     }
 
     /// Shows `kind` in the movie rectangle of `layout`.
     pub fn show_movie_slate(&self, layout: &Layout, kind: slate::SlateKind, caption: &str) {
         let r = layout.movie;
         let img = slate::render_with_caption(kind, r.width, r.height, caption);
-        self.movie.show(&rgba_caps(r.width, r.height), rgba_buffer(img));
+        self.movie
+            .show(&rgba_caps(r.width, r.height), rgba_buffer(img));
     }
 
     /// Sets the canvas size (a layout may use another canvas).
@@ -327,7 +346,9 @@ fn video_slot(
     extra: &[&gst::Element],
     hook: Option<super::slot::CapsHook>,
 ) -> Result<(Arc<Slot>, gst::Pad), PipelineError> {
-    let appsrc = gst_app::AppSrc::builder().name(format!("{name}-src")).build();
+    let appsrc = gst_app::AppSrc::builder()
+        .name(format!("{name}-src"))
+        .build();
     // Slates and layers arrive as RGBA; converting once per new frame here is far cheaper than
     // the compositor converting the same frame for every output frame.
     let convert = make("videoconvert")?;
@@ -388,7 +409,10 @@ fn encode(
 ) -> Result<EncodedOutputs, PipelineError> {
     let parse = |what: &str, desc: &str| {
         gst::parse::bin_from_description(desc, true).map_err(|e| {
-            PipelineError::Config(format!("encoder preset {} ({what} `{desc}`): {e}", preset.name))
+            PipelineError::Config(format!(
+                "encoder preset {} ({what} `{desc}`): {e}",
+                preset.name
+            ))
         })
     };
     let vqueue = queue("video-encode-queue")?;
@@ -479,7 +503,9 @@ fn encode(
         add_recorder(pipeline, &vtee, &atee, preset, path)?;
     }
 
-    let encoder_src = encoder.static_pad("src").expect("encoder bin has a src pad");
+    let encoder_src = encoder
+        .static_pad("src")
+        .expect("encoder bin has a src pad");
     Ok(EncodedOutputs {
         video_sink,
         audio_sink,
@@ -528,14 +554,7 @@ fn add_recorder(
         .build()
         .map_err(|_| missing("filesink"))?;
     pipeline
-        .add_many([
-            &vqueue,
-            vparse.upcast_ref(),
-            &aqueue,
-            &aparse,
-            &mux,
-            &sink,
-        ])
+        .add_many([&vqueue, vparse.upcast_ref(), &aqueue, &aparse, &mux, &sink])
         .map_err(internal)?;
     gst::Element::link_many([vtee, &vqueue, vparse.upcast_ref(), &mux, &sink]).map_err(internal)?;
     gst::Element::link_many([atee, &aqueue, &aparse, &mux]).map_err(internal)?;

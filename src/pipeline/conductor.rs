@@ -120,7 +120,11 @@ impl Conductor {
                     let _ = done.send(());
                     return;
                 }
-                Ok(command) => self.handle(command),
+                Ok(command) => {
+                    self.handle(command);
+                    // Whoever changed something reads it back in /healthz at once.
+                    self.publish();
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.shutdown(&rx);
@@ -194,9 +198,9 @@ impl Conductor {
         };
         self.canvas.movie.activate(feed.generation);
         self.canvas.movie_audio.activate(feed.generation);
-        feed.pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| PipelineError::Movie(format!("cannot play {}", self.movie_source.title())))?;
+        feed.pipeline.set_state(gst::State::Playing).map_err(|_| {
+            PipelineError::Movie(format!("cannot play {}", self.movie_source.title()))
+        })?;
         self.movie_state = MovieState::Playing;
         Ok(())
     }
@@ -281,7 +285,8 @@ impl Conductor {
     }
 
     fn set_layout(&mut self, layout: Layout) {
-        let canvas_changed = (layout.width, layout.height) != (self.layout.width, self.layout.height);
+        let canvas_changed =
+            (layout.width, layout.height) != (self.layout.width, self.layout.height);
         self.layout = layout;
         if canvas_changed {
             self.canvas.set_canvas(&self.layout);
@@ -289,10 +294,12 @@ impl Conductor {
         self.canvas.apply_layout(&self.layout);
         match self.webcam_state {
             WebcamState::Live => {}
-            WebcamState::Lost => self.canvas.show_webcam_slate(&self.layout, SlateKind::CameraOff),
-            WebcamState::Off | WebcamState::None => {
-                self.canvas.show_webcam_slate(&self.layout, SlateKind::CameraOff)
-            }
+            WebcamState::Lost => self
+                .canvas
+                .show_webcam_slate(&self.layout, SlateKind::CameraOff),
+            WebcamState::Off | WebcamState::None => self
+                .canvas
+                .show_webcam_slate(&self.layout, SlateKind::CameraOff),
         }
         if self.movie_state == MovieState::Ended || self.movie.is_none() {
             self.show_intermission("");
@@ -315,18 +322,25 @@ impl Conductor {
                 feed.stop();
             }
             self.webcam_state = WebcamState::Off;
-            self.canvas.show_webcam_slate(&self.layout, SlateKind::CameraOff);
+            self.canvas
+                .show_webcam_slate(&self.layout, SlateKind::CameraOff);
         }
         Ok(())
     }
 
     fn set_mic_muted(&mut self, muted: bool) -> Result<(), PipelineError> {
         if matches!(self.mic_source, MicSource::None) {
-            return Err(PipelineError::Control("no mic is configured (--mic none)".into()));
+            return Err(PipelineError::Control(
+                "no mic is configured (--mic none)".into(),
+            ));
         }
         self.canvas.mic_pad.set_property("mute", muted);
         if self.mic_state != MicState::Lost {
-            self.mic_state = if muted { MicState::Muted } else { MicState::Live };
+            self.mic_state = if muted {
+                MicState::Muted
+            } else {
+                MicState::Live
+            };
         }
         Ok(())
     }
@@ -334,11 +348,13 @@ impl Conductor {
     fn start_webcam(&mut self) {
         let WebcamSource::Description(description) = &self.webcam_source else {
             self.webcam_state = WebcamState::None;
-            self.canvas.show_webcam_slate(&self.layout, SlateKind::CameraOff);
+            self.canvas
+                .show_webcam_slate(&self.layout, SlateKind::CameraOff);
             return;
         };
         self.webcam_since = Instant::now();
-        self.webcam_last_frame.store(feed::now_ms(), Ordering::Relaxed);
+        self.webcam_last_frame
+            .store(feed::now_ms(), Ordering::Relaxed);
         match feed::open_webcam(
             description,
             self.canvas.webcam.clone(),
@@ -365,7 +381,8 @@ impl Conductor {
         }
         self.webcam_state = WebcamState::Lost;
         self.webcam_since = Instant::now();
-        self.canvas.show_webcam_slate(&self.layout, SlateKind::CameraOff);
+        self.canvas
+            .show_webcam_slate(&self.layout, SlateKind::CameraOff);
     }
 
     fn start_mic(&mut self) {

@@ -46,11 +46,14 @@ impl Ducker {
         } else {
             (1.0, RELEASE)
         };
-        let step = (dt.as_secs_f64() / ramp.as_secs_f64()).min(1.0);
-        self.gain += (target - self.gain) * step;
-        if (self.gain - target).abs() < 1e-3 {
-            self.gain = target;
-        }
+        // Linear ramps: the whole swing takes exactly `ramp`, whatever the tick rate.
+        let step = (1.0 - self.ducked_gain) * (dt.as_secs_f64() / ramp.as_secs_f64());
+        let delta = target - self.gain;
+        self.gain = if delta.abs() <= step {
+            target
+        } else {
+            self.gain + step.copysign(delta)
+        };
         self.gain
     }
 }

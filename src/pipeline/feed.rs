@@ -114,7 +114,9 @@ pub fn open_movie(
             pipeline.add(&decode).map_err(internal)?;
             let weak = pipeline.downgrade();
             decode.connect_pad_added(move |_, pad| {
-                let Some(pipeline) = weak.upgrade() else { return };
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
                 let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
                 let name = caps
                     .structure(0)
@@ -215,10 +217,13 @@ pub fn open_webcam(
     pipeline
         .add_many([src.upcast_ref(), &scale, &caps, sink.upcast_ref()])
         .map_err(internal)?;
-    gst::Element::link_many([src.upcast_ref(), &scale, &caps, sink.upcast_ref()])
-        .map_err(|_| {
-            PipelineError::Config(format!("webcam source `{description}` does not produce video"))
-        })?;
+    gst::Element::link_many([src.upcast_ref(), &scale, &caps, sink.upcast_ref()]).map_err(
+        |_| {
+            PipelineError::Config(format!(
+                "webcam source `{description}` does not produce video"
+            ))
+        },
+    )?;
     forward_bus(&pipeline, FeedKind::Webcam, generation, events);
     pipeline
         .set_state(gst::State::Playing)
@@ -270,7 +275,10 @@ fn source_bin(description: &str, tail: &str, what: &str) -> Result<gst::Bin, Pip
 /// Milliseconds on a monotonic clock shared by the feeds and the watchdog.
 pub fn now_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 fn attach_video_sink(
@@ -285,7 +293,9 @@ fn attach_video_sink(
     let caps = gst::ElementFactory::make("capsfilter")
         .property(
             "caps",
-            gst::Caps::builder("video/x-raw").field("format", "I420").build(),
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
         )
         .build()
         .map_err(internal)?;
@@ -320,7 +330,10 @@ fn attach_audio_sink(
         .property("caps", super::canvas::audio_caps())
         .build()
         .map_err(internal)?;
-    let sink = gst_app::AppSink::builder().sync(true).max_buffers(8).build();
+    let sink = gst_app::AppSink::builder()
+        .sync(true)
+        .max_buffers(8)
+        .build();
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -333,7 +346,11 @@ fn attach_audio_sink(
             })
             .build(),
     );
-    link_branch(pipeline, pad, &[&queue, &convert, &resample, &caps, sink.upcast_ref()])
+    link_branch(
+        pipeline,
+        pad,
+        &[&queue, &convert, &resample, &caps, sink.upcast_ref()],
+    )
 }
 
 fn attach_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), PipelineError> {
@@ -350,12 +367,16 @@ fn link_branch(
     pad: &gst::Pad,
     elements: &[&gst::Element],
 ) -> Result<(), PipelineError> {
-    pipeline.add_many(elements.iter().copied()).map_err(internal)?;
+    pipeline
+        .add_many(elements.iter().copied())
+        .map_err(internal)?;
     gst::Element::link_many(elements.iter().copied()).map_err(internal)?;
     for element in elements {
         element.sync_state_with_parent().map_err(internal)?;
     }
-    let sink_pad = elements[0].static_pad("sink").expect("branch head has a sink pad");
+    let sink_pad = elements[0]
+        .static_pad("sink")
+        .expect("branch head has a sink pad");
     pad.link(&sink_pad)
         .map_err(|e| PipelineError::Internal(format!("cannot link {}: {e:?}", pad.name())))?;
     Ok(())
@@ -381,7 +402,9 @@ fn loudness_centi_db(buffer: &gst::BufferRef) -> i32 {
 fn preroll(pipeline: &gst::Pipeline, title: &str) -> Result<(), PipelineError> {
     let fail = |reason: String| {
         let _ = pipeline.set_state(gst::State::Null);
-        Err(PipelineError::Movie(format!("cannot play movie {title}: {reason}")))
+        Err(PipelineError::Movie(format!(
+            "cannot play movie {title}: {reason}"
+        )))
     };
     if pipeline.set_state(gst::State::Paused).is_err() {
         return fail(first_error(pipeline).unwrap_or_else(|| "it failed to open".into()));
@@ -403,7 +426,10 @@ fn preroll(pipeline: &gst::Pipeline, title: &str) -> Result<(), PipelineError> {
 
 fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
     let bus = pipeline.bus()?;
-    let msg = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error])?;
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(500),
+        &[gst::MessageType::Error],
+    )?;
     match msg.view() {
         gst::MessageView::Error(err) => Some(err.error().to_string()),
         _ => None,

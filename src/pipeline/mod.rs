@@ -312,8 +312,16 @@ impl Pipeline {
             shared: shared.clone(),
             output: output.clone(),
             encoder_src: canvas.outputs.encoder_src.clone(),
-            video_sink_pad: canvas.outputs.video_sink.static_pad("sink").expect("sink pad"),
-            audio_sink_pad: canvas.outputs.audio_sink.static_pad("sink").expect("sink pad"),
+            video_sink_pad: canvas
+                .outputs
+                .video_sink
+                .static_pad("sink")
+                .expect("sink pad"),
+            audio_sink_pad: canvas
+                .outputs
+                .audio_sink
+                .static_pad("sink")
+                .expect("sink pad"),
             video_codec: canvas.outputs.video_codec.clone(),
             audio_codec: canvas.outputs.audio_codec.clone(),
         };

@@ -10,7 +10,6 @@ use gstreamer_app as gst_app;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-
 /// Which stream a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -51,10 +51,7 @@ impl EncoderPreset {
         } else {
             let on_disk = dir.join("encoders").join(format!("{spec}.toml"));
             if on_disk.is_file() {
-                (
-                    read(&on_disk, "--encoder")?,
-                    on_disk.display().to_string(),
-                )
+                (read(&on_disk, "--encoder")?, on_disk.display().to_string())
             } else {
                 let builtin = BUILTIN_ENCODERS
                     .iter()
@@ -78,7 +75,10 @@ impl EncoderPreset {
         let keyframe_frames = (fps * 2).max(1);
         self.encoder
             .replace("{bitrate_kbps}", &bitrate_kbps.to_string())
-            .replace("{bitrate_bps}", &(u64::from(bitrate_kbps) * 1000).to_string())
+            .replace(
+                "{bitrate_bps}",
+                &(u64::from(bitrate_kbps) * 1000).to_string(),
+            )
             .replace("{keyframe_frames}", &keyframe_frames.to_string())
             .replace("{fps}", &fps.to_string())
     }
@@ -174,7 +174,10 @@ mod tests {
         assert!(desc.contains("bitrate=2500"), "{desc}");
         assert!(desc.contains("key-int-max=60"), "{desc}");
         let vp8 = EncoderPreset::load("vp8", dir).unwrap();
-        assert!(vp8.encoder_description(2500, 30).contains("target-bitrate=2500000"));
+        assert!(
+            vp8.encoder_description(2500, 30)
+                .contains("target-bitrate=2500000")
+        );
         SourceCatalog::load(dir).unwrap();
     }
 

@@ -68,7 +68,10 @@ impl MovieSource {
             Self::Uri { uri } => uri
                 .rsplit('/')
                 .next()
-                .map(|s| glib::uri_unescape_string(s, None::<&str>).map_or(s.to_string(), |u| u.to_string()))
+                .map(|s| {
+                    glib::uri_unescape_string(s, None::<&str>)
+                        .map_or(s.to_string(), |u| u.to_string())
+                })
                 .unwrap_or_else(|| uri.clone()),
             Self::Generated { .. } => "demo movie".into(),
         }
@@ -142,7 +145,9 @@ mod tests {
 
     #[test]
     fn missing_movie_names_the_path_and_flag() {
-        let err = MovieSource::parse("/nonexistent/film.mkv").unwrap_err().to_string();
+        let err = MovieSource::parse("/nonexistent/film.mkv")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/film.mkv"), "{err}");
         assert!(err.contains("--movie"), "{err}");
         assert!(!err.contains('\n'));
@@ -152,7 +157,9 @@ mod tests {
     fn uris_pass_through_and_paths_become_file_uris() {
         assert_eq!(
             MovieSource::parse("https://example.com/a.mp4").unwrap(),
-            MovieSource::Uri { uri: "https://example.com/a.mp4".into() }
+            MovieSource::Uri {
+                uri: "https://example.com/a.mp4".into()
+            }
         );
         let file = std::env::temp_dir().join("cowatch source test.mkv");
         std::fs::write(&file, b"x").unwrap();

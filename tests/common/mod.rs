@@ -1,0 +1,305 @@
+//! Helpers shared by the integration tests: media files made on the spot, and a decoder that
+//! turns the pipeline's RTP back into pictures, as a viewer would see them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cowatch::pipeline::layout::{Layout, Rect};
+use cowatch::pipeline::output::RtpPacket;
+use cowatch::pipeline::presets::EncoderPreset;
+use cowatch::pipeline::source::{MicSource, MovieSource, WebcamSource};
+use cowatch::pipeline::{Pipeline, Settings};
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+/// Solid colours far apart in YUV, so a pixel cannot be mistaken for another.
+pub const MOVIE_RED: [u8; 3] = [210, 40, 40];
+pub const MOVIE_BLUE: [u8; 3] = [40, 60, 220];
+pub const WEBCAM_GREEN: [u8; 3] = [40, 200, 60];
+
+/// A unique scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cowatch-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn argb(c: [u8; 3]) -> u32 {
+    0xff00_0000 | (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2])
+}
+
+/// Writes a Matroska movie of one solid colour with a tone: H.264 + Opus, like a real file.
+pub fn make_movie(path: &Path, color: [u8; 3], seconds: u32) {
+    gst::init().unwrap();
+    let desc = format!(
+        "videotestsrc pattern=solid-color foreground-color={fg} num-buffers={frames} \
+         ! video/x-raw,width=640,height=360,framerate=25/1 ! x264enc speed-preset=ultrafast \
+         ! h264parse ! matroskamux name=mux ! filesink location=\"{loc}\" \
+         audiotestsrc num-buffers={abufs} samplesperbuffer=960 freq=330 \
+         ! audio/x-raw,rate=48000 ! opusenc ! mux.",
+        fg = argb(color),
+        frames = seconds * 25,
+        abufs = seconds * 50,
+        loc = path.display()
+    );
+    let pipeline = gst::parse::launch(&desc).expect("test movie pipeline (x264enc, opusenc)");
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("test movie written in time");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("cannot write test movie: {}", e.error());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// A live webcam description of one solid colour.
+pub fn solid_webcam(color: [u8; 3]) -> String {
+    format!(
+        "videotestsrc is-live=true pattern=solid-color foreground-color={} \
+         ! video/x-raw,width=640,height=480,framerate=30/1",
+        argb(color)
+    )
+}
+
+/// Settings for a test party: given movie, webcam and layout, no mic, low bitrate.
+pub fn settings(movie: &Path, webcam: WebcamSource, layout: &str) -> Settings {
+    Settings {
+        movie: MovieSource::parse(movie.to_str().unwrap()).unwrap(),
+        loop_movie: false,
+        webcam,
+        mic: MicSource::None,
+        layout: Layout::builtin(layout).unwrap(),
+        encoder: EncoderPreset::load("h264", Path::new("pipelines")).unwrap(),
+        bitrate_kbps: 1500,
+        duck_db: 12.0,
+        record: None,
+    }
+}
+
+/// Decodes the pipeline's video RTP, keeping the latest picture.
+pub struct Viewer {
+    latest: Arc<Mutex<Option<(Instant, image::RgbImage)>>>,
+    frames: Arc<Mutex<u64>>,
+    decoder: gst::Pipeline,
+    pub rtp_timestamps: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Viewer {
+    /// Subscribes to `pipeline`'s video and decodes it with GStreamer's own depayloader and
+    /// libav's decoder: nothing of cowatch on this side.
+    pub fn watch(pipeline: &Pipeline) -> Self {
+        let codecs = pipeline.codecs();
+        let decoder = gst::Pipeline::new();
+        let src = gst_app::AppSrc::builder()
+            .caps(
+                &gst::Caps::builder("application/x-rtp")
+                    .field("media", "video")
+                    .field("encoding-name", "H264")
+                    .field("clock-rate", 90_000i32)
+                    .field("payload", i32::from(codecs.video.payload_type))
+                    .build(),
+            )
+            .is_live(true)
+            .format(gst::Format::Time)
+            .do_timestamp(true)
+            .build();
+        let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
+        let dec = gst::ElementFactory::make("avdec_h264")
+            .build()
+            .expect("avdec_h264 (gstreamer1.0-libav) is needed by the tests");
+        let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
+        let sink = gst_app::AppSink::builder()
+            .caps(
+                &gst::Caps::builder("video/x-raw")
+                    .field("format", "RGB")
+                    .build(),
+            )
+            .sync(false)
+            .build();
+        decoder
+            .add_many([src.upcast_ref(), &depay, &dec, &convert, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([src.upcast_ref(), &depay, &dec, &convert, sink.upcast_ref()])
+            .unwrap();
+        let latest = Arc::new(Mutex::new(None));
+        let frames = Arc::new(Mutex::new(0));
+        {
+            let latest = latest.clone();
+            let frames = frames.clone();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let img = to_rgb(&sample);
+                        *latest.lock().unwrap() = Some((Instant::now(), img));
+                        *frames.lock().unwrap() += 1;
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
+        decoder.set_state(gst::State::Playing).unwrap();
+        let rtp_timestamps = Arc::new(Mutex::new(Vec::new()));
+        let mut rx = pipeline.subscribe_video();
+        pipeline.request_keyframe();
+        {
+            let rtp_timestamps = rtp_timestamps.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let packet: RtpPacket = match rx.blocking_recv() {
+                        Ok(p) => p,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    };
+                    if packet.data.len() >= 8 {
+                        let ts = u32::from_be_bytes(packet.data[4..8].try_into().unwrap());
+                        rtp_timestamps.lock().unwrap().push(ts);
+                    }
+                    if src
+                        .push_buffer(gst::Buffer::from_slice(packet.data))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        Self {
+            latest,
+            frames,
+            decoder,
+            rtp_timestamps,
+        }
+    }
+
+    /// Decoded frames so far.
+    pub fn frames(&self) -> u64 {
+        *self.frames.lock().unwrap()
+    }
+
+    /// A picture decoded after this call (so it reflects everything done before it).
+    pub fn fresh_frame(&self) -> image::RgbImage {
+        let asked = Instant::now();
+        let deadline = asked + Duration::from_secs(10);
+        loop {
+            if let Some((at, img)) = &*self.latest.lock().unwrap()
+                && *at > asked
+            {
+                return img.clone();
+            }
+            assert!(Instant::now() < deadline, "no decoded frame within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `check` holds for a fresh frame, or fails with the last mismatch.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&image::RgbImage) -> Result<(), String>,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let frame = self.fresh_frame();
+            match check(&frame) {
+                Ok(()) => return,
+                Err(why) if Instant::now() >= deadline => {
+                    let path = std::env::temp_dir()
+                        .join(format!("cowatch-failed-{}.png", what.replace(' ', "-")));
+                    let _ = frame.save(&path);
+                    panic!("{what}: {why} (frame saved to {})", path.display());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.decoder.set_state(gst::State::Null);
+    }
+}
+
+/// Average colour of the 9×9 block around (x, y).
+pub fn colour_at(img: &image::RgbImage, x: i32, y: i32) -> [u8; 3] {
+    let mut sum = [0u32; 3];
+    let mut n = 0;
+    for dy in -4..=4 {
+        for dx in -4..=4 {
+            let p = img.get_pixel((x + dx) as u32, (y + dy) as u32);
+            for c in 0..3 {
+                sum[c] += u32::from(p[c]);
+            }
+            n += 1;
+        }
+    }
+    sum.map(|s| (s / n) as u8)
+}
+
+/// Whether two colours match within what an encode/decode round trip changes.
+pub fn close(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 32)
+}
+
+/// Checks that the centre of `rect` has `expected`.
+pub fn expect_at(
+    img: &image::RgbImage,
+    rect: Rect,
+    expected: [u8; 3],
+    name: &str,
+) -> Result<(), String> {
+    let (x, y) = rect.center();
+    let got = colour_at(img, x, y);
+    if close(got, expected) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} centre ({x},{y}) is {got:?}, expected {expected:?}"
+        ))
+    }
+}
+
+/// Waits for the pipeline's health to satisfy `check`.
+pub fn wait_health(
+    pipeline: &Pipeline,
+    what: &str,
+    check: impl Fn(&cowatch::pipeline::Health) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check(&pipeline.health()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: health is {}",
+            serde_json::to_string(&pipeline.health()).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Copies an RGB sample into an image.
+pub fn to_rgb(sample: &gst::Sample) -> image::RgbImage {
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let buffer = sample.buffer().unwrap();
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
+    let stride = frame.plane_stride()[0] as usize;
+    let data = frame.plane_data(0).unwrap();
+    image::RgbImage::from_fn(info.width(), info.height(), |x, y| {
+        let i = y as usize * stride + x as usize * 3;
+        image::Rgb([data[i], data[i + 1], data[i + 2]])
+    })
+}

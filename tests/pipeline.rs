@@ -1,0 +1,305 @@
+//! The host pipeline seen from the outside: its RTP decoded back into pictures, its controls
+//! applied while it streams, its faults survived.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use cowatch::overlay::slate::{self, SlateKind};
+use cowatch::pipeline::layout::Layout;
+use cowatch::pipeline::source::{MovieSource, WebcamSource};
+use cowatch::pipeline::{MovieState, Pipeline, WebcamState};
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Movie and webcam land in their rectangles for `first`, then for `second` after a live
+/// switch, and the stream never stops in between.
+fn layouts_place_movie_and_webcam(first: &str, second: &str) {
+    let dir = scratch(&format!("layout-{first}"));
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 20);
+    let pipeline = Pipeline::start(settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        first,
+    ))
+    .unwrap();
+    let viewer = Viewer::watch(&pipeline);
+
+    for name in [first, second] {
+        let layout = Layout::builtin(name).unwrap();
+        if name != first {
+            block(pipeline.set_layout(layout.clone())).unwrap();
+        }
+        viewer.wait_for(&format!("layout {name}"), Duration::from_secs(5), |img| {
+            expect_at(img, layout.webcam_inner(), WEBCAM_GREEN, "webcam")?;
+            expect_at(img, layout.movie, MOVIE_RED, "movie")?;
+            if let Some(chat) = layout.chat {
+                let bg = layout.chat_background;
+                expect_at(img, chat, [bg.r, bg.g, bg.b], "chat panel")?;
+            }
+            Ok(())
+        });
+    }
+    // The stream goes on after the switch.
+    let frames = viewer.frames();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        viewer.frames() >= frames + 20,
+        "stream stalled after the switch"
+    );
+    let h = pipeline.health();
+    assert_eq!(h.layout, second);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    assert_rtp_monotonic(&viewer);
+    block(pipeline.shutdown());
+}
+
+#[test]
+fn side_panel_then_inset_pixels() {
+    layouts_place_movie_and_webcam("side-panel", "inset");
+}
+
+#[test]
+fn inset_then_side_panel_pixels() {
+    layouts_place_movie_and_webcam("inset", "side-panel");
+}
+
+#[test]
+fn lost_webcam_shows_the_slate_and_the_stream_goes_on() {
+    let dir = scratch("webcam-loss");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 20);
+    // A camera that dies after 45 frames, about 1.5 s in.
+    let webcam = format!("{} ! identity error-after=45", solid_webcam(WEBCAM_GREEN));
+    let pipeline = Pipeline::start(settings(
+        &movie,
+        WebcamSource::Description(webcam),
+        "side-panel",
+    ))
+    .unwrap();
+    let viewer = Viewer::watch(&pipeline);
+    let layout = Layout::builtin("side-panel").unwrap();
+    let inner = layout.webcam_inner();
+
+    viewer.wait_for("webcam before failure", Duration::from_secs(5), |img| {
+        expect_at(img, inner, WEBCAM_GREEN, "webcam")
+    });
+    wait_health(&pipeline, "webcam lost", |h| h.webcam == WebcamState::Lost);
+    let frames_at_loss = viewer.frames();
+    let (px, py) = slate::probe_point(inner.width, inner.height);
+    let slate_bg = slate::background(SlateKind::CameraOff);
+    viewer.wait_for("camera-off slate", Duration::from_secs(3), |img| {
+        let got = colour_at(img, inner.x + px as i32, inner.y + py as i32 + 4);
+        if !close(got, slate_bg) {
+            return Err(format!(
+                "webcam area is {got:?}, expected the slate's {slate_bg:?}"
+            ));
+        }
+        expect_at(img, layout.movie, MOVIE_RED, "movie")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        viewer.frames() >= frames_at_loss + 20,
+        "the stream stalled after the webcam died: {} → {} frames",
+        frames_at_loss,
+        viewer.frames()
+    );
+    let h = pipeline.health();
+    assert!(
+        h.errors.iter().any(|e| e.element.contains("identity")),
+        "the failing element is named in health: {:?}",
+        h.errors
+    );
+    assert_rtp_monotonic(&viewer);
+    block(pipeline.shutdown());
+}
+
+#[test]
+fn pause_seek_and_load_keep_the_stream_flowing() {
+    let dir = scratch("controls");
+    let red = dir.join("red.mkv");
+    let blue = dir.join("blue.mkv");
+    make_movie(&red, MOVIE_RED, 20);
+    make_movie(&blue, MOVIE_BLUE, 5);
+    let pipeline = Pipeline::start(settings(
+        &red,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "side-panel",
+    ))
+    .unwrap();
+    let viewer = Viewer::watch(&pipeline);
+    let layout = Layout::builtin("side-panel").unwrap();
+    viewer.wait_for("movie playing", Duration::from_secs(5), |img| {
+        expect_at(img, layout.movie, MOVIE_RED, "movie")
+    });
+
+    // Pause: the position stands still, the stream does not.
+    block(pipeline.pause()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let paused_at = pipeline.health().movie.position_s.unwrap();
+    let frames = viewer.frames();
+    std::thread::sleep(Duration::from_secs(1));
+    let h = pipeline.health();
+    assert_eq!(h.movie.state, MovieState::Paused);
+    assert!(
+        (h.movie.position_s.unwrap() - paused_at).abs() < 0.05,
+        "moved while paused"
+    );
+    assert!(
+        viewer.frames() >= frames + 20,
+        "stream stalled while paused"
+    );
+    expect_at(
+        &viewer.fresh_frame(),
+        layout.movie,
+        MOVIE_RED,
+        "paused movie",
+    )
+    .unwrap();
+
+    // Play: the position moves again.
+    block(pipeline.play()).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(pipeline.health().movie.position_s.unwrap() > paused_at + 0.5);
+
+    // Seek.
+    block(pipeline.seek(Duration::from_secs(12))).unwrap();
+    wait_health(&pipeline, "seek to 12 s", |h| {
+        h.movie
+            .position_s
+            .is_some_and(|p| (11.5..14.0).contains(&p))
+    });
+    let err = block(pipeline.seek(Duration::from_secs(3600))).unwrap_err();
+    assert!(err.to_string().contains("past the end"), "{err}");
+
+    // A movie that cannot be opened changes nothing.
+    let err = block(pipeline.load(MovieSource::Uri {
+        uri: format!("file://{}/missing.mkv", dir.display()),
+    }))
+    .unwrap_err();
+    assert!(err.to_string().contains("missing.mkv"), "{err}");
+    expect_at(
+        &viewer.fresh_frame(),
+        layout.movie,
+        MOVIE_RED,
+        "movie after failed load",
+    )
+    .unwrap();
+
+    // Another movie.
+    block(pipeline.load(MovieSource::parse(blue.to_str().unwrap()).unwrap())).unwrap();
+    viewer.wait_for("second movie", Duration::from_secs(5), |img| {
+        expect_at(img, layout.movie, MOVIE_BLUE, "movie")
+    });
+    assert!(pipeline.health().movie.title.contains("blue.mkv"));
+
+    // Its end shows the intermission slate instead of ending the stream.
+    wait_health(&pipeline, "end of movie", |h| {
+        h.movie.state == MovieState::Ended
+    });
+    let slate_bg = slate::background(SlateKind::Intermission);
+    let (px, py) = slate::probe_point(layout.movie.width, layout.movie.height);
+    viewer.wait_for("intermission", Duration::from_secs(3), |img| {
+        let got = colour_at(
+            img,
+            layout.movie.x + px as i32,
+            layout.movie.y + py as i32 + 4,
+        );
+        close(got, slate_bg).then_some(()).ok_or(format!(
+            "movie area is {got:?}, expected intermission {slate_bg:?}"
+        ))
+    });
+    let frames = viewer.frames();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        viewer.frames() >= frames + 20,
+        "stream stalled at the end of the movie"
+    );
+    assert_rtp_monotonic(&viewer);
+    assert!(pipeline.health().output.last_video_pts_s > 0.0);
+    block(pipeline.shutdown());
+}
+
+#[test]
+fn recording_holds_the_same_composite() {
+    let dir = scratch("record");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 20);
+    let out = dir.join("vod.mkv");
+    let mut s = settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "inset",
+    );
+    s.record = Some(out.clone());
+    let pipeline = Pipeline::start(s).unwrap();
+    wait_health(&pipeline, "three seconds encoded", |h| {
+        h.output.video_frames >= 90
+    });
+    block(pipeline.shutdown());
+
+    let (img, has_audio) = decode_file_frame(&out, 2.0);
+    assert!(has_audio, "the recording has no audio stream");
+    let layout = Layout::builtin("inset").unwrap();
+    expect_at(&img, layout.webcam_inner(), WEBCAM_GREEN, "recorded webcam").unwrap();
+    expect_at(&img, layout.movie, MOVIE_RED, "recorded movie").unwrap();
+}
+
+/// RTP timestamps of the video never go back (modulo 2^32), whatever the controls did.
+fn assert_rtp_monotonic(viewer: &Viewer) {
+    // Solid colours compress to about one packet per frame.
+    let ts = viewer.rtp_timestamps.lock().unwrap().clone();
+    assert!(ts.len() > 20, "too few packets: {}", ts.len());
+    for pair in ts.windows(2) {
+        let step = pair[1].wrapping_sub(pair[0]) as i32;
+        assert!(
+            step >= 0,
+            "RTP timestamp went back: {} → {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Decodes the frame at `at_s` seconds of a file; also tells whether it has audio.
+fn decode_file_frame(path: &std::path::Path, at_s: f64) -> (image::RgbImage, bool) {
+    use gst::prelude::*;
+    use gstreamer as gst;
+    use gstreamer_app as gst_app;
+
+    let pipeline = gst::parse::launch(&format!(
+        "uridecodebin uri=file://{} name=d d. ! videoconvert ! video/x-raw,format=RGB ! appsink name=v sync=false \
+         d. ! audioconvert ! fakesink name=a sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("v")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut found = None;
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let buffer = sample.buffer().unwrap();
+        if buffer.pts().is_some_and(|p| p.seconds_f64() >= at_s) {
+            let img = to_rgb(&sample);
+            found = Some(img);
+            break;
+        }
+    }
+    let a = pipeline.by_name("a").unwrap();
+    let has_audio = a.static_pad("sink").unwrap().current_caps().is_some();
+    pipeline.set_state(gst::State::Null).unwrap();
+    (found.expect("the recording has a frame at 2 s"), has_audio)
+}
