@@ -327,14 +327,19 @@ pub fn centre_crop(w: u32, h: u32, tw: u32, th: u32) -> (u32, u32, u32, u32) {
     let (w64, h64, tw64, th64) = (u64::from(w), u64::from(h), u64::from(tw), u64::from(th));
     if w64 * th64 > h64 * tw64 {
         // Too wide: cut the sides.
-        let keep = (h64 * tw64 / th64) as u32;
-        let cut = (w - keep) & !1;
-        (cut / 2 & !1, cut - (cut / 2 & !1), 0, 0)
+        let (first, second) = halves(w - (h64 * tw64 / th64) as u32);
+        (first, second, 0, 0)
     } else {
-        let keep = (w64 * th64 / tw64) as u32;
-        let cut = (h - keep) & !1;
-        (0, 0, cut / 2 & !1, cut - (cut / 2 & !1))
+        let (first, second) = halves(h - (w64 * th64 / tw64) as u32);
+        (0, 0, first, second)
     }
+}
+
+/// Splits an amount to cut into two even parts.
+fn halves(cut: u32) -> (u32, u32) {
+    let cut = cut & !1;
+    let first = (cut / 2) & !1;
+    (first, cut - first)
 }
 
 /// appsrc → [extra…] → compositor pad at `zorder`.

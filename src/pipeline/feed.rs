@@ -158,7 +158,7 @@ pub fn open_movie(
             stop = Some(gst::ClockTime::from_seconds(*seconds));
         }
     }
-    preroll(&pipeline, &source.title())?;
+    preroll(&pipeline, &source.location())?;
     let mut feed = Feed {
         pipeline,
         generation,

@@ -53,6 +53,16 @@ impl MovieSource {
         Ok(Self::Uri { uri: uri.into() })
     }
 
+    /// Where the movie is, as the user wrote it: a local path for files, else the URI.
+    pub fn location(&self) -> String {
+        match self {
+            Self::Uri { uri } => glib::filename_from_uri(uri)
+                .map(|(path, _)| path.display().to_string())
+                .unwrap_or_else(|_| uri.clone()),
+            Self::Generated { .. } => "demo movie".into(),
+        }
+    }
+
     /// The demo movie described in `pipelines/sources.toml`.
     pub fn demo(catalog: &SourceCatalog) -> Self {
         Self::Generated {

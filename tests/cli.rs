@@ -1,0 +1,143 @@
+//! The binary as a streamer meets it: clear one-line errors, and a demo that starts and serves.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cowatch");
+
+/// Runs cowatch with `args`; returns (exit code, stderr) and checks it failed in one line.
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let code = out.status.code().unwrap_or(-1);
+    assert_ne!(code, 0, "{args:?} succeeded; stderr: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?} should fail with one line, got:\n{stderr}"
+    );
+    (code, stderr)
+}
+
+fn temp(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!("cowatch-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn missing_movie_is_one_clear_line() {
+    let (_, err) = fails(&["party", "--movie", "/nonexistent"]);
+    assert!(err.contains("/nonexistent"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("--movie"), "{err}");
+}
+
+#[test]
+fn undecodable_movie_is_one_clear_line() {
+    let path = temp("not-a-movie.mkv", "this is not a movie\n");
+    let (_, err) = fails(&[
+        "party", "--movie", &path, "--webcam", "none", "--mic", "none",
+    ]);
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("cannot play movie"), "{err}");
+}
+
+#[test]
+fn bad_layout_file_names_the_field() {
+    let path = temp(
+        "layout.toml",
+        "[canvas]\nwidth = 1280\nheight = 720\n[movie]\nx = 0\ny = 0\nwidth = 960\n",
+    );
+    let (_, err) = fails(&["demo", "--layout", &path]);
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("movie.height"), "{err}");
+    let (_, err) = fails(&["demo", "--layout", "diagonal"]);
+    assert!(err.contains("unknown layout `diagonal`"), "{err}");
+}
+
+#[test]
+fn unknown_flag_is_one_line() {
+    let (code, err) = fails(&["party", "--movie", "x.mkv", "--webcma", "none"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--webcma"), "{err}");
+}
+
+#[test]
+fn bad_config_key_names_key_and_file() {
+    let path = temp("cowatch.toml", "bitrate = 2000\nwebcma = \"none\"\n");
+    let (_, err) = fails(&["demo", "--config", &path]);
+    assert!(err.contains("webcma"), "{err}");
+    assert!(err.contains(&path), "{err}");
+}
+
+#[test]
+fn demo_starts_serves_health_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut health_url = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health_url.is_none() && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(url) = line.trim().strip_prefix("health:") {
+            health_url = Some(url.trim().to_string());
+        }
+    }
+    let url = health_url.expect("the demo prints its health URL");
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/healthz"))
+        .unwrap()
+        .to_string();
+
+    // The composite streams: frames keep coming.
+    let first = health(&addr);
+    assert_eq!(first["state"], "live", "{first}");
+    assert_eq!(first["webcam"], "live", "{first}");
+    assert_eq!(first["movie"]["duration_s"], 120.0, "{first}");
+    std::thread::sleep(Duration::from_secs(2));
+    let second = health(&addr);
+    let frames = |h: &serde_json::Value| h["output"]["video_frames"].as_u64().unwrap();
+    assert!(frames(&second) >= frames(&first) + 45, "{first}\n{second}");
+    assert!(
+        second["output"]["audio_packets"].as_u64().unwrap() > 0,
+        "{second}"
+    );
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "demo exited with {status}");
+}
+
+fn health(addr: &str) -> serde_json::Value {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("application/json"),
+        "{head}"
+    );
+    serde_json::from_str(body).unwrap()
+}
