@@ -303,3 +303,92 @@ fn decode_file_frame(path: &std::path::Path, at_s: f64) -> (image::RgbImage, boo
     pipeline.set_state(gst::State::Null).unwrap();
     (found.expect("the recording has a frame at 2 s"), has_audio)
 }
+
+#[test]
+fn voice_ducks_the_movie_and_toggles_apply_live() {
+    let dir = scratch("toggles");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 20);
+    let mut s = settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "side-panel",
+    );
+    // A loud, steady "voice".
+    s.mic = cowatch::pipeline::source::MicSource::Description(
+        "audiotestsrc is-live=true wave=sine freq=220 volume=0.5".into(),
+    );
+    let pipeline = Pipeline::start(s).unwrap();
+    let viewer = Viewer::watch(&pipeline);
+    let layout = Layout::builtin("side-panel").unwrap();
+    let inner = layout.webcam_inner();
+
+    // Voice on the mic: the movie is ducked by 12 dB (gain ≈ 0.25).
+    wait_health(&pipeline, "movie ducked", |h| {
+        (h.movie_gain - 0.251).abs() < 0.01
+    });
+    // Muted mic: the movie comes back.
+    block(pipeline.set_mic_muted(true)).unwrap();
+    assert_eq!(pipeline.health().mic, cowatch::pipeline::MicState::Muted);
+    wait_health(&pipeline, "movie back after mute", |h| h.movie_gain == 1.0);
+
+    // Webcam off shows the slate; on brings the camera back.
+    block(pipeline.set_webcam(false)).unwrap();
+    assert_eq!(pipeline.health().webcam, WebcamState::Off);
+    let (px, py) = slate::probe_point(inner.width, inner.height);
+    let slate_bg = slate::background(SlateKind::CameraOff);
+    viewer.wait_for("webcam off", Duration::from_secs(3), |img| {
+        let got = colour_at(img, inner.x + px as i32, inner.y + py as i32 + 4);
+        close(got, slate_bg).then_some(()).ok_or(format!(
+            "webcam area is {got:?}, expected the slate's {slate_bg:?}"
+        ))
+    });
+    block(pipeline.set_webcam(true)).unwrap();
+    viewer.wait_for("webcam back on", Duration::from_secs(5), |img| {
+        expect_at(img, inner, WEBCAM_GREEN, "webcam")
+    });
+
+    // A keyframe on request arrives well before the 2 s GOP would bring one.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = pipeline.health().output.keyframes;
+    pipeline.request_keyframe();
+    wait_health(&pipeline, "requested keyframe", |h| {
+        h.output.keyframes > before
+    });
+
+    let codecs = pipeline.codecs();
+    assert_eq!(codecs.video.encoding_name, "H264");
+    assert!(
+        codecs.video.fmtp.as_deref().is_some_and(
+            |f| f.contains("packetization-mode=1") && f.contains("profile-level-id=42")
+        ),
+        "{:?}",
+        codecs.video
+    );
+    assert_eq!(codecs.audio.encoding_name, "OPUS");
+    assert_eq!(codecs.audio.clock_rate, 48_000);
+    block(pipeline.shutdown());
+}
+
+#[test]
+fn vp8_preset_streams() {
+    let dir = scratch("vp8");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 10);
+    let mut s = settings(&movie, WebcamSource::None, "inset");
+    s.encoder =
+        cowatch::pipeline::presets::EncoderPreset::load("vp8", std::path::Path::new("pipelines"))
+            .unwrap();
+    let pipeline = Pipeline::start(s).unwrap();
+    let mut rx = pipeline.subscribe_video();
+    wait_health(&pipeline, "vp8 frames", |h| h.output.video_frames >= 30);
+    let packet = rx.try_recv().expect("video packets flow");
+    assert_eq!(packet.data[0] >> 6, 2, "RTP version 2");
+    assert_eq!(
+        packet.data[1] & 0x7f,
+        97,
+        "VP8 payload type from the preset"
+    );
+    assert_eq!(pipeline.codecs().video.encoding_name, "VP8");
+    block(pipeline.shutdown());
+}
