@@ -1,6 +1,661 @@
 //! Benchmarks printed as tables.
+//!
+//! `cowatch bench pipeline` answers one question: does compositing and encoding the party in
+//! cowatch cost more CPU than the obvious alternative, ffmpeg with the same overlay graph and
+//! the same x264 settings? Both contenders are separate processes decoding the same generated
+//! files in real time; their CPU time comes from the kernel (`wait4` rusage), so nothing is
+//! sampled and nothing depends on how either program reports itself.
 
-/// Composite + encode cost against ffmpeg.
-pub fn pipeline(_seconds: u64, _runs: usize) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use gstreamer as gst;
+
+use gst::prelude::*;
+
+/// Canvas of the benchmark: the side-panel layout's.
+const CANVAS: (u32, u32) = (1280, 720);
+/// Output frame rate of both contenders.
+const FPS: u32 = 30;
+/// Video bitrate of both contenders.
+const BITRATE_KBPS: u32 = 2500;
+/// Extra input beyond the measured seconds, so neither contender runs out of movie or webcam
+/// while it starts up.
+const SPARE_INPUT_S: u64 = 5;
+/// How long cowatch may take to say it is live.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a contender may take to exit once asked (or once its input time is up).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
+/// contender, `seconds` of output each, and the ratio of the medians.
+pub fn pipeline(seconds: u64, runs: usize) -> anyhow::Result<()> {
+    if seconds == 0 || runs == 0 {
+        bail!("--seconds and --runs must both be at least 1");
+    }
+    let ffmpeg = ffmpeg_version()?;
+    let scratch = Scratch::new()?;
+    let started = Instant::now();
+    let inputs = Inputs::generate(&scratch.0, seconds + SPARE_INPUT_S)?;
+    println!(
+        "inputs: {} s of 1920x1080@{FPS} H.264 + Opus movie and 640x480@{FPS} H.264 webcam, generated in {:.1} s",
+        seconds + SPARE_INPUT_S,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "cowatch bench pipeline: {seconds} s of {}x{}@{FPS} side-panel composite, H.264 {BITRATE_KBPS} kbit/s + Opus, {runs} runs each",
+        CANVAS.0, CANVAS.1
+    );
+    println!("{}", Measurement::HEADER);
+    let mut cowatch = Vec::with_capacity(runs);
+    let mut reference = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        // Alternating spreads any drift of the machine (thermal, neighbours) over both.
+        let m = run_cowatch(&inputs, &scratch.0, seconds)
+            .with_context(|| format!("cowatch run {run}"))?;
+        m.print(run);
+        cowatch.push(m);
+        let m = run_ffmpeg(&inputs, &scratch.0, seconds)
+            .with_context(|| format!("ffmpeg run {run}"))?;
+        m.print(run);
+        reference.push(m);
+    }
+    summarize(&cowatch, &reference, &ffmpeg);
+    Ok(())
+}
+
+/// Prints the medians, the ratio, and a warning for every run whose numbers do not count.
+fn summarize(cowatch: &[Measurement], reference: &[Measurement], ffmpeg: &str) {
+    let ours = median(cowatch.iter().map(Measurement::cost).collect());
+    let theirs = median(reference.iter().map(Measurement::cost).collect());
+    println!(
+        "median cowatch cpu_s/out_s: {ours:.3}   median ffmpeg (reference: ffmpeg {ffmpeg} libx264 ultrafast zerolatency): {theirs:.3}"
+    );
+    println!(
+        "ratio cowatch/ffmpeg: {:.2}  (target ≤ 1.00)",
+        ours / theirs
+    );
+    for m in cowatch.iter().chain(reference) {
+        // A contender that skipped frames or work would look cheap; say so next to the ratio.
+        if m.fps < f64::from(FPS) * 0.95 {
+            println!(
+                "warning: {} produced {:.2} frames/s, short of {FPS}: its cost is understated",
+                m.contender, m.fps
+            );
+        }
+        if let Some(note) = &m.note {
+            println!("warning: {}: {note}", m.contender);
+        }
+    }
+}
+
+/// Median of `values` (mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// One contender's run.
+struct Measurement {
+    /// `cowatch` or `ffmpeg`.
+    contender: &'static str,
+    /// User + system CPU seconds of the whole process, start-up and shutdown included.
+    cpu_s: f64,
+    /// Seconds of output the CPU time paid for.
+    out_s: f64,
+    /// Spawn to exit.
+    wall_s: f64,
+    /// Video frames encoded per output second.
+    fps: f64,
+    /// Peak resident memory.
+    peak_rss_mib: f64,
+    /// Why this run's numbers might not compare (e.g. the webcam was lost).
+    note: Option<String>,
+}
+
+impl Measurement {
+    const HEADER: &str =
+        "run  contender  cpu_s    out_s   wall_s  cpu_s/out_s  fps     peak_rss_MiB  notes";
+
+    fn cost(&self) -> f64 {
+        self.cpu_s / self.out_s
+    }
+
+    fn print(&self, run: usize) {
+        println!(
+            "{run:<4} {:<10} {:<8.3} {:<7.2} {:<7.2} {:<12.3} {:<7.2} {:<13.1} {}",
+            self.contender,
+            self.cpu_s,
+            self.out_s,
+            self.wall_s,
+            self.cost(),
+            self.fps,
+            self.peak_rss_mib,
+            self.note.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// The generated media both contenders decode.
+struct Inputs {
+    /// 1080p30 H.264 + Opus in Matroska.
+    movie: PathBuf,
+    /// 480p30 H.264 in Matroska, for ffmpeg.
+    webcam_mkv: PathBuf,
+    /// The very same H.264 stream as an Annex B file, for cowatch. cowatch ghosts the unlinked
+    /// pads of a `--webcam` description before its delayed links are made, so a demuxer's
+    /// dynamic pads never link (`matroskademux ! h264parse` fails with not-linked); a raw
+    /// stream needs no demuxer and h264parse times it from the SPS.
+    webcam_h264: PathBuf,
+}
+
+impl Inputs {
+    /// Encodes the movie and the webcam, `seconds` long each, into `dir`.
+    fn generate(dir: &Path, seconds: u64) -> anyhow::Result<Self> {
+        gst::init().context("cannot initialise GStreamer")?;
+        let inputs = Self {
+            movie: dir.join("movie.mkv"),
+            webcam_mkv: dir.join("webcam.mkv"),
+            webcam_h264: dir.join("webcam.h264"),
+        };
+        let frames = seconds * u64::from(FPS);
+        // superfast keeps CABAC and B-frames, so decoding costs what a real file's would.
+        let movie = format!(
+            "videotestsrc pattern=smpte horizontal-speed=4 num-buffers={frames} \
+             ! video/x-raw,format=I420,width=1920,height=1080,framerate={FPS}/1 \
+             ! x264enc speed-preset=superfast bitrate=4000 key-int-max=60 ! h264parse \
+             ! matroskamux name=mux ! filesink location=\"{movie}\" \
+             audiotestsrc num-buffers={abufs} samplesperbuffer=960 freq=440 \
+             ! audio/x-raw,rate=48000,channels=2 ! opusenc bitrate=128000 ! mux.",
+            abufs = seconds * 50,
+            movie = inputs.movie.display(),
+        );
+        let webcam = format!(
+            "videotestsrc pattern=ball num-buffers={frames} \
+             ! video/x-raw,format=I420,width=640,height=480,framerate={FPS}/1 \
+             ! x264enc speed-preset=superfast bitrate=1000 key-int-max=60 ! tee name=t \
+             t. ! queue ! h264parse ! matroskamux ! filesink location=\"{mkv}\" \
+             t. ! queue ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! filesink location=\"{h264}\"",
+            mkv = inputs.webcam_mkv.display(),
+            h264 = inputs.webcam_h264.display(),
+        );
+        // Generous: encoding runs faster than real time even on two slow cores.
+        let timeout = Duration::from_secs(60 + seconds * 3);
+        encode_file(&movie, timeout).context("cannot generate the benchmark movie")?;
+        encode_file(&webcam, timeout).context("cannot generate the benchmark webcam")?;
+        Ok(inputs)
+    }
+}
+
+/// Runs a finite GStreamer pipeline to its end.
+fn encode_file(description: &str, timeout: Duration) -> anyhow::Result<()> {
+    let pipeline = gst::parse::launch(description).with_context(|| {
+        format!("invalid pipeline `{description}` (is gst-plugins-ugly installed?)")
+    })?;
+    let result = run_to_eos(&pipeline, timeout);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn run_to_eos(pipeline: &gst::Element, timeout: Duration) -> anyhow::Result<()> {
+    pipeline
+        .set_state(gst::State::Playing)
+        .context("the pipeline would not start")?;
+    let bus = pipeline.bus().context("the pipeline has no bus")?;
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .with_context(|| format!("not done within {} s", timeout.as_secs()))?;
+    match msg.view() {
+        gst::MessageView::Error(e) => bail!("{}", e.error()),
+        _ => Ok(()),
+    }
+}
+
+/// A scratch directory, removed when the benchmark ends however it ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("cowatch-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create scratch directory {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The ffmpeg version (`5.1.9-0+deb12u1`), failing clearly when ffmpeg or libx264 is missing.
+fn ffmpeg_version() -> anyhow::Result<String> {
+    let out = match Command::new("ffmpeg").arg("-version").output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("ffmpeg is not installed (apt-get install ffmpeg)")
+        }
+        other => other.context("cannot run ffmpeg -version")?,
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains("--enable-libx264") {
+        bail!("this ffmpeg is built without libx264, so it cannot be the reference");
+    }
+    let first = text.lines().next().unwrap_or_default();
+    Ok(first
+        .strip_prefix("ffmpeg version ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or(first)
+        .to_string())
+}
+
+/// Runs `cowatch party` on the inputs for `seconds` after it goes live, then stops it the way
+/// a user would (SIGTERM) and collects its bill.
+fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Measurement> {
+    let exe = std::env::current_exe().context("cannot locate the cowatch executable")?;
+    let webcam = format!(
+        "filesrc location=\"{}\" ! h264parse ! avdec_h264",
+        inputs.webcam_h264.display()
+    );
+    let stderr_path = dir.join("cowatch.stderr");
+    let spawned = Instant::now();
+    let mut child = Contender::spawn(
+        Command::new(exe)
+            .arg("party")
+            .arg("--movie")
+            .arg(&inputs.movie)
+            .args([
+                "--webcam",
+                &webcam,
+                "--mic",
+                "none",
+                "--layout",
+                "side-panel",
+            ])
+            .args(["--bitrate", &BITRATE_KBPS.to_string()])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped()),
+        &stderr_path,
+    )?;
+    let stdout = child.0.stdout.take().context("no stdout pipe")?;
+    let health_addr = wait_until_live(stdout, &stderr_path)?;
+    let live = Instant::now();
+    let first = Health::fetch(health_addr).context("cannot read /healthz after start")?;
+    std::thread::sleep(Duration::from_secs(seconds));
+    let last = Health::fetch(health_addr).context("cannot read /healthz before stop")?;
+    let out_s = live.elapsed().as_secs_f64();
+    child.signal(libc::SIGTERM)?;
+    let usage = child
+        .wait(STOP_TIMEOUT)
+        .context("cowatch did not stop cleanly after SIGTERM")?;
+    if !usage.success {
+        bail!(
+            "cowatch exited with {} after SIGTERM: {}",
+            usage.status,
+            tail(&stderr_path)
+        );
+    }
+    Ok(Measurement {
+        contender: "cowatch",
+        cpu_s: usage.cpu_s,
+        out_s,
+        wall_s: spawned.elapsed().as_secs_f64(),
+        fps: last.video_frames.saturating_sub(first.video_frames) as f64
+            / (last.at - first.at).as_secs_f64(),
+        peak_rss_mib: usage.peak_rss_mib,
+        note: last.problem(),
+    })
+}
+
+/// Reads cowatch's stdout until it is live; returns the address of its `/healthz`. The rest of
+/// stdout is drained on a thread so cowatch never blocks on a full pipe.
+fn wait_until_live(stdout: ChildStdout, stderr_path: &Path) -> anyhow::Result<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                // Nobody listens any more; keep reading so the pipe never fills.
+                continue;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut live = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("cowatch was not live within {} s", START_TIMEOUT.as_secs())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("cowatch exited before going live: {}", tail(stderr_path))
+            }
+        };
+        live |= line.trim() == "cowatch is live";
+        if let Some(url) = line.trim().strip_prefix("health:") {
+            if !live {
+                continue;
+            }
+            return parse_health_url(url.trim());
+        }
+    }
+}
+
+/// `http://127.0.0.1:40123/healthz` → `127.0.0.1:40123`.
+fn parse_health_url(url: &str) -> anyhow::Result<SocketAddr> {
+    url.strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .with_context(|| format!("cowatch printed an unexpected health address `{url}`"))
+}
+
+/// The part of `/healthz` the benchmark needs.
+struct Health {
+    /// When it was read.
+    at: Instant,
+    /// `output.video_frames`.
+    video_frames: u64,
+    /// `webcam`: anything but `live` means the webcam was not composited.
+    webcam: String,
+    /// `movie.state`: anything but `playing` means the movie was not decoded.
+    movie: String,
+}
+
+impl Health {
+    /// GET /healthz over plain HTTP/1.0, which needs no client library.
+    fn fetch(addr: SocketAddr) -> anyhow::Result<Self> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let at = Instant::now();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .context("malformed HTTP response")?;
+        let json: serde_json::Value = serde_json::from_str(body).context("/healthz is not JSON")?;
+        let text = |pointer: &str| {
+            json.pointer(pointer)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+        };
+        Ok(Self {
+            at,
+            video_frames: json
+                .pointer("/output/video_frames")
+                .and_then(serde_json::Value::as_u64)
+                .context("/healthz has no output.video_frames")?,
+            webcam: text("/webcam").to_string(),
+            movie: text("/movie/state").to_string(),
+        })
+    }
+
+    /// What made this run do less than the full work, if anything.
+    fn problem(&self) -> Option<String> {
+        let mut problems = Vec::new();
+        if self.webcam != "live" {
+            problems.push(format!("webcam {}", self.webcam));
+        }
+        if self.movie != "playing" {
+            problems.push(format!("movie {}", self.movie));
+        }
+        (!problems.is_empty()).then(|| problems.join(", "))
+    }
+}
+
+/// The same composite in ffmpeg: canvas colour, chat panel and webcam border drawn on a
+/// generated background, the movie letterboxed into the left 960x720, the webcam centre-cropped
+/// to the inner 316x176 of its border.
+fn filter_graph() -> String {
+    let (w, h) = CANVAS;
+    [
+        format!(
+            "color=c=0x0e0e10:s={w}x{h}:r={FPS},format=yuv420p,\
+             drawbox=x=960:y=180:w=320:h=540:color=0x18181b:t=fill,\
+             drawbox=x=960:y=0:w=320:h=180:color=0x9146ff:t=fill[bg]"
+        ),
+        "[0:v]scale=960:540,setsar=1[movie]".to_string(),
+        "[1:v]crop='min(iw,ih*316/176)':'min(ih,iw*176/316)',scale=316:176,setsar=1[cam]"
+            .to_string(),
+        "[bg][movie]overlay=x=0:y=90:eof_action=endall:shortest=1[base]".to_string(),
+        "[base][cam]overlay=x=962:y=2:eof_action=endall:shortest=1,format=yuv420p[v]".to_string(),
+    ]
+    .join(";")
+}
+
+/// Runs ffmpeg on the inputs in real time (`-re`) for `seconds` of output.
+fn run_ffmpeg(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Measurement> {
+    let stderr_path = dir.join("ffmpeg.stderr");
+    let bitrate = format!("{BITRATE_KBPS}k");
+    let spawned = Instant::now();
+    let mut child = Contender::spawn(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
+            // Progress on stdout carries the frame count, the one thing -f null hides.
+            .args(["-nostats", "-progress", "pipe:1"])
+            .arg("-re")
+            .arg("-i")
+            .arg(&inputs.movie)
+            .arg("-re")
+            .arg("-i")
+            .arg(&inputs.webcam_mkv)
+            .args(["-filter_complex", &filter_graph()])
+            .args(["-t", &seconds.to_string(), "-map", "[v]", "-map", "0:a"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args(["-b:v", &bitrate, "-maxrate", &bitrate, "-bufsize", &bitrate])
+            .args(["-g", "60", "-profile:v", "baseline", "-pix_fmt", "yuv420p"])
+            .args([
+                "-c:a", "libopus", "-b:a", "128k", "-ar", "48000", "-ac", "2",
+            ])
+            .args(["-f", "null", "-"])
+            .stdout(Stdio::piped()),
+        &stderr_path,
+    )?;
+    let stdout = child.0.stdout.take().context("no stdout pipe")?;
+    let frames = std::thread::spawn(move || last_frame_count(stdout));
+    let usage = child.wait(Duration::from_secs(seconds) + STOP_TIMEOUT)?;
+    let wall_s = spawned.elapsed().as_secs_f64();
+    if !usage.success {
+        bail!(
+            "ffmpeg exited with {}: {}",
+            usage.status,
+            tail(&stderr_path)
+        );
+    }
+    let frames = frames
+        .join()
+        .map_err(|_| anyhow::anyhow!("the ffmpeg progress reader panicked"))?
+        .context("ffmpeg reported no progress")?;
+    let out_s = seconds as f64;
+    Ok(Measurement {
+        contender: "ffmpeg",
+        cpu_s: usage.cpu_s,
+        out_s,
+        wall_s,
+        fps: frames as f64 / out_s,
+        peak_rss_mib: usage.peak_rss_mib,
+        note: None,
+    })
+}
+
+/// The last `frame=N` of ffmpeg's `-progress` output.
+fn last_frame_count(stdout: ChildStdout) -> Option<u64> {
+    BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| line.strip_prefix("frame=")?.trim().parse().ok())
+        .last()
+}
+
+/// The last lines of a contender's stderr, on one line, for error messages.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(3);
+    let joined = lines[start..].join(" | ");
+    if joined.is_empty() {
+        "(no output on stderr)".into()
+    } else {
+        joined
+    }
+}
+
+/// A contender's process. Reaped with `wait4` for its rusage; killed and reaped on drop if the
+/// benchmark fails first, so no contender outlives it.
+struct Contender(Child, bool);
+
+/// What the kernel says a contender cost.
+struct Usage {
+    /// `ru_utime + ru_stime`.
+    cpu_s: f64,
+    /// `ru_maxrss`.
+    peak_rss_mib: f64,
+    /// Exited with status 0.
+    success: bool,
+    /// How it ended, for messages.
+    status: String,
+}
+
+impl Contender {
+    fn spawn(command: &mut Command, stderr_path: &Path) -> anyhow::Result<Self> {
+        let stderr = std::fs::File::create(stderr_path)
+            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?;
+        Ok(Self(child, false))
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.0.id() as libc::pid_t
+    }
+
+    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+        // SAFETY: kill has no memory effects; the pid is our unreaped child, so it cannot have
+        // been recycled for another process.
+        if unsafe { libc::kill(self.pid(), signal) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot signal the contender");
+        }
+        Ok(())
+    }
+
+    /// Waits for the exit, at most `timeout`; a contender that overstays is killed.
+    fn wait(&mut self, timeout: Duration) -> anyhow::Result<Usage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(usage) = self.try_reap()? {
+                return Ok(usage);
+            }
+            if Instant::now() >= deadline {
+                bail!("it did not exit within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn try_reap(&mut self) -> anyhow::Result<Option<Usage>> {
+        let mut status = 0;
+        // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers are to live locals of the right types.
+        let pid = unsafe { libc::wait4(self.pid(), &mut status, libc::WNOHANG, &mut usage) };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error()).context("wait4 failed");
+        }
+        if pid == 0 {
+            return Ok(None);
+        }
+        self.1 = true;
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Ok(Some(Usage {
+            cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            // Linux reports KiB.
+            peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            status: describe_status(status),
+        }))
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        if !self.1 {
+            let _ = self.signal(libc::SIGKILL);
+            let _ = self.wait(Duration::from_secs(5));
+        }
+    }
+}
+
+fn describe_status(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit code {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("status {status}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn health_url_becomes_an_address() {
+        let addr = parse_health_url("http://127.0.0.1:40123/healthz").unwrap();
+        assert_eq!(addr.to_string(), "127.0.0.1:40123");
+        assert!(parse_health_url("https://x/healthz").is_err());
+    }
+
+    #[test]
+    fn filter_graph_places_every_layer() {
+        let graph = filter_graph();
+        for part in [
+            "overlay=x=0:y=90",
+            "overlay=x=962:y=2",
+            "scale=316:176",
+            "s=1280x720",
+        ] {
+            assert!(graph.contains(part), "{part} missing from {graph}");
+        }
+    }
 }

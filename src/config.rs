@@ -31,6 +31,14 @@ pub enum Command {
     Demo(PartyOptions),
     /// A watch party: your movie, your webcam, your mic.
     Party(PartyOptions),
+    /// Watch a party headlessly and report what arrives: checks that it is reachable.
+    Probe {
+        /// The WHEP endpoint, e.g. http://127.0.0.1:8080/whep.
+        url: String,
+        /// How long to watch.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Measurements printed as a table (see the README).
     Bench {
         /// Which benchmark.

@@ -7,6 +7,7 @@
 //!   encoded once, out as RTP; controls and health.
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
 //! - [`web`]: the axum server: `/healthz` and the pages.
+//! - [`probe`]: a headless viewer on an independent WebRTC stack (webrtc-rs).
 //! - [`bench`]: the benchmarks behind `cowatch bench`.
 //! - [`shutdown`]: the stop signal every task watches.
 //!
@@ -16,5 +17,6 @@ pub mod bench;
 pub mod config;
 pub mod overlay;
 pub mod pipeline;
+pub mod probe;
 pub mod shutdown;
 pub mod web;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
 use cowatch::pipeline::Pipeline;
-use cowatch::{bench, shutdown, web};
+use cowatch::{bench, probe, shutdown, web};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(options) => run_party(options, true),
         Command::Party(options) => run_party(options, false),
+        Command::Probe { url, seconds } => probe::main(&url, seconds),
         Command::Bench {
             which: BenchCommand::Pipeline { seconds, runs },
         } => bench::pipeline(seconds, runs),
