@@ -31,6 +31,8 @@ const SPARE_INPUT_S: u64 = 5;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a contender may take to exit once asked (or once its input time is up).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a contender's peak memory is read.
+const RSS_SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 
 /// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
 /// contender, `seconds` of output each, and the ratio of the medians.
@@ -296,11 +298,11 @@ fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Meas
             .stdout(Stdio::piped()),
         &stderr_path,
     )?;
-    let stdout = child.0.stdout.take().context("no stdout pipe")?;
+    let stdout = child.stdout()?;
     let health_addr = wait_until_live(stdout, &stderr_path)?;
     let live = Instant::now();
     let first = Health::fetch(health_addr).context("cannot read /healthz after start")?;
-    std::thread::sleep(Duration::from_secs(seconds));
+    child.run_for(Duration::from_secs(seconds));
     let last = Health::fetch(health_addr).context("cannot read /healthz before stop")?;
     let out_s = live.elapsed().as_secs_f64();
     child.signal(libc::SIGTERM)?;
@@ -480,7 +482,7 @@ fn run_ffmpeg(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Measu
             .stdout(Stdio::piped()),
         &stderr_path,
     )?;
-    let stdout = child.0.stdout.take().context("no stdout pipe")?;
+    let stdout = child.stdout()?;
     let frames = std::thread::spawn(move || last_frame_count(stdout));
     let usage = child.wait(Duration::from_secs(seconds) + STOP_TIMEOUT)?;
     let wall_s = spawned.elapsed().as_secs_f64();
@@ -531,13 +533,19 @@ fn tail(path: &Path) -> String {
 
 /// A contender's process. Reaped with `wait4` for its rusage; killed and reaped on drop if the
 /// benchmark fails first, so no contender outlives it.
-struct Contender(Child, bool);
+struct Contender {
+    child: Child,
+    reaped: bool,
+    /// Highest `VmHWM` seen. `ru_maxrss` cannot serve: Linux carries the spawning process's
+    /// peak over `exec`, so every contender would report at least the benchmark's own.
+    peak_kib: u64,
+}
 
 /// What the kernel says a contender cost.
 struct Usage {
     /// `ru_utime + ru_stime`.
     cpu_s: f64,
-    /// `ru_maxrss`.
+    /// Peak resident memory, from `/proc` (see [`Contender::peak_kib`]).
     peak_rss_mib: f64,
     /// Exited with status 0.
     success: bool,
@@ -555,11 +563,38 @@ impl Contender {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {program}"))?;
-        Ok(Self(child, false))
+        Ok(Self {
+            child,
+            reaped: false,
+            peak_kib: 0,
+        })
     }
 
     fn pid(&self) -> libc::pid_t {
-        self.0.id() as libc::pid_t
+        self.child.id() as libc::pid_t
+    }
+
+    fn stdout(&mut self) -> anyhow::Result<ChildStdout> {
+        self.child.stdout.take().context("no stdout pipe")
+    }
+
+    /// Lets the contender run for `duration`, sampling its memory meanwhile.
+    fn run_for(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            self.sample_memory();
+            std::thread::sleep(left.min(RSS_SAMPLE_PERIOD));
+        }
+    }
+
+    fn sample_memory(&mut self) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()));
+        let hwm = status.ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        self.peak_kib = self.peak_kib.max(hwm.unwrap_or(0));
     }
 
     fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
@@ -574,6 +609,8 @@ impl Contender {
     /// Waits for the exit, at most `timeout`; a contender that overstays is killed.
     fn wait(&mut self, timeout: Duration) -> anyhow::Result<Usage> {
         let deadline = Instant::now() + timeout;
+        let mut sampled = Instant::now();
+        self.sample_memory();
         loop {
             if let Some(usage) = self.try_reap()? {
                 return Ok(usage);
@@ -581,6 +618,11 @@ impl Contender {
             if Instant::now() >= deadline {
                 bail!("it did not exit within {} s", timeout.as_secs());
             }
+            if sampled.elapsed() >= RSS_SAMPLE_PERIOD {
+                self.sample_memory();
+                sampled = Instant::now();
+            }
+            // Short, so wall time is measured finely; the contender's CPU is not ours.
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -597,12 +639,11 @@ impl Contender {
         if pid == 0 {
             return Ok(None);
         }
-        self.1 = true;
+        self.reaped = true;
         let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         Ok(Some(Usage {
             cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-            // Linux reports KiB.
-            peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+            peak_rss_mib: self.peak_kib as f64 / 1024.0,
             success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             status: describe_status(status),
         }))
@@ -611,7 +652,7 @@ impl Contender {
 
 impl Drop for Contender {
     fn drop(&mut self) {
-        if !self.1 {
+        if !self.reaped {
             let _ = self.signal(libc::SIGKILL);
             let _ = self.wait(Duration::from_secs(5));
         }

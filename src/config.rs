@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::broadcast::{self, BroadcastConfig};
 use crate::pipeline::layout::Layout;
 use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
@@ -100,6 +101,16 @@ pub struct PartyOptions {
     /// Directory of editable pipeline parts (encoders/, layouts/, sources.toml).
     #[arg(long, value_name = "DIR")]
     pub pipelines_dir: Option<PathBuf>,
+    /// UDP port every viewer's WebRTC traffic goes through.
+    #[arg(long, value_name = "PORT")]
+    pub webrtc_port: Option<u16>,
+    /// Address viewers reach this machine at (put in ICE candidates); defaults to the
+    /// --listen address, or 127.0.0.1 when that is 0.0.0.0.
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Most viewers at once; the next one is told the party is full.
+    #[arg(long, value_name = "N")]
+    pub max_viewers: Option<usize>,
     /// TOML file with any of these options; flags win over it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -127,6 +138,8 @@ pub struct PartyConfig {
     pub settings: Settings,
     /// Web server address.
     pub listen: SocketAddr,
+    /// WebRTC fan-out.
+    pub broadcast: BroadcastConfig,
 }
 
 impl PartyOptions {
@@ -148,6 +161,9 @@ impl PartyOptions {
             duck_db: self.duck_db.or(file.duck_db),
             loop_movie: self.loop_movie.or(file.loop_movie),
             pipelines_dir: self.pipelines_dir.or(file.pipelines_dir),
+            webrtc_port: self.webrtc_port.or(file.webrtc_port),
+            public_ip: self.public_ip.or(file.public_ip),
+            max_viewers: self.max_viewers.or(file.max_viewers),
             config: Some(path),
         })
     }
@@ -224,6 +240,33 @@ impl PartyOptions {
         let listen = options
             .listen
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+        let max_viewers = options
+            .max_viewers
+            .unwrap_or(broadcast::DEFAULT_MAX_VIEWERS);
+        if max_viewers == 0 {
+            return Err(ConfigError("--max-viewers must be at least 1".into()));
+        }
+        let port = options.webrtc_port.unwrap_or(broadcast::DEFAULT_PORT);
+        let broadcast = match options.public_ip {
+            // Behind NAT or on a public address: listen everywhere, advertise what was given.
+            Some(ip) => BroadcastConfig {
+                bind: SocketAddr::new(unspecified_like(ip), port),
+                advertise: SocketAddr::new(ip, port),
+                max_viewers,
+            },
+            None => {
+                let ip = if listen.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    listen.ip()
+                };
+                BroadcastConfig {
+                    bind: SocketAddr::new(ip, port),
+                    advertise: SocketAddr::new(ip, port),
+                    max_viewers,
+                }
+            }
+        };
         Ok(PartyConfig {
             settings: Settings {
                 movie,
@@ -237,7 +280,15 @@ impl PartyOptions {
                 record: options.record,
             },
             listen,
+            broadcast,
         })
+    }
+}
+
+fn unspecified_like(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
+//! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
 //! - [`probe`]: a headless viewer on an independent WebRTC stack (webrtc-rs).
 //! - [`bench`]: the benchmarks behind `cowatch bench`.
@@ -14,6 +15,7 @@
 //! Data flows one way: pipeline → RTP → viewers.
 
 pub mod bench;
+pub mod broadcast;
 pub mod config;
 pub mod overlay;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use cowatch::broadcast::Broadcaster;
 use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
 use cowatch::pipeline::Pipeline;
 use cowatch::{bench, probe, shutdown, web};
@@ -57,15 +58,19 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
         let record = config.settings.record.clone();
         let pipeline = Pipeline::start(config.settings)?;
+        let broadcaster = Broadcaster::start(config.broadcast.clone(), pipeline.clone()).await?;
         let addr = listener.local_addr()?;
         println!("cowatch is live");
         println!("  viewer page: http://{addr}/");
+        println!("  WHEP:        http://{addr}/whep");
         println!("  health:      http://{addr}/healthz");
+        println!("  WebRTC:      udp {}", config.broadcast.advertise);
         if let Some(path) = record {
             println!("  recording:   {}", path.display());
         }
         let app = web::app(web::AppState {
             pipeline: pipeline.clone(),
+            broadcaster,
         });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown::signal())

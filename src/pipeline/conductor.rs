@@ -120,11 +120,7 @@ impl Conductor {
                     let _ = done.send(());
                     return;
                 }
-                Ok(command) => {
-                    self.handle(command);
-                    // Whoever changed something reads it back in /healthz at once.
-                    self.publish();
-                }
+                Ok(command) => self.handle(command),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.shutdown(&rx);
@@ -142,36 +138,54 @@ impl Conductor {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Play(reply) => {
-                let _ = reply.send(self.play());
+                let result = self.play();
+                self.answer(reply, result);
             }
             Command::Pause(reply) => {
-                let _ = reply.send(self.pause());
+                let result = self.pause();
+                self.answer(reply, result);
             }
             Command::Seek(position, reply) => {
-                let _ = reply.send(self.seek(position));
+                let result = self.seek(position);
+                self.answer(reply, result);
             }
             Command::Load(source, reply) => self.load(source, reply),
             Command::Loaded(result, source, reply) => {
-                let _ = reply.send(self.loaded(*result, source));
+                let result = self.loaded(*result, source);
+                self.answer(reply, result);
             }
             Command::Layout(layout, reply) => {
                 self.set_layout(*layout);
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             Command::Webcam(on, reply) => {
-                let _ = reply.send(self.set_webcam(on));
+                let result = self.set_webcam(on);
+                self.answer(reply, result);
             }
             Command::MicMute(muted, reply) => {
-                let _ = reply.send(self.set_mic_muted(muted));
+                let result = self.set_mic_muted(muted);
+                self.answer(reply, result);
             }
             Command::Feed {
                 kind,
                 generation,
                 event,
-            } => self.feed_event(kind, generation, event),
-            Command::Composite(event) => self.composite_event(event),
+            } => {
+                self.feed_event(kind, generation, event);
+                self.publish();
+            }
+            Command::Composite(event) => {
+                self.composite_event(event);
+                self.publish();
+            }
             Command::Shutdown(_) => unreachable!("handled by run"),
         }
+    }
+
+    /// Replies after publishing, so whoever changed something reads it back in `/healthz`.
+    fn answer(&self, reply: Reply, result: Result<(), PipelineError>) {
+        self.publish();
+        let _ = reply.send(result);
     }
 
     /// Starts everything; called once, before the loop.

@@ -1,34 +1,160 @@
-//! The HTTP server: thin handlers over the module handles. Today `/healthz` and a status page;
-//! the viewer page, WHEP and chat hang off the same router.
+//! The HTTP server: thin handlers over the module handles.
+//!
+//! - `/` the viewer page, `/healthz` state as JSON, `/metrics` Prometheus text;
+//! - `/whep` WHEP signalling for any WebRTC player.
 
-use axum::extract::State;
+mod error;
+mod whep;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 
-use crate::pipeline::Pipeline;
+use crate::broadcast::{Broadcaster, StatsSnapshot};
+use crate::pipeline::{Health, Pipeline};
+
+/// Offers are a few kB; anything much larger is refused before it is read.
+const MAX_BODY: usize = 64 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     /// The host pipeline.
     pub pipeline: Pipeline,
+    /// The WebRTC fan-out.
+    pub broadcaster: Broadcaster,
 }
 
 /// The router, apart from `main` so tests can drive it with `oneshot`.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(viewer_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/whep", post(whep::post).options(whep::options))
+        .route(
+            "/whep/{id}",
+            axum::routing::delete(whep::delete)
+                .patch(whep::patch)
+                .options(whep::options),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(cors))
         .with_state(state)
 }
 
-/// The pipeline's state as JSON.
-async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    Json(state.pipeline.health())
+/// Any WHEP player on any origin may watch: the party link is the access control. (Done by
+/// hand because a generic CORS layer answers every OPTIONS itself and drops WHEP's
+/// `Accept-Post`.)
+async fn cors(request: axum::extract::Request, next: Next) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Content-Type, Accept-Post"),
+    );
+    response
 }
 
-/// A status page until the viewer page exists.
-async fn index() -> Html<&'static str> {
-    Html(include_str!("status.html"))
+/// `/healthz`: the pipeline and the viewers.
+#[derive(Serialize)]
+struct HealthReport {
+    #[serde(flatten)]
+    pipeline: Health,
+    viewers: StatsSnapshot,
+    max_viewers: usize,
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    Json(HealthReport {
+        pipeline: state.pipeline.health(),
+        viewers: state.broadcaster.stats(),
+        max_viewers: state.broadcaster.max_viewers(),
+    })
+}
+
+/// `/metrics` in the Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let b = state.broadcaster.stats();
+    let o = state.pipeline.health().output;
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        text.push_str(&format!(
+            "# HELP cowatch_{name} {help}\n# TYPE cowatch_{name} {kind}\ncowatch_{name} {value}\n"
+        ));
+    };
+    metric(
+        "viewers",
+        "gauge",
+        "Viewers holding a session.",
+        b.viewers as u64,
+    );
+    metric(
+        "viewers_connected",
+        "gauge",
+        "Viewers receiving media.",
+        b.connected as u64,
+    );
+    metric(
+        "viewer_joins_total",
+        "counter",
+        "Viewers that joined.",
+        b.joins,
+    );
+    metric(
+        "sent_bytes_total",
+        "counter",
+        "UDP bytes sent to viewers.",
+        b.bytes_sent,
+    );
+    metric(
+        "sent_packets_total",
+        "counter",
+        "UDP datagrams sent to viewers.",
+        b.packets_sent,
+    );
+    metric(
+        "send_drops_total",
+        "counter",
+        "Datagrams dropped by a full socket buffer.",
+        b.send_drops,
+    );
+    metric(
+        "keyframes_requested_total",
+        "counter",
+        "Keyframe requests from viewers.",
+        b.keyframes_requested,
+    );
+    metric(
+        "keyframes_forced_total",
+        "counter",
+        "Keyframes asked of the encoder.",
+        b.keyframes_forced,
+    );
+    metric(
+        "encoded_frames_total",
+        "counter",
+        "Video frames encoded.",
+        o.video_frames,
+    );
+    metric(
+        "encoded_keyframes_total",
+        "counter",
+        "Keyframes encoded.",
+        o.keyframes,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The viewer page.
+async fn viewer_page() -> Html<&'static str> {
+    Html(include_str!("viewer.html"))
 }

@@ -1,0 +1,240 @@
+//! WebRTC fan-out of the one encoded stream to many viewers, on `str0m` (sans-IO).
+//!
+//! One task owns every viewer's `Rtc` and one UDP socket. Datagrams are routed to their viewer
+//! by the ICE ufrag of STUN requests, then by the 5-tuple, through hash maps. RTP packets from
+//! the pipeline are parsed once and written to every connected viewer as they are: nothing is
+//! decoded or re-encoded here. Keyframe requests from viewers are merged into at most one
+//! encoder keyframe per second; a new viewer starts from the cached latest keyframe when it is
+//! fresh, else from a keyframe forced for it.
+//!
+//! This module knows no HTTP: the web layer hands it an offer and gets an answer.
+
+mod engine;
+mod offer;
+pub mod rtp;
+mod stun;
+mod viewer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::pipeline::Pipeline;
+
+pub use offer::ViewerId;
+
+/// Default UDP port of the fan-out.
+pub const DEFAULT_PORT: u16 = 8189;
+
+/// Default viewer cap: Prime Video Watch Party's limit.
+pub const DEFAULT_MAX_VIEWERS: usize = 100;
+
+/// How long a viewer may take to connect, or stay silent, before it is dropped.
+pub const VIEWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Errors a viewer (or the web layer) can get. Messages are one line and safe to show.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    /// The offer is not SDP we can use.
+    #[error("malformed SDP offer: {0}")]
+    BadOffer(String),
+    /// Nothing in the offer can carry the party's streams.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The party is at its viewer cap.
+    #[error("the party is full ({0} viewers)")]
+    Full(usize),
+    /// No such viewer session.
+    #[error("no such viewer session")]
+    NotFound,
+    /// The UDP socket cannot be bound.
+    #[error("cannot bind the WebRTC port {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// The fan-out has stopped.
+    #[error("the broadcaster has stopped")]
+    Stopped,
+}
+
+/// Where the fan-out listens and what it tells browsers.
+#[derive(Debug, Clone)]
+pub struct BroadcastConfig {
+    /// UDP address to bind.
+    pub bind: SocketAddr,
+    /// Address put in the ICE candidate: what viewers send to.
+    pub advertise: SocketAddr,
+    /// Viewer cap.
+    pub max_viewers: usize,
+}
+
+/// Counters for `/healthz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Viewers holding a session (connecting or connected).
+    pub viewers: AtomicUsize,
+    /// Viewers whose ICE and DTLS completed.
+    pub connected: AtomicUsize,
+    /// UDP bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// UDP datagrams sent.
+    pub packets_sent: AtomicU64,
+    /// Datagrams the socket refused (buffer full).
+    pub send_drops: AtomicU64,
+    /// Keyframe requests received (PLI/FIR, and joins needing one).
+    pub keyframes_requested: AtomicU64,
+    /// Keyframes asked of the encoder after merging.
+    pub keyframes_forced: AtomicU64,
+    /// Viewers that joined since start.
+    pub joins: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Viewers holding a session.
+    pub viewers: usize,
+    /// Viewers connected.
+    pub connected: usize,
+    /// UDP bytes sent.
+    pub bytes_sent: u64,
+    /// UDP datagrams sent.
+    pub packets_sent: u64,
+    /// Datagrams dropped by a full socket buffer.
+    pub send_drops: u64,
+    /// Keyframe requests received.
+    pub keyframes_requested: u64,
+    /// Keyframes asked of the encoder.
+    pub keyframes_forced: u64,
+    /// Viewers that joined since start.
+    pub joins: u64,
+}
+
+/// A viewer's accepted session.
+#[derive(Debug)]
+pub struct Joined {
+    /// Session id, for the WHEP resource URL.
+    pub id: ViewerId,
+    /// The SDP answer.
+    pub answer: String,
+}
+
+pub(crate) enum Command {
+    Join(Box<offer::Accepted>),
+    Leave(ViewerId, oneshot::Sender<bool>),
+}
+
+/// Handle to the fan-out. Cheap to clone.
+#[derive(Clone)]
+pub struct Broadcaster {
+    commands: mpsc::UnboundedSender<Command>,
+    stats: Arc<Stats>,
+    config: Arc<BroadcastConfig>,
+    video_codec: String,
+}
+
+impl Broadcaster {
+    /// Binds the UDP socket and starts fanning out `pipeline`'s streams.
+    pub async fn start(
+        mut config: BroadcastConfig,
+        pipeline: Pipeline,
+    ) -> Result<Self, BroadcastError> {
+        offer::init_crypto();
+        let socket = engine::bind(config.bind).map_err(|e| BroadcastError::Bind(config.bind, e))?;
+        if config.advertise.port() == 0 {
+            // Port 0 (tests, or "any free port"): advertise the one the kernel picked.
+            let bound = socket
+                .local_addr()
+                .map_err(|e| BroadcastError::Bind(config.bind, e))?;
+            config.advertise.set_port(bound.port());
+        }
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let video_codec = pipeline.codecs().video.encoding_name;
+        let engine = engine::Engine::new(socket, config.advertise, pipeline, stats.clone());
+        tokio::spawn(engine.run(rx));
+        Ok(Self {
+            commands: tx,
+            stats,
+            config: Arc::new(config),
+            video_codec,
+        })
+    }
+
+    /// Accepts a viewer's SDP offer: answers it, or says in one line why it cannot. A refused
+    /// offer leaves nothing behind.
+    pub fn join(&self, offer_sdp: &str) -> Result<Joined, BroadcastError> {
+        // Reserve a seat first so concurrent joins cannot overshoot the cap.
+        let max = self.config.max_viewers;
+        let reserved = self
+            .stats
+            .viewers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(BroadcastError::Full(max));
+        }
+        let accepted = match offer::accept(offer_sdp, self.config.advertise, &self.video_codec) {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        let joined = Joined {
+            id: accepted.id,
+            answer: accepted.answer.clone(),
+        };
+        if self
+            .commands
+            .send(Command::Join(Box::new(accepted)))
+            .is_err()
+        {
+            self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
+            return Err(BroadcastError::Stopped);
+        }
+        self.stats.joins.fetch_add(1, Ordering::Relaxed);
+        Ok(joined)
+    }
+
+    /// Ends a viewer's session.
+    pub async fn leave(&self, id: ViewerId) -> Result<(), BroadcastError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Leave(id, tx))
+            .map_err(|_| BroadcastError::Stopped)?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BroadcastError::NotFound),
+            Err(_) => Err(BroadcastError::Stopped),
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            viewers: s.viewers.load(Ordering::Relaxed),
+            connected: s.connected.load(Ordering::Relaxed),
+            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+            packets_sent: s.packets_sent.load(Ordering::Relaxed),
+            send_drops: s.send_drops.load(Ordering::Relaxed),
+            keyframes_requested: s.keyframes_requested.load(Ordering::Relaxed),
+            keyframes_forced: s.keyframes_forced.load(Ordering::Relaxed),
+            joins: s.joins.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The UDP address viewers send to.
+    pub fn advertised(&self) -> SocketAddr {
+        self.config.advertise
+    }
+
+    /// The configured cap.
+    pub fn max_viewers(&self) -> usize {
+        self.config.max_viewers
+    }
+}

@@ -1,0 +1,263 @@
+//! Turning a viewer's SDP offer into a ready `Rtc` and an answer, or a one-line refusal.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, Rtc, RtcConfig};
+
+use super::BroadcastError;
+
+/// Largest offer we read: real browser offers are a few kB.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+/// Identifies a viewer's session; appears in the WHEP resource URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ViewerId(pub u64);
+
+impl fmt::Display for ViewerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for ViewerId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(Self)
+    }
+}
+
+/// Where one of our streams goes in a viewer's session.
+#[derive(Debug, Clone, Copy)]
+pub struct Track {
+    /// The payload type the viewer negotiated for our codec.
+    pub pt: Pt,
+    /// Our sending SSRC in this session.
+    pub ssrc: Ssrc,
+}
+
+/// An accepted offer, ready to hand to the engine.
+pub struct Accepted {
+    /// Session id.
+    pub id: ViewerId,
+    /// The answer SDP.
+    pub answer: String,
+    /// The session.
+    pub rtc: Rtc,
+    /// Our ICE ufrag in this session: STUN requests name it.
+    pub ufrag: String,
+    /// Video track.
+    pub video: Track,
+    /// Audio track, when the viewer asked for audio.
+    pub audio: Option<Track>,
+}
+
+/// Installs str0m's crypto provider once per process.
+pub fn init_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// Accepts `offer` for a party sending `video_codec` (`H264` or `VP8`) and Opus.
+pub fn accept(
+    offer: &str,
+    advertise: SocketAddr,
+    video_codec: &str,
+) -> Result<Accepted, BroadcastError> {
+    if offer.len() > MAX_OFFER_BYTES {
+        return Err(BroadcastError::BadOffer(format!(
+            "offer larger than {} kB",
+            MAX_OFFER_BYTES / 1024
+        )));
+    }
+    if !offer.trim_start().starts_with("v=0") {
+        return Err(BroadcastError::BadOffer(
+            "it does not start with v=0".into(),
+        ));
+    }
+    let parsed = SdpOffer::from_sdp_string(offer)
+        .map_err(|e| BroadcastError::BadOffer(first_line(&e.to_string())))?;
+    if !offer.lines().any(|l| l.starts_with("m=video")) {
+        return Err(BroadcastError::Unsupported(
+            "the offer has no video m-line: a party viewer must receive video".into(),
+        ));
+    }
+    let mut config = RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false);
+    config = match video_codec {
+        "VP8" => config.enable_vp8(true),
+        _ => {
+            // Our x264 stream is constrained baseline: offer only what can decode it.
+            let codecs = config.codec_config();
+            codecs.add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+            codecs.add_h264(127.into(), Some(121.into()), true, 0x42001f);
+            config
+        }
+    };
+    let mut rtc = config.build(Instant::now());
+    let candidate = Candidate::host(advertise, "udp")
+        .map_err(|e| BroadcastError::Unsupported(format!("bad advertised address: {e}")))?;
+    rtc.add_local_candidate(candidate);
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(parsed)
+        .map_err(|e| BroadcastError::BadOffer(first_line(&e.to_string())))?;
+
+    let answer = answer.to_sdp_string();
+    let media = media_lines(&answer);
+    let receives_video = media.iter().any(|m| {
+        m.kind == MediaKind::Video
+            && rtc
+                .media(m.mid)
+                .is_some_and(|media| media.direction().is_sending())
+    });
+    if !receives_video {
+        return Err(BroadcastError::Unsupported(
+            "the offer does not receive video (its video is send-only or inactive)".into(),
+        ));
+    }
+    let video = media
+        .iter()
+        .filter(|m| m.kind == MediaKind::Video)
+        .find_map(|m| track(&mut rtc, m, video_codec))
+        .ok_or_else(|| {
+            BroadcastError::Unsupported(format!(
+                "no video codec in common: this party sends {video_codec}{}",
+                if video_codec == "H264" {
+                    " (constrained baseline, packetization-mode=1)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+    let audio = media
+        .iter()
+        .filter(|m| m.kind == MediaKind::Audio)
+        .find_map(|m| track(&mut rtc, m, "OPUS"));
+    let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+    Ok(Accepted {
+        id: next_id(),
+        answer,
+        rtc,
+        ufrag,
+        video,
+        audio,
+    })
+}
+
+/// One m-line of our answer.
+struct MLine {
+    mid: Mid,
+    kind: MediaKind,
+    /// Payload types we answered with, in preference order.
+    pts: Vec<Pt>,
+}
+
+/// The m-lines of an SDP, in order.
+fn media_lines(sdp: &str) -> Vec<MLine> {
+    let mut current: Option<(MediaKind, Vec<Pt>)> = None;
+    let mut out = Vec::new();
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut fields = m.split(' ');
+            let kind = match fields.next() {
+                Some("video") => Some(MediaKind::Video),
+                Some("audio") => Some(MediaKind::Audio),
+                _ => None,
+            };
+            let pts = fields
+                .skip(2)
+                .filter_map(|f| f.parse::<u8>().ok())
+                .map(Pt::from)
+                .collect();
+            current = kind.map(|k| (k, pts));
+        } else if let (Some(mid), Some((kind, pts))) = (line.strip_prefix("a=mid:"), &current) {
+            out.push(MLine {
+                mid: Mid::from(mid.trim()),
+                kind: *kind,
+                pts: pts.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The payload type we answered for `codec` on `line`, and our SSRC there.
+fn track(rtc: &mut Rtc, line: &MLine, codec: &str) -> Option<Track> {
+    let wanted = match codec {
+        "H264" => Codec::H264,
+        "VP8" => Codec::Vp8,
+        _ => Codec::Opus,
+    };
+    if !rtc.media(line.mid)?.direction().is_sending() {
+        return None;
+    }
+    let pt = line.pts.iter().copied().find(|pt| {
+        rtc.codec_config()
+            .find(|p| p.pt() == *pt)
+            .is_some_and(|p| p.spec().codec == wanted)
+    })?;
+    let mut api = rtc.direct_api();
+    let ssrc = match api.stream_tx_by_mid(line.mid, None) {
+        Some(stream) => stream.ssrc(),
+        None => {
+            let ssrc = api.new_ssrc();
+            api.declare_stream_tx(ssrc, None, line.mid, None);
+            ssrc
+        }
+    };
+    Some(Track { pt, ssrc })
+}
+
+fn next_id() -> ViewerId {
+    // Random, so one viewer cannot end another's session by guessing its URL.
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness is a broken machine; a counter still keeps sessions apart.
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        return ViewerId(COUNTER.fetch_add(1, Ordering::Relaxed));
+    }
+    ViewerId(u64::from_le_bytes(bytes))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or("invalid SDP")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(name: &str) -> String {
+        std::fs::read_to_string(format!("../shared/data/sdp/{name}")).unwrap()
+    }
+
+    #[test]
+    fn chrome_offer_gets_h264_and_opus() {
+        init_crypto();
+        let accepted = accept(
+            &offer("chrome120_offer_sendrecv_audio_video.sdp"),
+            "127.0.0.1:5000".parse().unwrap(),
+            "H264",
+        )
+        .unwrap();
+        assert_eq!(*accepted.video.pt, 106);
+        assert_eq!(*accepted.audio.unwrap().pt, 111);
+        assert!(accepted.answer.contains("a=candidate:"));
+        assert!(accepted.answer.contains("127.0.0.1 5000 typ host"));
+    }
+}

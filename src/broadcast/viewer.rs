@@ -1,0 +1,138 @@
+//! One viewer's session: its `Rtc` and where it is in our streams.
+
+use std::time::Instant;
+
+use str0m::rtp::RtpWrite;
+use str0m::{Event, IceConnectionState, Output, Rtc};
+
+use super::offer::{Accepted, Track, ViewerId};
+use super::rtp::Packet;
+
+/// What polling a viewer produced for the engine.
+pub enum Polled {
+    /// ICE and DTLS are done: media may flow.
+    Connected,
+    /// The viewer asked for a keyframe (PLI/FIR).
+    KeyframeRequest,
+    /// The session is over.
+    Disconnected,
+}
+
+/// A viewer and its place in our streams.
+pub struct Viewer {
+    /// Session id.
+    pub id: ViewerId,
+    /// The sans-IO session.
+    pub rtc: Rtc,
+    /// Our ICE ufrag in the session.
+    pub ufrag: String,
+    /// Where our video goes.
+    video: Track,
+    /// Where our audio goes, if asked for.
+    audio: Option<Track>,
+    /// Media may flow.
+    pub connected: bool,
+    /// Video is being sent (it starts at a keyframe).
+    pub video_started: bool,
+    /// Maps our extended sequence numbers to the viewer's, per stream, from the first packet
+    /// sent: each viewer's sequence starts without a gap.
+    video_seq: Option<(u64, u64)>,
+    audio_seq: Option<(u64, u64)>,
+    /// When str0m next wants a timeout.
+    pub next_timeout: Instant,
+    /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
+    pub last_heard: Instant,
+}
+
+impl Viewer {
+    /// Wraps an accepted offer.
+    pub fn new(accepted: Accepted) -> Self {
+        let now = Instant::now();
+        Self {
+            id: accepted.id,
+            rtc: accepted.rtc,
+            ufrag: accepted.ufrag,
+            video: accepted.video,
+            audio: accepted.audio,
+            connected: false,
+            video_started: false,
+            video_seq: None,
+            audio_seq: None,
+            next_timeout: now,
+            last_heard: now,
+        }
+    }
+
+    /// Writes a video packet (once video has started).
+    pub fn send_video(&mut self, packet: &Packet) {
+        let track = self.video;
+        let seq = Self::map(&mut self.video_seq, packet.seq);
+        Self::write(&mut self.rtc, track, seq, packet);
+    }
+
+    /// Writes an audio packet.
+    pub fn send_audio(&mut self, packet: &Packet) {
+        let Some(track) = self.audio else { return };
+        let seq = Self::map(&mut self.audio_seq, packet.seq);
+        Self::write(&mut self.rtc, track, seq, packet);
+    }
+
+    fn map(state: &mut Option<(u64, u64)>, seq: u64) -> u64 {
+        // Start at the packet's own 16-bit value with no rollover, as str0m expects.
+        let (ours, theirs) = *state.get_or_insert((seq, seq & 0xffff));
+        theirs + seq.saturating_sub(ours)
+    }
+
+    fn write(rtc: &mut Rtc, track: Track, seq: u64, packet: &Packet) {
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_tx(&track.ssrc) else {
+            return;
+        };
+        stream.write_rtp(
+            RtpWrite::new(
+                track.pt,
+                seq.into(),
+                packet.timestamp,
+                packet.at,
+                packet.payload.clone(),
+            )
+            .marker(packet.marker)
+            .nackable(true),
+        );
+    }
+
+    /// Drains str0m's output up to the next timeout: datagrams go to `send` at once (no copy),
+    /// events into `out`.
+    pub fn poll(
+        &mut self,
+        send: &mut impl FnMut(std::net::SocketAddr, &[u8]),
+        out: &mut Vec<Polled>,
+    ) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => send(t.destination, &t.contents),
+                Ok(Output::Event(event)) => match event {
+                    Event::Connected => {
+                        self.connected = true;
+                        out.push(Polled::Connected);
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        out.push(Polled::Disconnected);
+                    }
+                    Event::KeyframeRequest(_) => out.push(Polled::KeyframeRequest),
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(viewer = %self.id, error = %e, "viewer session failed");
+                    self.rtc.disconnect();
+                    out.push(Polled::Disconnected);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! WHEP signalling (RFC 9725): POST an offer, get an answer and a session URL; DELETE it to
+//! leave. Non-trickle: the answer carries our candidate, so PATCH is refused.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::AppError;
+use crate::broadcast::ViewerId;
+
+/// `POST /whep`: a viewer's offer in, the answer out.
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/sdp",
+        ));
+    }
+    let offer = std::str::from_utf8(&body)
+        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8"))?;
+    let joined = state.broadcaster.join(offer)?;
+    let location = format!("/whep/{}", joined.id);
+    Ok((
+        StatusCode::CREATED,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            ),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("hex id is a valid header"),
+            ),
+        ],
+        joined.answer,
+    )
+        .into_response())
+}
+
+/// `DELETE /whep/{id}`: the viewer leaves.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let id: ViewerId = id
+        .parse()
+        .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such viewer session"))?;
+    state.broadcaster.leave(id).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH /whep/{id}`: trickle ICE is not needed (our candidate is in the answer).
+pub async fn patch() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: send a complete offer",
+    )
+}
+
+/// `OPTIONS /whep` (and CORS preflights): what a WHEP player may send.
+pub async fn options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            ("accept-post", "application/sdp"),
+            ("allow", "OPTIONS, POST, DELETE, PATCH"),
+            (
+                "access-control-allow-methods",
+                "OPTIONS, POST, DELETE, PATCH",
+            ),
+            (
+                "access-control-allow-headers",
+                "Content-Type, Authorization, If-Match",
+            ),
+            ("access-control-max-age", "86400"),
+        ],
+    )
+}

@@ -1,0 +1,367 @@
+//! The viewer page in a real browser: headless Chromium joins a running `cowatch demo` over
+//! WebRTC, must play the 1280x720 stream, must come back by itself when the server restarts,
+//! and must lay out sensibly on a phone.
+//!
+//! Needs /usr/bin/chromium (Debian's `chromium` package); the tests fail, never skip, without it.
+
+#[path = "common/browser.rs"]
+mod browser;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use browser::Browser;
+use serde_json::Value;
+
+/// A `cowatch demo` process on fixed ports, so it can be restarted where viewers expect it.
+struct Server {
+    child: Child,
+    http: u16,
+    /// Everything the server printed, for failure messages.
+    output: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the demo and waits until it announces the viewer page (it is live by then).
+    fn start(http: u16, udp: u16) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cowatch"))
+            .args(["demo", "--listen", &format!("127.0.0.1:{http}")])
+            .args(["--webrtc-port", &udp.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the cowatch binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        // Both pipes are drained for the server's whole life: a full pipe would stall it.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.contains("viewer page:") {
+                        let _ = ready_tx.send(());
+                    }
+                    append(&output, &line);
+                }
+            });
+        }
+        {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = String::new();
+                while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                    append(&output, line.trim_end());
+                    line.clear();
+                }
+                // Whatever is left without a newline.
+                let _ = reader.read_to_string(&mut line);
+            });
+        }
+        let mut server = Server {
+            child,
+            http,
+            output,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = server.child.try_wait().ok().flatten();
+            panic!(
+                "cowatch demo did not print its viewer page within 30 s (exit status: {status:?}); it said:\n{}",
+                server.output()
+            );
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.http)
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Stops the server the way a service manager would (SIGTERM) and waits for it to exit,
+    /// falling back to SIGKILL so a hung shutdown cannot hang the test too.
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "cowatch did not exit within 10 s of SIGTERM; it said:\n{}",
+            self.output()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn append(output: &Mutex<String>, line: &str) {
+    let mut output = output.lock().unwrap();
+    output.push_str(line);
+    output.push('\n');
+}
+
+/// A TCP and a UDP port that were free a moment ago. The kernel hands out ephemeral ports in
+/// sequence, so another test grabbing the same one before the server binds is unlikely.
+fn free_ports() -> (u16, u16) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    (
+        tcp.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    )
+}
+
+/// The page's view of playback, gathered in one evaluation so the values agree with each other.
+const PLAYBACK: &str = r#"(() => {
+  const v = document.getElementById('video');
+  const badge = document.getElementById('state');
+  return {
+    cowatch: window.cowatch,
+    videoWidth: v.videoWidth, videoHeight: v.videoHeight,
+    readyState: v.readyState, networkState: v.networkState,
+    paused: v.paused, currentTime: v.currentTime,
+    tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.kind + ':' + t.readyState) : null,
+    badge: badge && badge.textContent,
+  };
+})()"#;
+
+/// Everything that helps explain a failure: the page's playback state, what the page and the
+/// server logged, and a screenshot saved for later.
+fn diagnose(browser: &mut Browser, server: &Server) -> String {
+    let playback = browser.eval(PLAYBACK);
+    let shot = browser.screenshot("failure");
+    println!("screenshot of the failing page: {}", shot.display());
+    format!(
+        "page: {playback}\nscreenshot: {}\npage log:\n  {}\nserver output:\n{}",
+        shot.display(),
+        browser.log().join("\n  "),
+        server.output()
+    )
+}
+
+/// Polls `condition` (a JavaScript boolean expression) until it holds, or fails the test with
+/// a diagnosis once `timeout` has passed.
+fn wait_until(
+    browser: &mut Browser,
+    server: &Server,
+    timeout: Duration,
+    what: &str,
+    condition: &str,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if browser.eval(condition) == Value::Bool(true) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let diagnosis = diagnose(browser, server);
+            panic!("{what}: not true within {timeout:?} (`{condition}`)\n{diagnosis}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn frames(browser: &mut Browser) -> u64 {
+    browser
+        .eval("window.cowatch.frames")
+        .as_u64()
+        .expect("window.cowatch.frames is a count")
+}
+
+/// Asserts that at least `min` frames are presented within `window`.
+fn assert_frames_advance(browser: &mut Browser, server: &Server, window: Duration, min: u64) {
+    let before = frames(browser);
+    std::thread::sleep(window);
+    let advanced = frames(browser) - before;
+    if advanced < min {
+        let diagnosis = diagnose(browser, server);
+        panic!(
+            "only {advanced} frames presented in {window:?}, wanted at least {min}\n{diagnosis}"
+        );
+    }
+}
+
+const LIVE_AT_1280: &str = "document.getElementById('video').videoWidth === 1280 \
+                            && window.cowatch.state === 'live'";
+
+#[test]
+fn viewer_page_plays_and_recovers_from_a_server_restart() {
+    let (http, udp) = free_ports();
+    let mut server = Server::start(http, udp);
+    let mut browser = Browser::launch();
+    browser.navigate(&server.url());
+
+    wait_until(
+        &mut browser,
+        &server,
+        Duration::from_secs(10),
+        "the page plays the 1280x720 stream live",
+        LIVE_AT_1280,
+    );
+    // 45 frames in 3 s is 15 fps: well under the stream's rate, well over a stuttering one.
+    assert_frames_advance(&mut browser, &server, Duration::from_secs(3), 45);
+    let connects = browser
+        .eval("window.cowatch.connects")
+        .as_u64()
+        .expect("window.cowatch.connects is a count");
+
+    // A restart on the same ports, as after an upgrade or a crash: viewers keep the page open
+    // and must not have to reload it.
+    server.stop();
+    drop(server);
+    let server = Server::start(http, udp);
+    let restarted = Instant::now();
+    // The state still reads "live" until the page notices the old connection is gone, so
+    // insist on a new connection, not just the badge.
+    wait_until(
+        &mut browser,
+        &server,
+        Duration::from_secs(10).saturating_sub(restarted.elapsed()),
+        "the page reconnects by itself after the server restarted",
+        &format!("window.cowatch.connects > {connects} && {LIVE_AT_1280}"),
+    );
+    let back = restarted.elapsed();
+    assert_frames_advance(&mut browser, &server, Duration::from_secs(2), 30);
+    println!("back live {back:.1?} after the restart");
+}
+
+/// Bounding boxes of the parts of the page that matter on a small screen, in CSS pixels.
+const BOXES: &str = r#"(() => {
+  const box = (el) => {
+    if (!el) return null;
+    const r = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    return { top: r.top, left: r.left, width: r.width, height: r.height, bottom: r.bottom,
+             right: r.right, display: style.display, visibility: style.visibility };
+  };
+  return {
+    viewport: { width: innerWidth, height: innerHeight },
+    video: box(document.getElementById('video')),
+    chat: box(document.querySelector('aside.chat')),
+    unmute: box(document.getElementById('unmute')),
+  };
+})()"#;
+
+fn f(value: &Value) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{value} is not a number"))
+}
+
+#[test]
+fn viewer_page_is_usable_on_a_phone() {
+    let (http, udp) = free_ports();
+    let server = Server::start(http, udp);
+    let mut browser = Browser::launch();
+
+    // Portrait phone (an iPhone 12-class screen): the video on top, the chat below it.
+    browser.emulate_device(390, 844, 3.0, true);
+    browser.navigate(&server.url());
+    let boxes = browser.eval(BOXES);
+    let fail = |browser: &mut Browser, what: &str, boxes: &Value| -> ! {
+        let diagnosis = diagnose(browser, &server);
+        panic!("{what}\nboxes: {boxes}\n{diagnosis}");
+    };
+    let (video, chat, unmute) = (&boxes["video"], &boxes["chat"], &boxes["unmute"]);
+    if f(&boxes["viewport"]["width"]) != 390.0 {
+        fail(
+            &mut browser,
+            "the phone viewport is not 390 px wide",
+            &boxes,
+        );
+    }
+    if f(&video["top"]).abs() > 1.0 || (f(&video["width"]) - 390.0).abs() > 1.0 {
+        fail(
+            &mut browser,
+            "portrait: the video is not at the top at full width",
+            &boxes,
+        );
+    }
+    if f(&video["height"]) < 100.0 {
+        fail(
+            &mut browser,
+            "portrait: the video is too short to watch",
+            &boxes,
+        );
+    }
+    if chat["display"] == "none" || f(&chat["top"]) < f(&video["bottom"]) - 1.0 {
+        fail(
+            &mut browser,
+            "portrait: the chat is not below the video",
+            &boxes,
+        );
+    }
+    if !visible(unmute, &boxes["viewport"]) {
+        fail(
+            &mut browser,
+            "portrait: the unmute button is not visible",
+            &boxes,
+        );
+    }
+
+    // The same phone turned sideways: the video gets the whole width.
+    browser.emulate_device(844, 390, 3.0, true);
+    let boxes = browser.eval(BOXES);
+    let (video, unmute) = (&boxes["video"], &boxes["unmute"]);
+    if f(&boxes["viewport"]["width"]) != 844.0 {
+        fail(
+            &mut browser,
+            "the landscape viewport is not 844 px wide",
+            &boxes,
+        );
+    }
+    if f(&video["left"]).abs() > 1.0 || (f(&video["width"]) - 844.0).abs() > 1.0 {
+        fail(
+            &mut browser,
+            "landscape: the video does not take the full width",
+            &boxes,
+        );
+    }
+    if !visible(unmute, &boxes["viewport"]) {
+        fail(
+            &mut browser,
+            "landscape: the unmute button is not visible",
+            &boxes,
+        );
+    }
+}
+
+/// Whether an element has a box of its own that lies within the viewport.
+fn visible(element: &Value, viewport: &Value) -> bool {
+    element["display"] != "none"
+        && element["visibility"] != "hidden"
+        && f(&element["width"]) > 0.0
+        && f(&element["height"]) > 0.0
+        && f(&element["top"]) >= 0.0
+        && f(&element["left"]) >= 0.0
+        && f(&element["bottom"]) <= f(&viewport["height"])
+        && f(&element["right"]) <= f(&viewport["width"])
+}

@@ -1,0 +1,358 @@
+//! WHEP signalling as players and browsers meet it: real browser offers, garbage, the cap.
+
+use std::path::Path;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use cowatch::broadcast::{BroadcastConfig, Broadcaster};
+use cowatch::pipeline::layout::Layout;
+use cowatch::pipeline::presets::{EncoderPreset, SourceCatalog};
+use cowatch::pipeline::source::{MicSource, MovieSource, WebcamSource};
+use cowatch::pipeline::{Pipeline, Settings};
+use cowatch::web::{self, AppState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// A demo party (generated movie, no webcam) with the fan-out on a free loopback port.
+async fn party(max_viewers: usize) -> (Router, Pipeline, Broadcaster) {
+    let catalog = SourceCatalog::load(Path::new("pipelines")).unwrap();
+    let pipeline = Pipeline::start(Settings {
+        movie: MovieSource::demo(&catalog),
+        loop_movie: true,
+        webcam: WebcamSource::None,
+        mic: MicSource::None,
+        layout: Layout::builtin("inset").unwrap(),
+        encoder: EncoderPreset::load("h264", Path::new("pipelines")).unwrap(),
+        bitrate_kbps: 1000,
+        duck_db: 12.0,
+        record: None,
+    })
+    .unwrap();
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let broadcaster = Broadcaster::start(
+        BroadcastConfig {
+            bind: loopback,
+            advertise: loopback,
+            max_viewers,
+        },
+        pipeline.clone(),
+    )
+    .await
+    .unwrap();
+    let app = web::app(AppState {
+        pipeline: pipeline.clone(),
+        broadcaster: broadcaster.clone(),
+    });
+    (app, pipeline, broadcaster)
+}
+
+struct Reply {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+}
+
+async fn post(app: &Router, content_type: &str, body: impl Into<Body>) -> Reply {
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post("/whep")
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body.into())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        location,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn sdp(name: &str) -> String {
+    let path = Path::new("../shared/data/sdp").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (shared/ must sit beside the checkout)",
+            path.display()
+        )
+    })
+}
+
+/// A refusal is a 4xx with exactly one line of reason.
+fn assert_refused(reply: &Reply, status: StatusCode, reason: &str, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {}", reply.body);
+    assert!(
+        reply.body.contains(reason),
+        "{what}: reason was {:?}",
+        reply.body
+    );
+    assert_eq!(
+        reply.body.trim_end().lines().count(),
+        1,
+        "{what}: {:?}",
+        reply.body
+    );
+    assert!(
+        reply.location.is_none(),
+        "{what}: a refusal creates no resource"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_real_browser_offer_gets_an_answer_or_a_reason() {
+    let (app, pipeline, broadcaster) = party(100).await;
+    let accepted = [
+        "android_chrome63_offer_recvonly_audio_video.sdp",
+        "chrome120_offer_sendrecv_audio_video.sdp",
+        "chromium_offer_recvonly_video_audio_video_candidates_millicast.sdp",
+        "firefox121_offer_sendrecv_audio_video.sdp",
+        "firefox60_offer_recvonly_video_audio.sdp",
+        "opera52_offer_recvonly_audio_video.sdp",
+        "safari_offer_sendrecv_audio_video_data_candidates.sdp",
+    ];
+    let refused = [
+        // VP8/VP9 only: cannot carry this party's H.264.
+        (
+            "firefox61_offer_sendrecv_video_candidates.sdp",
+            "no video codec in common",
+        ),
+        // The browser only sends: it would never see the movie.
+        (
+            "chrome_2022-08_offer_sendonly_data_audio_video_candidates.sdp",
+            "does not receive video",
+        ),
+        // An SBC's audio-only offer.
+        ("icelite_server_audio_sendrecv.sdp", "no video m-line"),
+    ];
+    let mut listed: Vec<String> = std::fs::read_dir("../shared/data/sdp")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sdp"))
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = accepted
+        .iter()
+        .map(|s| s.to_string())
+        .chain(refused.iter().map(|(s, _)| s.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "every SDP in shared/data/sdp has an expectation here"
+    );
+
+    for name in accepted {
+        let reply = post(&app, "application/sdp", sdp(name)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{name}: {}", reply.body);
+        let location = reply.location.unwrap_or_default();
+        assert!(
+            location.starts_with("/whep/"),
+            "{name}: Location {location:?}"
+        );
+        let answer = &reply.body;
+        assert!(answer.starts_with("v=0"), "{name}: {answer}");
+        assert!(answer.contains("m=video"), "{name}");
+        assert!(
+            answer.contains("127.0.0.1"),
+            "{name}: our loopback candidate is in the answer"
+        );
+        assert!(answer.contains("a=ice-lite"), "{name}");
+        assert!(answer.contains("H264/90000"), "{name}");
+        assert!(answer.contains("a=fingerprint:sha-256"), "{name}");
+    }
+    assert_eq!(broadcaster.stats().viewers, accepted.len());
+    for (name, reason) in refused {
+        let reply = post(&app, "application/sdp", sdp(name)).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, reason, name);
+    }
+    assert_eq!(
+        broadcaster.stats().viewers,
+        accepted.len(),
+        "refused offers leave nothing behind"
+    );
+    pipeline.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_is_refused_with_a_reason_and_changes_nothing() {
+    let (app, pipeline, broadcaster) = party(100).await;
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "empty",
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "malformed SDP",
+        ),
+        (
+            "prose",
+            b"hello, may I watch?".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed SDP",
+        ),
+        (
+            "binary",
+            vec![0xff, 0xfe, 0x00, 0x80, 0x81],
+            StatusCode::BAD_REQUEST,
+            "malformed SDP",
+        ),
+        (
+            "header only",
+            b"v=0\r\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "truncated offer",
+            sdp("chrome120_offer_sendrecv_audio_video.sdp").as_bytes()[..400].to_vec(),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+    ];
+    for (what, body, status, reason) in cases {
+        let reply = post(&app, "application/sdp", body).await;
+        assert_refused(&reply, status, reason, what);
+    }
+    let reply = post(
+        &app,
+        "text/plain",
+        sdp("chrome120_offer_sendrecv_audio_video.sdp"),
+    )
+    .await;
+    assert_refused(
+        &reply,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "application/sdp",
+        "wrong type",
+    );
+
+    let huge = vec![b'a'; 1024 * 1024];
+    let reply = post(&app, "application/sdp", huge).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "1 MB body");
+
+    assert_eq!(broadcaster.stats().viewers, 0);
+    assert_eq!(broadcaster.stats().joins, 0);
+    pipeline.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_viewer_past_the_cap_is_told_the_party_is_full() {
+    let (app, pipeline, broadcaster) = party(100).await;
+    let offer = sdp("firefox121_offer_sendrecv_audio_video.sdp");
+    let mut locations = Vec::new();
+    for i in 0..100 {
+        let reply = post(&app, "application/sdp", offer.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "viewer {}: {}",
+            i + 1,
+            reply.body
+        );
+        locations.push(reply.location.unwrap());
+    }
+    let reply = post(&app, "application/sdp", offer.clone()).await;
+    assert_refused(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "full (100 viewers)",
+        "101st viewer",
+    );
+
+    // Leaving frees a seat.
+    let response = app
+        .clone()
+        .oneshot(Request::delete(&locations[0]).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let again = app
+        .clone()
+        .oneshot(Request::delete(&locations[0]).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "a session ends once");
+    let reply = post(&app, "application/sdp", offer).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(broadcaster.stats().viewers, 100);
+
+    let metrics = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        metrics
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains("\ncowatch_viewers 100\n"), "{text}");
+    pipeline.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn players_on_other_origins_may_use_whep() {
+    let (app, pipeline, _broadcaster) = party(10).await;
+    let preflight = app
+        .clone()
+        .oneshot(
+            Request::options("/whep")
+                .header(header::ORIGIN, "https://player.example")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allow = preflight
+        .headers()
+        .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .unwrap();
+    assert_eq!(allow, "*");
+    let plain = app
+        .clone()
+        .oneshot(Request::options("/whep").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.headers().get("accept-post").unwrap(),
+        "application/sdp"
+    );
+
+    let reply = app
+        .clone()
+        .oneshot(
+            Request::post("/whep")
+                .header(header::ORIGIN, "https://player.example")
+                .header(header::CONTENT_TYPE, "application/sdp")
+                .body(Body::from(sdp("firefox60_offer_recvonly_video_audio.sdp")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CREATED);
+    let exposed = reply
+        .headers()
+        .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("location"), "{exposed}");
+    pipeline.shutdown().await;
+}
