@@ -139,6 +139,17 @@ fn free_ports() -> (u16, u16) {
     )
 }
 
+/// Records every text the page's status badge shows, with the page's clock in seconds, in
+/// `window.badgeHistory`. Only reads the page; it changes nothing the page relies on.
+const BADGE_HISTORY: &str = r#"(() => {
+  const badge = document.getElementById('state');
+  window.badgeHistory = [[+(performance.now() / 1000).toFixed(1), badge.textContent]];
+  new MutationObserver(() => {
+    window.badgeHistory.push([+(performance.now() / 1000).toFixed(1), badge.textContent]);
+  }).observe(badge, { childList: true, characterData: true, subtree: true });
+  return true;
+})()"#;
+
 /// The page's view of playback, gathered in one evaluation so the values agree with each other.
 const PLAYBACK: &str = r#"(() => {
   const v = document.getElementById('video');
@@ -150,6 +161,8 @@ const PLAYBACK: &str = r#"(() => {
     paused: v.paused, currentTime: v.currentTime,
     tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.kind + ':' + t.readyState) : null,
     badge: badge && badge.textContent,
+    badgeHistory: window.badgeHistory || null,
+    now: +(performance.now() / 1000).toFixed(1),
   };
 })()"#;
 
@@ -196,8 +209,13 @@ fn frames(browser: &mut Browser) -> u64 {
         .expect("window.cowatch.frames is a count")
 }
 
-/// Asserts that at least `min` frames are presented within `window`.
-fn assert_frames_advance(browser: &mut Browser, server: &Server, window: Duration, min: u64) {
+/// Asserts that at least `min` frames are presented within `window`; returns how many were.
+fn assert_frames_advance(
+    browser: &mut Browser,
+    server: &Server,
+    window: Duration,
+    min: u64,
+) -> u64 {
     let before = frames(browser);
     std::thread::sleep(window);
     let advanced = frames(browser) - before;
@@ -207,6 +225,7 @@ fn assert_frames_advance(browser: &mut Browser, server: &Server, window: Duratio
             "only {advanced} frames presented in {window:?}, wanted at least {min}\n{diagnosis}"
         );
     }
+    advanced
 }
 
 const LIVE_AT_1280: &str = "document.getElementById('video').videoWidth === 1280 \
@@ -218,6 +237,9 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
     let mut server = Server::start(http, udp);
     let mut browser = Browser::launch();
     browser.navigate(&server.url());
+    // The badge tells why the page reconnects ("reconnecting… (stalled)"); keep its history
+    // with timestamps so a failure shows what the page went through.
+    browser.eval(BADGE_HISTORY);
 
     wait_until(
         &mut browser,
@@ -227,7 +249,7 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
         LIVE_AT_1280,
     );
     // 45 frames in 3 s is 15 fps: well under the stream's rate, well over a stuttering one.
-    assert_frames_advance(&mut browser, &server, Duration::from_secs(3), 45);
+    let first = assert_frames_advance(&mut browser, &server, Duration::from_secs(3), 45);
     let connects = browser
         .eval("window.cowatch.connects")
         .as_u64()
@@ -235,6 +257,7 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
 
     // A restart on the same ports, as after an upgrade or a crash: viewers keep the page open
     // and must not have to reload it.
+    let killed = Instant::now();
     server.stop();
     drop(server);
     let server = Server::start(http, udp);
@@ -249,8 +272,13 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
         &format!("window.cowatch.connects > {connects} && {LIVE_AT_1280}"),
     );
     let back = restarted.elapsed();
-    assert_frames_advance(&mut browser, &server, Duration::from_secs(2), 30);
-    println!("back live {back:.1?} after the restart");
+    let second = assert_frames_advance(&mut browser, &server, Duration::from_secs(2), 30);
+    println!(
+        "{first} frames in 3 s before the restart, {second} in 2 s after; the server took \
+         {:.1?} to stop and start again, the page was live again {back:.1?} after that; badge: {}",
+        restarted - killed,
+        browser.eval("JSON.stringify(window.badgeHistory)"),
+    );
 }
 
 /// Bounding boxes of the parts of the page that matter on a small screen, in CSS pixels.
