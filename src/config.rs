@@ -101,6 +101,11 @@ pub struct PartyOptions {
     /// Directory of editable pipeline parts (encoders/, layouts/, sources.toml).
     #[arg(long, value_name = "DIR")]
     pub pipelines_dir: Option<PathBuf>,
+    /// Stamp a machine-readable clock strip into the top-left corner of every frame, so a
+    /// viewer page opened with `?timecode` (or `cowatch bench broadcast`) can measure
+    /// glass-to-glass latency.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub timecode: Option<bool>,
     /// UDP port every viewer's WebRTC traffic goes through.
     #[arg(long, value_name = "PORT")]
     pub webrtc_port: Option<u16>,
@@ -161,6 +166,7 @@ impl PartyOptions {
             duck_db: self.duck_db.or(file.duck_db),
             loop_movie: self.loop_movie.or(file.loop_movie),
             pipelines_dir: self.pipelines_dir.or(file.pipelines_dir),
+            timecode: self.timecode.or(file.timecode),
             webrtc_port: self.webrtc_port.or(file.webrtc_port),
             public_ip: self.public_ip.or(file.public_ip),
             max_viewers: self.max_viewers.or(file.max_viewers),
@@ -278,6 +284,7 @@ impl PartyOptions {
                 bitrate_kbps,
                 duck_db,
                 record: options.record,
+                timecode: options.timecode.unwrap_or(false),
             },
             listen,
             broadcast,

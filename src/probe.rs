@@ -1519,6 +1519,17 @@ mod tests {
         assert_eq!(r.body, "bad offer\n");
     }
 
+    #[test]
+    fn probe_futures_can_be_spawned() {
+        // Benchmarks run many probes as tasks on a multi-threaded runtime.
+        fn assert_send<T: Send>(_: &T) {}
+        let options = ProbeOptions {
+            url: String::new(),
+            duration: Duration::ZERO,
+        };
+        assert_send(&probe(&options));
+    }
+
     #[tokio::test]
     async fn non_loopback_hosts_are_refused_before_anything_is_sent() {
         let report = probe(&ProbeOptions {

@@ -279,6 +279,7 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
         restarted - killed,
         browser.eval("JSON.stringify(window.badgeHistory)"),
     );
+    println!("page log:\n  {}", browser.log().join("\n  "));
 }
 
 /// Bounding boxes of the parts of the page that matter on a small screen, in CSS pixels.

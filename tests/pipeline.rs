@@ -392,3 +392,31 @@ fn vp8_preset_streams() {
     assert_eq!(pipeline.codecs().video.encoding_name, "VP8");
     block(pipeline.shutdown());
 }
+
+#[test]
+fn timecode_strip_carries_the_wall_clock() {
+    let dir = scratch("timecode");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 10);
+    let mut s = settings(&movie, WebcamSource::None, "inset");
+    s.timecode = true;
+    let pipeline = Pipeline::start(s).unwrap();
+    let viewer = Viewer::watch(&pipeline);
+    let first = viewer.fresh_frame();
+    let read = |img: &image::RgbImage| {
+        cowatch::pipeline::timecode::read_rgb(img.as_raw(), img.width(), img.height()).unwrap()
+    };
+    let stamped = read(&first);
+    let now = cowatch::pipeline::timecode::now_ms();
+    assert!(
+        now >= stamped && now - stamped < 2000,
+        "strip says {stamped}, clock says {now}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let later = read(&viewer.fresh_frame());
+    assert!(
+        later > stamped + 300,
+        "the strip advances: {stamped} → {later}"
+    );
+    block(pipeline.shutdown());
+}

@@ -27,6 +27,7 @@ async fn party(max_viewers: usize) -> (Router, Pipeline, Broadcaster) {
         bitrate_kbps: 1000,
         duck_db: 12.0,
         record: None,
+        timecode: false,
     })
     .unwrap();
     let loopback = "127.0.0.1:0".parse().unwrap();

@@ -106,6 +106,7 @@ impl Canvas {
         preset: &EncoderPreset,
         bitrate_kbps: u32,
         record: Option<&Path>,
+        timecode: bool,
         output: &Output,
     ) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::with_name("composite");
@@ -201,6 +202,9 @@ impl Canvas {
         output.attach(&outputs.video_sink, Media::Video);
         output.attach(&outputs.audio_sink, Media::Audio);
         count_frames(&outputs.encoder_src, output);
+        if timecode {
+            super::timecode::stamp_on(&canvas_caps.static_pad("src").expect("capsfilter src"));
+        }
 
         let canvas = Self {
             pipeline,

@@ -19,6 +19,7 @@ pub mod output;
 pub mod presets;
 mod slot;
 pub mod source;
+pub mod timecode;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -93,6 +94,8 @@ pub struct Settings {
     pub duck_db: f64,
     /// Write the encoded streams to this Matroska file too.
     pub record: Option<PathBuf>,
+    /// Stamp a machine-readable clock into each frame (see [`timecode`]), for latency checks.
+    pub timecode: bool,
 }
 
 /// Default video bitrate: 720p30 looks good at 2.5 Mbit/s and fits most upload links.
@@ -293,6 +296,7 @@ impl Pipeline {
             &settings.encoder,
             settings.bitrate_kbps,
             settings.record.as_deref(),
+            settings.timecode,
             &output,
         )?;
         let (tx, rx) = mpsc::channel();

@@ -86,6 +86,7 @@ pub fn settings(movie: &Path, webcam: WebcamSource, layout: &str) -> Settings {
         bitrate_kbps: 1500,
         duck_db: 12.0,
         record: None,
+        timecode: false,
     }
 }
 
