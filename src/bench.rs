@@ -3,8 +3,8 @@
 //! `cowatch bench pipeline` answers one question: does compositing and encoding the party in
 //! cowatch cost more CPU than the obvious alternative, ffmpeg with the same overlay graph and
 //! the same x264 settings? Both contenders are separate processes decoding the same generated
-//! files in real time; their CPU time comes from the kernel (`wait4` rusage), so nothing is
-//! sampled and nothing depends on how either program reports itself.
+//! files in real time; their CPU time comes from the kernel (`wait4` rusage), so nothing
+//! depends on how either program reports itself.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

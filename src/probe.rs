@@ -45,6 +45,8 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 /// Bound on every step that waits for the other side: TCP connect plus HTTP exchange, ICE
 /// gathering, building and closing the peer connection, and ICE+DTLS after the answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pace of ICE connectivity checks (see [`build_peer_connection`]).
+const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// How often a video stream that has not shown a keyframe yet asks for one. A browser asks as
 /// soon as it cannot decode; asking again covers a lost PLI without flooding a shared encoder.
 const PLI_INTERVAL: Duration = Duration::from_secs(1);
@@ -76,6 +78,8 @@ pub struct ProbeReport {
     pub reason: Option<String>,
     /// From just before the POST was sent to its whole response having been read.
     pub post_to_answer_ms: f64,
+    /// Whether ICE and DTLS came up within the connect timeout; without it nothing can arrive.
+    pub connected: bool,
     /// From just before the POST to the first RTP packet that starts a keyframe (H.264 IDR, or
     /// VP8 key frame): what a viewer waits before it can show a picture.
     pub time_to_first_keyframe_ms: Option<f64>,
@@ -107,6 +111,7 @@ impl ProbeReport {
             status,
             reason,
             post_to_answer_ms,
+            connected: false,
             time_to_first_keyframe_ms: None,
             video_packets: 0,
             audio_packets: 0,
@@ -249,6 +254,7 @@ async fn run_session(
         status: response.status,
         reason: None,
         post_to_answer_ms,
+        connected: window.connected,
         time_to_first_keyframe_ms: counters.first_keyframe.map(|at| ms(at - posted)),
         video_packets: total.video_packets,
         audio_packets: total.audio_packets,
@@ -265,6 +271,7 @@ async fn run_session(
 struct Window {
     start: Instant,
     end: Instant,
+    connected: bool,
     video_codec: Option<String>,
 }
 
@@ -334,6 +341,7 @@ async fn measure(
         Window {
             start,
             end,
+            connected,
             video_codec: answer.video_codec,
         },
     ))
@@ -491,6 +499,11 @@ async fn build_peer_connection(shared: Arc<Shared>) -> anyhow::Result<impl PeerC
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
         .with_network_types(vec![NetworkType::Udp4])
+        // webrtc-rs paces connectivity checks every 200 ms and nominates on a later tick, which
+        // alone adds ~400 ms to a loopback join; a browser checks its one pair at once. Checking
+        // every 20 ms keeps the probe's own overhead out of time-to-first-keyframe, and 250
+        // tries still give a slow server the full connect timeout.
+        .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(250))
         .build();
 
     let pc = PeerConnectionBuilder::new()
@@ -540,7 +553,7 @@ struct PacketInfo<'a> {
 enum Recorded {
     /// Counted.
     Counted,
-    /// Counted; a video packet arrived and no keyframe has been seen on its SSRC yet.
+    /// Counted; a delta-frame video packet arrived before any keyframe on its SSRC.
     WaitingForKeyframe,
     /// Measurement is over: nothing more is counted.
     Frozen,
@@ -558,8 +571,8 @@ struct Counters {
     total_bytes: u64,
     keyframes: u64,
     sequences: HashMap<u32, SequenceTracker>,
-    /// RTP timestamp of the last keyframe counted per SSRC, so a keyframe split over many
-    /// packets (FU-A fragments, several slices, SPS/PPS sent ahead of the IDR) counts once.
+    /// RTP timestamp of the last key picture counted per SSRC, so a keyframe split over many
+    /// packets (FU-A fragments, several IDR slices) counts once.
     last_keyframe_ts: HashMap<u32, u32>,
 }
 
@@ -597,22 +610,35 @@ impl Counters {
             MediaKind::Video => {
                 self.video_packets += 1;
                 self.video_bytes += packet.size as u64;
-                let starts_keyframe = match codec {
-                    Some(VideoCodec::H264) => h264_starts_keyframe(packet.payload),
-                    Some(VideoCodec::Vp8) => vp8_starts_keyframe(packet.payload),
-                    None => false,
+                let part = match codec {
+                    Some(VideoCodec::H264) => h264_keyframe_part(packet.payload),
+                    Some(VideoCodec::Vp8) if vp8_starts_keyframe(packet.payload) => {
+                        KeyframePart::Picture
+                    }
+                    _ => KeyframePart::None,
                 };
-                if starts_keyframe
+                if part != KeyframePart::None {
+                    // The viewer's wait ends with the first packet of a keyframe, parameter
+                    // sets included.
+                    self.first_keyframe.get_or_insert(packet.at);
+                }
+                // Counted on the picture, once per RTP timestamp: parameter sets sent apart,
+                // FU-A fragments and extra slices of the same picture all share it.
+                if part == KeyframePart::Picture
                     && self.last_keyframe_ts.insert(packet.ssrc, packet.timestamp)
                         != Some(packet.timestamp)
                 {
                     self.keyframes += 1;
-                    self.first_keyframe.get_or_insert(packet.at);
                 }
-                if self.last_keyframe_ts.contains_key(&packet.ssrc) || codec.is_none() {
-                    Recorded::Counted
-                } else {
+                // Only a packet of a delta frame means "cannot decode yet": parameter sets are the
+                // keyframe arriving, and asking then would make a shared encoder send another.
+                if part == KeyframePart::None
+                    && codec.is_some()
+                    && !self.last_keyframe_ts.contains_key(&packet.ssrc)
+                {
                     Recorded::WaitingForKeyframe
+                } else {
+                    Recorded::Counted
                 }
             }
         }
@@ -742,17 +768,34 @@ impl SequenceTracker {
 /// a STAP-A (24) aggregating an IDR or an SPS (7, which precedes an IDR), or the first FU-A (28)
 /// fragment of an IDR.
 pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
+    h264_keyframe_part(payload) != KeyframePart::None
+}
+
+/// How an RTP packet relates to a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyframePart {
+    /// Not the start of a keyframe.
+    None,
+    /// Parameter sets (SPS) ahead of an IDR: the keyframe starts here, but the picture itself
+    /// has not arrived yet.
+    ParameterSets,
+    /// The start of the key picture itself (H.264 IDR, VP8 key frame).
+    Picture,
+}
+
+fn h264_keyframe_part(payload: &[u8]) -> KeyframePart {
     const IDR: u8 = 5;
     const SPS: u8 = 7;
     const STAP_A: u8 = 24;
     const FU_A: u8 = 28;
     let Some(&indicator) = payload.first() else {
-        return false;
+        return KeyframePart::None;
     };
     match indicator & 0x1f {
-        IDR => true,
+        IDR => KeyframePart::Picture,
         STAP_A => {
             // [size u16][NAL]... after the one-byte STAP-A header.
+            let mut part = KeyframePart::None;
             let mut rest = &payload[1..];
             while rest.len() >= 2 {
                 let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
@@ -760,17 +803,22 @@ pub fn h264_starts_keyframe(payload: &[u8]) -> bool {
                 if size == 0 || size > rest.len() {
                     break;
                 }
-                if matches!(rest[0] & 0x1f, IDR | SPS) {
-                    return true;
+                match rest[0] & 0x1f {
+                    IDR => return KeyframePart::Picture,
+                    SPS => part = KeyframePart::ParameterSets,
+                    _ => {}
                 }
                 rest = &rest[size..];
             }
-            false
+            part
         }
-        FU_A => payload
+        FU_A if payload
             .get(1)
-            .is_some_and(|&header| header & 0x80 != 0 && header & 0x1f == IDR),
-        _ => false,
+            .is_some_and(|&header| header & 0x80 != 0 && header & 0x1f == IDR) =>
+        {
+            KeyframePart::Picture
+        }
+        _ => KeyframePart::None,
     }
 }
 
@@ -1232,6 +1280,12 @@ pub fn main(url: &str, seconds: u64) -> anyhow::Result<()> {
     }
     print!("{}", render(&report));
     if report.time_to_first_keyframe_ms.is_none() {
+        if !report.connected {
+            bail!(
+                "no keyframe: the WebRTC connection (ICE/DTLS) did not come up within {} s",
+                CONNECT_TIMEOUT.min(options.duration).as_secs_f64()
+            );
+        }
         if report.video_packets == 0 {
             bail!("no video arrived within {seconds} s (no keyframe, no packets)");
         }
@@ -1406,27 +1460,40 @@ mod tests {
             Recorded::WaitingForKeyframe
         );
         // SPS/PPS STAP-A, then the IDR in FU-A fragments, all one timestamp: one keyframe.
-        c.record(
-            MediaKind::Video,
-            h264,
-            &packet(2, 3000, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]),
+        // The parameter sets are the keyframe arriving, so no keyframe request for them.
+        assert_eq!(
+            c.record(
+                MediaKind::Video,
+                h264,
+                &packet(2, 3000, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]),
+            ),
+            Recorded::Counted
         );
+        assert!(c.first_keyframe.is_some());
         c.record(MediaKind::Video, h264, &packet(3, 3000, &[0x7c, 0x85, 0]));
         c.record(MediaKind::Video, h264, &packet(4, 3000, &[0x7c, 0x45, 0]));
         assert_eq!(c.keyframes, 1);
+        // Parameter sets stamped apart from their IDR still make one keyframe.
+        c.record(
+            MediaKind::Video,
+            h264,
+            &packet(40, 4000, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]),
+        );
+        c.record(MediaKind::Video, h264, &packet(41, 4001, &[0x65, 0x88]));
+        assert_eq!(c.keyframes, 2);
         assert_eq!(
             c.record(MediaKind::Video, h264, &packet(5, 6000, &[0x41, 0x9a])),
             Recorded::Counted
         );
-        // The next IDR counts again.
+        // The next IDR counts again; a second slice of it does not.
         c.record(MediaKind::Video, h264, &packet(6, 9000, &[0x65, 0x88]));
-        assert_eq!(c.keyframes, 2);
-        assert_eq!(c.video_packets, 6);
-        assert!(c.first_keyframe.is_some());
+        c.record(MediaKind::Video, h264, &packet(7, 9000, &[0x65, 0xb8]));
+        assert_eq!(c.keyframes, 3);
+        assert_eq!(c.video_packets, 9);
         let frozen = c.freeze();
-        assert_eq!(frozen.keyframes, 2);
+        assert_eq!(frozen.keyframes, 3);
         assert_eq!(
-            c.record(MediaKind::Video, h264, &packet(7, 9000, &[0x65])),
+            c.record(MediaKind::Video, h264, &packet(8, 9000, &[0x65])),
             Recorded::Frozen
         );
     }

@@ -24,6 +24,12 @@ const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 /// A cached keyframe younger than this is replayed to a new viewer instead of forcing one.
 const GOP_REPLAY_AGE: Duration = Duration::from_millis(1000);
 
+/// A replayed GOP goes out at most this many packets per [`REPLAY_TICK`]: a whole GOP at once
+/// overflows a receiver's socket buffer (seen as loss at webrtc-rs), while this pace still
+/// delivers a 2 s GOP in well under 100 ms.
+const REPLAY_BURST: usize = 24;
+const REPLAY_TICK: Duration = Duration::from_millis(4);
+
 /// Cap of the cached GOP, in packets (2 s of 720p at a high bitrate).
 const GOP_CAP: usize = 4096;
 
@@ -136,7 +142,11 @@ impl Engine {
     }
 
     fn deadline(&self) -> Instant {
-        let soon = Instant::now() + Duration::from_millis(100);
+        let soon = if self.viewers.values().any(|v| v.has_backlog()) {
+            Instant::now() + REPLAY_TICK
+        } else {
+            Instant::now() + Duration::from_millis(100)
+        };
         self.viewers
             .values()
             .map(|v| v.next_timeout)
@@ -259,7 +269,8 @@ impl Engine {
                 expired.push(id);
                 continue;
             }
-            if viewer.next_timeout <= now {
+            let replayed = viewer.drain_backlog(REPLAY_BURST);
+            if replayed || viewer.next_timeout <= now {
                 let _ = viewer.rtc.handle_input(Input::Timeout(now));
                 self.poll(id);
             }
@@ -325,9 +336,8 @@ impl Engine {
             return;
         };
         viewer.video_started = true;
-        for packet in &self.gop {
-            viewer.send_video(packet);
-        }
+        viewer.queue_backlog(&self.gop);
+        viewer.drain_backlog(REPLAY_BURST);
         self.poll(id);
     }
 

@@ -38,6 +38,8 @@ pub struct Viewer {
     /// sent: each viewer's sequence starts without a gap.
     video_seq: Option<(u64, u64)>,
     audio_seq: Option<(u64, u64)>,
+    /// Video waiting to be sent: a replayed GOP, and live packets behind it so order holds.
+    backlog: std::collections::VecDeque<Packet>,
     /// When str0m next wants a timeout.
     pub next_timeout: Instant,
     /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
@@ -58,13 +60,43 @@ impl Viewer {
             video_started: false,
             video_seq: None,
             audio_seq: None,
+            backlog: std::collections::VecDeque::new(),
             next_timeout: now,
             last_heard: now,
         }
     }
 
-    /// Writes a video packet (once video has started).
+    /// Writes a video packet (once video has started), behind any backlog.
     pub fn send_video(&mut self, packet: &Packet) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(packet.clone());
+            return;
+        }
+        self.write_video(packet);
+    }
+
+    /// Queues packets (a cached GOP) to go out paced by [`Viewer::drain_backlog`].
+    pub fn queue_backlog(&mut self, packets: &[Packet]) {
+        self.backlog.extend(packets.iter().cloned());
+    }
+
+    /// Whether paced packets are waiting.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Writes up to `max` backlog packets; true if any were written.
+    pub fn drain_backlog(&mut self, max: usize) -> bool {
+        let n = max.min(self.backlog.len());
+        for _ in 0..n {
+            if let Some(packet) = self.backlog.pop_front() {
+                self.write_video(&packet);
+            }
+        }
+        n > 0
+    }
+
+    fn write_video(&mut self, packet: &Packet) {
         let track = self.video;
         let seq = Self::map(&mut self.video_seq, packet.seq);
         Self::write(&mut self.rtc, track, seq, packet);
