@@ -220,32 +220,16 @@ async fn run_session(
     // From here on a session exists on the server: end it whatever else happens.
     let measured = measure(pc, shared, &response.body, duration).await;
 
-    if let Some(location) = location {
-        match location {
-            Ok(resource) => match resource.loopback_addrs().await {
-                Ok(addrs) => {
-                    match tokio::time::timeout(
-                        CONNECT_TIMEOUT,
-                        http_request(&addrs, &resource, "DELETE", None),
-                    )
-                    .await
-                    {
-                        Ok(Ok(r)) if (200..300).contains(&r.status) => {}
-                        Ok(Ok(r)) => tracing::warn!(
-                            "probe: DELETE {resource} answered {}: {}",
-                            r.status,
-                            one_line(&r.body)
-                        ),
-                        Ok(Err(e)) => tracing::warn!("probe: DELETE {resource}: {e:#}"),
-                        Err(_) => tracing::warn!("probe: DELETE {resource} timed out"),
-                    }
-                }
-                Err(e) => tracing::warn!("probe: not deleting the session: {e:#}"),
-            },
-            Err(e) => tracing::warn!("probe: not deleting the session: {e:#}"),
+    match location {
+        Some(Ok(resource)) => {
+            if let Err(e) = delete_session(&resource).await {
+                tracing::warn!("probe: the session at {resource} may outlive the probe: {e:#}");
+            }
         }
-    } else {
-        tracing::warn!("probe: the answer had no Location header, so the session is not deleted");
+        Some(Err(e)) => tracing::warn!("probe: not deleting the session: {e:#}"),
+        None => tracing::warn!(
+            "probe: the answer had no Location header, so the session is not deleted"
+        ),
     }
 
     let (counters, window) = measured?;
@@ -265,6 +249,26 @@ async fn run_session(
         video_codec: window.video_codec,
         seconds: (window.end - window.start).as_secs_f64(),
     })
+}
+
+/// `DELETE`s the WHEP session resource, so the server frees the viewer slot at once instead of
+/// waiting for ICE consent to expire.
+async fn delete_session(resource: &HttpUrl) -> anyhow::Result<()> {
+    let addrs = resource.loopback_addrs().await?;
+    let response = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        http_request(&addrs, resource, "DELETE", None),
+    )
+    .await
+    .context("DELETE timed out")??;
+    if !(200..300).contains(&response.status) {
+        bail!(
+            "DELETE answered {}: {}",
+            response.status,
+            one_line(&response.body)
+        );
+    }
+    Ok(())
 }
 
 /// What [`measure`] knows besides the counters.
@@ -1264,6 +1268,8 @@ fn ms(d: Duration) -> f64 {
 /// Fails (after printing what it measured) when the server refuses the offer or when no
 /// keyframe arrived, because a viewer in either situation never sees a picture.
 pub fn main(url: &str, seconds: u64) -> anyhow::Result<()> {
+    // A URL the probe cannot use is the whole answer; no header line before it.
+    HttpUrl::parse(url)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let options = ProbeOptions {
         url: url.to_owned(),

@@ -280,12 +280,22 @@ impl Canvas {
 }
 
 fn canvas_caps(layout: &Layout) -> gst::Caps {
+    let mut caps = frame_caps("I420", layout.width, layout.height);
+    caps.make_mut().set("framerate", gst::Fraction::new(FPS, 1));
+    caps
+}
+
+/// Raw video of one size in the canvas's colorimetry. Every layer is converted to exactly
+/// this once, where it enters: layers that differ from the canvas (BT.601 is GStreamer's
+/// default for small pictures) would otherwise be converted again on every output frame.
+pub fn frame_caps(format: &str, width: u32, height: u32) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", layout.width as i32)
-        .field("height", layout.height as i32)
-        .field("framerate", gst::Fraction::new(FPS, 1))
+        .field("format", format)
+        .field("width", width as i32)
+        .field("height", height as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .field("colorimetry", "bt709")
+        .field("chroma-site", "mpeg2")
         .build()
 }
 
@@ -364,6 +374,8 @@ fn video_slot(
     let caps = capsfilter(
         &gst::Caps::builder("video/x-raw")
             .field("format", "I420")
+            .field("colorimetry", "bt709")
+            .field("chroma-site", "mpeg2")
             .build(),
     )?;
     let mut chain: Vec<&gst::Element> = vec![appsrc.upcast_ref()];

@@ -272,9 +272,10 @@ impl Conductor {
         let audio = self.canvas.movie_audio.clone();
         let commands = self.commands.clone();
         let source_for_thread = source.clone();
+        let size = (self.layout.movie.width, self.layout.movie.height);
         // Opening can take seconds (network, probing): the composite must not wait for it.
         std::thread::spawn(move || {
-            let result = feed::open_movie(&source_for_thread, video, audio, commands.clone());
+            let result = feed::open_movie(&source_for_thread, size, video, audio, commands.clone());
             let _ = commands.send(Command::Loaded(Box::new(result), source_for_thread, reply));
         });
         tracing::info!(movie = %source.title(), "opening movie");
@@ -306,6 +307,9 @@ impl Conductor {
             self.canvas.set_canvas(&self.layout);
         }
         self.canvas.apply_layout(&self.layout);
+        if let Some(feed) = &self.movie {
+            feed.set_video_size((self.layout.movie.width, self.layout.movie.height));
+        }
         match self.webcam_state {
             WebcamState::Live => {}
             WebcamState::Lost => self

@@ -68,6 +68,13 @@ impl Feed {
         });
     }
 
+    /// Sets the size movie frames are letterboxed to (the layout's movie rectangle).
+    pub fn set_video_size(&self, size: (u32, u32)) {
+        if let Some(caps) = self.pipeline.by_name(MOVIE_SIZE) {
+            caps.set_property("caps", movie_caps(size));
+        }
+    }
+
     /// Current position, when the pipeline knows it.
     pub fn position(&self) -> Option<gst::ClockTime> {
         self.pipeline.query_position::<gst::ClockTime>()
@@ -100,6 +107,7 @@ impl Feed {
 /// leaves it paused. Its pushes count once the caller activates `Feed::generation` on the slots.
 pub fn open_movie(
     source: &MovieSource,
+    size: (u32, u32),
     video: Arc<Slot>,
     audio: Arc<Slot>,
     events: Sender<Command>,
@@ -123,7 +131,7 @@ pub fn open_movie(
                     .map(|s| s.name().to_string())
                     .unwrap_or_default();
                 let result = if name.starts_with("video/") {
-                    attach_video_sink(&pipeline, pad, video.clone(), generation)
+                    attach_video_sink(&pipeline, pad, video.clone(), generation, size)
                 } else if name.starts_with("audio/") {
                     attach_audio_sink(&pipeline, pad, audio.clone(), generation, None)
                 } else {
@@ -147,6 +155,7 @@ pub fn open_movie(
                 &vsrc.static_pad("src").expect("ghost src pad"),
                 video,
                 generation,
+                size,
             )?;
             attach_audio_sink(
                 &pipeline,
@@ -267,9 +276,25 @@ pub fn open_mic(
 
 /// Parses a user's source description. `tail` is appended because a description may end in
 /// caps (`… ! video/x-raw,width=640`), which GStreamer only accepts before another element.
+///
+/// Only the tail's output is ghosted: letting GStreamer ghost every unlinked pad would also
+/// ghost the input of an element waiting for a demuxer's dynamic pad, and break the link.
 fn source_bin(description: &str, tail: &str, what: &str) -> Result<gst::Bin, PipelineError> {
-    gst::parse::bin_from_description(&format!("{description} ! {tail}"), true)
-        .map_err(|e| PipelineError::Config(format!("{what} `{description}`: {e}")))
+    let bin = gst::parse::bin_from_description(
+        &format!("{description} ! {tail} name=cowatch-source-tail"),
+        false,
+    )
+    .map_err(|e| PipelineError::Config(format!("{what} `{description}`: {e}")))?;
+    let tail_src = bin
+        .by_name("cowatch-source-tail")
+        .and_then(|t| t.static_pad("src"))
+        .ok_or_else(|| PipelineError::Internal(format!("{what}: no output")))?;
+    let ghost = gst::GhostPad::builder_with_target(&tail_src)
+        .map_err(internal)?
+        .name("src")
+        .build();
+    bin.add_pad(&ghost).map_err(internal)?;
+    Ok(bin)
 }
 
 /// Milliseconds on a monotonic clock shared by the feeds and the watchdog.
@@ -286,17 +311,20 @@ fn attach_video_sink(
     pad: &gst::Pad,
     slot: Arc<Slot>,
     generation: u64,
+    size: (u32, u32),
 ) -> Result<(), PipelineError> {
     let queue = make("queue")?;
     let convert = make("videoconvert")?;
-    // The compositor blends I420 natively; converting here keeps that work on this thread.
+    // Letterboxed to the movie rectangle and converted to the canvas format here, on the
+    // feed's own thread: the compositor then only copies the frame, and the two cores share
+    // the work.
+    let scale = gst::ElementFactory::make("videoscale")
+        .property("add-borders", true)
+        .build()
+        .map_err(internal)?;
     let caps = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .build(),
-        )
+        .name(MOVIE_SIZE)
+        .property("caps", movie_caps(size))
         .build()
         .map_err(internal)?;
     let sink = gst_app::AppSink::builder()
@@ -313,7 +341,18 @@ fn attach_video_sink(
             })
             .build(),
     );
-    link_branch(pipeline, pad, &[&queue, &convert, &caps, sink.upcast_ref()])
+    link_branch(
+        pipeline,
+        pad,
+        &[&queue, &convert, &scale, &caps, sink.upcast_ref()],
+    )
+}
+
+/// Name of the capsfilter that sets the movie's output size.
+const MOVIE_SIZE: &str = "movie-size";
+
+fn movie_caps((width, height): (u32, u32)) -> gst::Caps {
+    super::canvas::frame_caps("I420", width, height)
 }
 
 fn attach_audio_sink(

@@ -303,6 +303,7 @@ impl Pipeline {
         forward_composite_bus(&canvas.pipeline, tx.clone());
         let movie = feed::open_movie(
             &settings.movie,
+            (settings.layout.movie.width, settings.layout.movie.height),
             canvas.movie.clone(),
             canvas.movie_audio.clone(),
             tx.clone(),
