@@ -93,6 +93,10 @@ fn probe_watches_the_demo_with_zero_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_viewers_joining_at_once_all_get_a_keyframe_within_a_second() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let catalog = SourceCatalog::load(Path::new("pipelines")).unwrap();
     let pipeline = Pipeline::start(Settings {
         movie: MovieSource::demo(&catalog),

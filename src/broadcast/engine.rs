@@ -21,8 +21,17 @@ use crate::pipeline::Pipeline;
 /// At most one forced keyframe per this interval, however many viewers ask.
 const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A cached keyframe younger than this is replayed to a new viewer instead of forcing one.
-const GOP_REPLAY_AGE: Duration = Duration::from_millis(1000);
+/// A cached keyframe younger than this is replayed to a new viewer instead of forcing one:
+/// the replay is short, and the encoder is spared a keyframe.
+const GOP_REPLAY_AGE: Duration = Duration::from_millis(500);
+
+/// Media waits this long after DTLS completes on our side, while the viewer installs its
+/// SRTP keys (webrtc-rs drops what comes earlier; so may browsers).
+const MEDIA_GRACE: Duration = Duration::from_millis(25);
+
+/// A forced keyframe normally leaves the encoder within a frame or two; past this we stop
+/// waiting for it.
+const KEYFRAME_IN_FLIGHT: Duration = Duration::from_millis(300);
 
 /// A replayed GOP goes out at most this many packets per [`REPLAY_TICK`]: a whole GOP at once
 /// overflows a receiver's socket buffer (seen as loss at webrtc-rs), while this pace still
@@ -184,6 +193,7 @@ impl Engine {
         let gop_start = packet.keyframe && !self.last_was_key;
         self.last_was_key = packet.keyframe;
         if gop_start {
+            tracing::debug!(previous_len = self.gop.len(), "keyframe: new GOP");
             self.gop.clear();
             self.gop_started = Some(packet.at);
         }
@@ -319,16 +329,32 @@ impl Engine {
         self.polled = polled;
     }
 
-    /// A viewer is ready for media: start it from the cached keyframe when fresh, else ask
-    /// the encoder for one.
+    /// A viewer is ready for media. It starts at the next keyframe when one is on its way or
+    /// can be forced now (the merge window is open); otherwise from the cached latest keyframe,
+    /// replayed paced, rather than waiting up to a second for the window to reopen.
     fn on_connected(&mut self, id: ViewerId) {
         self.stats.connected.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(viewer = %id, "viewer connected");
-        let fresh = self
+        let now = Instant::now();
+        if let Some(viewer) = self.viewers.get_mut(&id) {
+            viewer.hold(now + MEDIA_GRACE);
+        }
+        let in_flight = self.last_forced.is_some_and(|forced| {
+            now.duration_since(forced) < KEYFRAME_IN_FLIGHT
+                && self.gop_started.is_none_or(|gop| gop < forced)
+        });
+        let can_force = self
+            .last_forced
+            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL);
+        let cached = self.gop.first().is_some_and(|p| p.keyframe);
+        let young = self
             .gop_started
-            .is_some_and(|t| t.elapsed() < GOP_REPLAY_AGE)
-            && self.gop.first().is_some_and(|p| p.keyframe);
-        if !fresh {
+            .is_some_and(|t| now.duration_since(t) < GOP_REPLAY_AGE);
+        let replay = !in_flight && cached && (young || !can_force);
+        tracing::debug!(viewer = %id, in_flight, can_force, replay, "viewer connected");
+        if in_flight {
+            return; // Starts with the keyframe already asked for.
+        }
+        if !replay {
             self.request_keyframe();
             return;
         }
@@ -356,6 +382,7 @@ impl Engine {
     }
 
     fn force_keyframe(&mut self, now: Instant) {
+        tracing::debug!("forcing a keyframe");
         self.keyframe_pending = false;
         self.last_forced = Some(now);
         self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);

@@ -40,6 +40,9 @@ pub struct Viewer {
     audio_seq: Option<(u64, u64)>,
     /// Video waiting to be sent: a replayed GOP, and live packets behind it so order holds.
     backlog: std::collections::VecDeque<Packet>,
+    /// No media before this: the viewer may still be installing its SRTP keys when our DTLS
+    /// side says connected, and would drop (and never count) what arrives first.
+    hold_until: Option<Instant>,
     /// When str0m next wants a timeout.
     pub next_timeout: Instant,
     /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
@@ -61,6 +64,7 @@ impl Viewer {
             video_seq: None,
             audio_seq: None,
             backlog: std::collections::VecDeque::new(),
+            hold_until: None,
             next_timeout: now,
             last_heard: now,
         }
@@ -68,7 +72,7 @@ impl Viewer {
 
     /// Writes a video packet (once video has started), behind any backlog.
     pub fn send_video(&mut self, packet: &Packet) {
-        if !self.backlog.is_empty() {
+        if !self.backlog.is_empty() || self.holding(Instant::now()) {
             self.backlog.push_back(packet.clone());
             return;
         }
@@ -80,6 +84,15 @@ impl Viewer {
         self.backlog.extend(packets.iter().cloned());
     }
 
+    /// Holds media back until `until`.
+    pub fn hold(&mut self, until: Instant) {
+        self.hold_until = Some(until);
+    }
+
+    fn holding(&self, now: Instant) -> bool {
+        self.hold_until.is_some_and(|t| now < t)
+    }
+
     /// Whether paced packets are waiting.
     pub fn has_backlog(&self) -> bool {
         !self.backlog.is_empty()
@@ -87,6 +100,9 @@ impl Viewer {
 
     /// Writes up to `max` backlog packets; true if any were written.
     pub fn drain_backlog(&mut self, max: usize) -> bool {
+        if self.holding(Instant::now()) {
+            return false;
+        }
         let n = max.min(self.backlog.len());
         for _ in 0..n {
             if let Some(packet) = self.backlog.pop_front() {
@@ -102,9 +118,12 @@ impl Viewer {
         Self::write(&mut self.rtc, track, seq, packet);
     }
 
-    /// Writes an audio packet.
+    /// Writes an audio packet (dropped while holding: audio needs no keyframe to start).
     pub fn send_audio(&mut self, packet: &Packet) {
         let Some(track) = self.audio else { return };
+        if self.holding(Instant::now()) {
+            return;
+        }
         let seq = Self::map(&mut self.audio_seq, packet.seq);
         Self::write(&mut self.rtc, track, seq, packet);
     }

@@ -83,6 +83,7 @@ pub struct Canvas {
     /// Microphone sound.
     pub mic: Arc<Slot>,
     /// Compositor pads, for placement on layout changes.
+    background_pad: gst::Pad,
     movie_pad: gst::Pad,
     border_pad: gst::Pad,
     webcam_pad: gst::Pad,
@@ -128,7 +129,7 @@ impl Canvas {
             .map_err(internal)?;
         compositor.link(&canvas_caps).map_err(internal)?;
 
-        let (background, _) = video_slot(
+        let (background, background_pad) = video_slot(
             &pipeline,
             &compositor,
             "background",
@@ -157,12 +158,19 @@ impl Canvas {
                 apply_crop(&crop, caps, target);
             })
         };
+        // Scaled to its rectangle here, once per camera frame, rather than by the compositor.
+        let webcam_scale = make("videoscale")?;
+        let webcam_size = gst::ElementFactory::make("capsfilter")
+            .name(WEBCAM_SIZE)
+            .property("caps", sized(layout.webcam_inner()))
+            .build()
+            .map_err(|_| missing("capsfilter"))?;
         let (webcam, webcam_pad) = video_slot(
             &pipeline,
             &compositor,
             "webcam",
             z::WEBCAM,
-            &[&webcam_crop],
+            &[&webcam_crop, &webcam_scale, &webcam_size],
             Some(hook),
         )?;
 
@@ -214,6 +222,7 @@ impl Canvas {
             webcam,
             movie_audio,
             mic,
+            background_pad,
             movie_pad,
             border_pad,
             webcam_pad,
@@ -229,14 +238,27 @@ impl Canvas {
     /// Places every layer for `layout` and repaints the static ones. Safe while playing: the
     /// compositor picks up pad properties on its next frame.
     pub fn apply_layout(&self, layout: &Layout) {
-        let caps = gst::Caps::builder("video/x-raw")
-            .field("format", "RGBA")
-            .field("width", layout.width as i32)
-            .field("height", layout.height as i32)
-            .field("framerate", gst::Fraction::new(0, 1))
-            .build();
-        self.background
-            .show(&caps, rgba_buffer(frames::background(layout)));
+        // The compositor blends every layer on every frame, so the backdrop only covers what
+        // the movie leaves uncovered (the movie feed letterboxes to its full rectangle).
+        match backdrop(layout) {
+            Some(rect) => {
+                let full = frames::background(layout);
+                let part = image::imageops::crop_imm(
+                    &full,
+                    rect.x as u32,
+                    rect.y as u32,
+                    rect.width,
+                    rect.height,
+                )
+                .to_image();
+                place(&self.background_pad, rect);
+                self.background_pad.set_property("alpha", 1.0f64);
+                self.background
+                    .show(&rgba_caps(rect.width, rect.height), rgba_buffer(part));
+            }
+            // A transparent pad costs the compositor nothing.
+            None => self.background_pad.set_property("alpha", 0.0f64),
+        }
         place(&self.movie_pad, layout.movie);
         place(&self.border_pad, layout.webcam);
         let inner = layout.webcam_inner();
@@ -250,6 +272,9 @@ impl Canvas {
             )),
         );
         *self.webcam_target.lock().unwrap() = (inner.width, inner.height);
+        if let Some(size) = self.pipeline.by_name(WEBCAM_SIZE) {
+            size.set_property("caps", sized(inner));
+        }
         if let Some(caps) = self.webcam.caps() {
             apply_crop(&self.webcam_crop, &caps, (inner.width, inner.height));
         }
@@ -276,6 +301,41 @@ impl Canvas {
         if let Some(caps) = self.pipeline.by_name("canvas-caps") {
             caps.set_property("caps", canvas_caps(layout));
         }
+    }
+}
+
+/// Name of the capsfilter that sizes the webcam.
+const WEBCAM_SIZE: &str = "webcam-size";
+
+/// Raw video of `rect`'s size, any format.
+fn sized(rect: Rect) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("width", rect.width as i32)
+        .field("height", rect.height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
+
+/// The part of the canvas the movie does not cover, as one rectangle; `None` when the movie
+/// covers it all. Falls back to the whole canvas when the uncovered part is not a rectangle.
+pub fn backdrop(layout: &Layout) -> Option<Rect> {
+    let (w, h) = (layout.width, layout.height);
+    let m = layout.movie;
+    let full_height = m.y == 0 && m.height == h;
+    let full_width = m.x == 0 && m.width == w;
+    let rect = |x: u32, y: u32, width: u32, height: u32| Rect {
+        x: x as i32,
+        y: y as i32,
+        width,
+        height,
+    };
+    match (full_width, full_height) {
+        (true, true) => None,
+        (false, true) if m.x == 0 => Some(rect(m.width, 0, w - m.width, h)),
+        (false, true) if m.x as u32 + m.width == w => Some(rect(0, 0, m.x as u32, h)),
+        (true, false) if m.y == 0 => Some(rect(0, m.height, w, h - m.height)),
+        (true, false) if m.y as u32 + m.height == h => Some(rect(0, 0, w, m.y as u32)),
+        _ => Some(rect(0, 0, w, h)),
     }
 }
 
@@ -662,7 +722,39 @@ impl CapsFromStr for gst::Caps {
 
 #[cfg(test)]
 mod tests {
-    use super::centre_crop;
+    use super::{backdrop, centre_crop};
+    use crate::pipeline::layout::{Layout, Rect};
+
+    #[test]
+    fn backdrop_is_what_the_movie_leaves_uncovered() {
+        let side = Layout::builtin("side-panel").unwrap();
+        assert_eq!(
+            backdrop(&side),
+            Some(Rect {
+                x: 960,
+                y: 0,
+                width: 320,
+                height: 720
+            })
+        );
+        assert_eq!(backdrop(&Layout::builtin("inset").unwrap()), None);
+        let mut odd = side.clone();
+        odd.movie = Rect {
+            x: 10,
+            y: 10,
+            width: 600,
+            height: 400,
+        };
+        assert_eq!(
+            backdrop(&odd),
+            Some(Rect {
+                x: 0,
+                y: 0,
+                width: 1280,
+                height: 720
+            })
+        );
+    }
 
     #[test]
     fn crop_keeps_the_centre_at_the_target_ratio() {
