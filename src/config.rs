@@ -60,6 +60,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Time to first frame, glass-to-glass latency in Chromium, and fan-out CPU per viewer.
+    Broadcast {
+        /// Sequential viewer joins per run for the time to first frame.
+        #[arg(long, default_value_t = 20)]
+        joins: usize,
+        /// Concurrent viewer counts to measure the fan-out cost at.
+        #[arg(long, value_delimiter = ',', default_value = "25,50,100")]
+        viewers: Vec<usize>,
+        /// Seconds of each latency and fan-out measurement window.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Runs of everything; the report shows medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 /// Options of a party. Every one can also be set in the `--config` file.

@@ -26,8 +26,9 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "cowatch=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "cowatch=info,warn,rtc=error,rtc_dtls=error,webrtc=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -38,6 +39,20 @@ fn main() -> ExitCode {
         Command::Bench {
             which: BenchCommand::Pipeline { seconds, runs },
         } => bench::pipeline(seconds, runs),
+        Command::Bench {
+            which:
+                BenchCommand::Broadcast {
+                    joins,
+                    viewers,
+                    seconds,
+                    runs,
+                },
+        } => bench::broadcast(&bench::BroadcastOptions {
+            joins,
+            viewers,
+            seconds,
+            runs,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,8 @@
-//! Smoke test of `cowatch bench pipeline`: a short run must finish, compare, and show that
-//! both contenders really produced video. Needs ffmpeg with libx264 (as the benchmark does).
+//! Smoke tests of `cowatch bench`: short runs must finish and print numbers that show the thing
+//! measured really happened.
+//!
+//! `bench pipeline` needs ffmpeg with libx264; `bench broadcast` needs /usr/bin/chromium (CI
+//! installs both). Like the benchmarks, the tests fail, never skip, without them.
 
 use std::process::Command;
 
@@ -54,4 +57,72 @@ fn short_pipeline_bench_compares_two_working_contenders() {
         !stdout.lines().any(|l| l.starts_with("warning:")),
         "{stdout}"
     );
+}
+
+/// The columns of the broadcast table's row for `viewers`, by header name.
+fn broadcast_row(stdout: &str, viewers: &str) -> std::collections::HashMap<String, String> {
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("viewers "))
+        .unwrap_or_else(|| panic!("no viewers table in:\n{stdout}"));
+    let row = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("viewers "))
+        .find(|l| l.split_whitespace().next() == Some(viewers))
+        .unwrap_or_else(|| panic!("no row for {viewers} viewers in:\n{stdout}"));
+    header
+        .split_whitespace()
+        .map(str::to_string)
+        .zip(row.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn short_broadcast_bench_measures_joins_latency_and_fan_out() {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_cowatch"))
+        .args(["bench", "broadcast", "--joins", "3", "--viewers", "5"])
+        .args(["--seconds", "3", "--runs", "1"])
+        .output()
+        .expect("cowatch runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    println!("{stdout}\ntook {:.1?}", started.elapsed());
+
+    // A number, not "none": at least half the joins saw a keyframe.
+    let first_keyframe: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("time to first keyframe"))
+        .and_then(|rest| {
+            rest.split_once("median ")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no time to first keyframe number in:\n{stdout}"));
+    assert!(
+        first_keyframe > 0.0 && first_keyframe < 5000.0,
+        "{first_keyframe} ms\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("glass-to-glass in Chromium:")),
+        "{stdout}"
+    );
+
+    let row = broadcast_row(&stdout, "5");
+    assert_eq!(row["lost"], "0", "packets lost with 5 viewers\n{stdout}");
+    assert_eq!(row["no_keyframe"], "0", "{stdout}");
+    let cores: f64 = row["server_cores"]
+        .parse()
+        .expect("server_cores is a number");
+    assert!(cores > 0.0, "the server used no CPU?\n{stdout}");
 }

@@ -4,17 +4,15 @@
 //!
 //! Needs /usr/bin/chromium (Debian's `chromium` package); the tests fail, never skip, without it.
 
-#[path = "common/browser.rs"]
-mod browser;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use browser::Browser;
+use cowatch::bench::cdp::Browser;
 use serde_json::Value;
 
 /// A `cowatch demo` process on fixed ports, so it can be restarted where viewers expect it.
@@ -169,12 +167,17 @@ const PLAYBACK: &str = r#"(() => {
 /// Everything that helps explain a failure: the page's playback state, what the page and the
 /// server logged, and a screenshot saved for later.
 fn diagnose(browser: &mut Browser, server: &Server) -> String {
-    let playback = browser.eval(PLAYBACK);
-    let shot = browser.screenshot("failure");
-    println!("screenshot of the failing page: {}", shot.display());
+    // A diagnosis must not panic itself: a broken browser is part of what it reports.
+    let playback = browser
+        .eval(PLAYBACK)
+        .unwrap_or_else(|e| Value::String(format!("(cannot read: {e:#})")));
+    let shot = match browser.screenshot(Path::new(env!("CARGO_TARGET_TMPDIR")), "failure") {
+        Ok(path) => path.display().to_string(),
+        Err(e) => format!("(none: {e:#})"),
+    };
+    println!("screenshot of the failing page: {shot}");
     format!(
-        "page: {playback}\nscreenshot: {}\npage log:\n  {}\nserver output:\n{}",
-        shot.display(),
+        "page: {playback}\nscreenshot: {shot}\npage log:\n  {}\nserver output:\n{}",
         browser.log().join("\n  "),
         server.output()
     )
@@ -191,7 +194,7 @@ fn wait_until(
 ) {
     let deadline = Instant::now() + timeout;
     loop {
-        if browser.eval(condition) == Value::Bool(true) {
+        if browser.eval(condition).unwrap() == Value::Bool(true) {
             return;
         }
         if Instant::now() >= deadline {
@@ -205,6 +208,7 @@ fn wait_until(
 fn frames(browser: &mut Browser) -> u64 {
     browser
         .eval("window.cowatch.frames")
+        .unwrap()
         .as_u64()
         .expect("window.cowatch.frames is a count")
 }
@@ -235,11 +239,11 @@ const LIVE_AT_1280: &str = "document.getElementById('video').videoWidth === 1280
 fn viewer_page_plays_and_recovers_from_a_server_restart() {
     let (http, udp) = free_ports();
     let mut server = Server::start(http, udp);
-    let mut browser = Browser::launch();
-    browser.navigate(&server.url());
+    let mut browser = Browser::launch().unwrap();
+    browser.navigate(&server.url()).unwrap();
     // The badge tells why the page reconnects ("reconnecting… (stalled)"); keep its history
     // with timestamps so a failure shows what the page went through.
-    browser.eval(BADGE_HISTORY);
+    browser.eval(BADGE_HISTORY).unwrap();
 
     wait_until(
         &mut browser,
@@ -252,6 +256,7 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
     let first = assert_frames_advance(&mut browser, &server, Duration::from_secs(3), 45);
     let connects = browser
         .eval("window.cowatch.connects")
+        .unwrap()
         .as_u64()
         .expect("window.cowatch.connects is a count");
 
@@ -277,7 +282,7 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
         "{first} frames in 3 s before the restart, {second} in 2 s after; the server took \
          {:.1?} to stop and start again, the page was live again {back:.1?} after that; badge: {}",
         restarted - killed,
-        browser.eval("JSON.stringify(window.badgeHistory)"),
+        browser.eval("JSON.stringify(window.badgeHistory)").unwrap(),
     );
     println!("page log:\n  {}", browser.log().join("\n  "));
 }
@@ -309,12 +314,12 @@ fn f(value: &Value) -> f64 {
 fn viewer_page_is_usable_on_a_phone() {
     let (http, udp) = free_ports();
     let server = Server::start(http, udp);
-    let mut browser = Browser::launch();
+    let mut browser = Browser::launch().unwrap();
 
     // Portrait phone (an iPhone 12-class screen): the video on top, the chat below it.
-    browser.emulate_device(390, 844, 3.0, true);
-    browser.navigate(&server.url());
-    let boxes = browser.eval(BOXES);
+    browser.emulate_device(390, 844, 3.0, true).unwrap();
+    browser.navigate(&server.url()).unwrap();
+    let boxes = browser.eval(BOXES).unwrap();
     let fail = |browser: &mut Browser, what: &str, boxes: &Value| -> ! {
         let diagnosis = diagnose(browser, &server);
         panic!("{what}\nboxes: {boxes}\n{diagnosis}");
@@ -357,8 +362,8 @@ fn viewer_page_is_usable_on_a_phone() {
     }
 
     // The same phone turned sideways: the video gets the whole width.
-    browser.emulate_device(844, 390, 3.0, true);
-    let boxes = browser.eval(BOXES);
+    browser.emulate_device(844, 390, 3.0, true).unwrap();
+    let boxes = browser.eval(BOXES).unwrap();
     let (video, unmute) = (&boxes["video"], &boxes["unmute"]);
     if f(&boxes["viewport"]["width"]) != 844.0 {
         fail(

@@ -1,10 +1,10 @@
 //! A real headless Chromium driven over the Chrome DevTools Protocol (CDP), just enough of it
-//! for the browser tests: open a page, run JavaScript in it, emulate a phone, take a screenshot.
+//! for the browser tests and `cowatch bench broadcast`: open a page, run JavaScript in it,
+//! emulate a phone, take a screenshot.
 //!
 //! It speaks CDP over one synchronous websocket (tungstenite) instead of pulling in a big
-//! async browser-automation crate: the tests need a handful of methods, not a framework.
-
-#![allow(dead_code)]
+//! async browser-automation crate: callers need a handful of methods, not a framework. Every
+//! wait is bounded and every failure is an error naming what went wrong, never a hang.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -16,13 +16,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use base64::Engine;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Where Debian's `chromium` package installs the browser.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// How long one CDP command may take before the test gives up on the browser.
+/// How long one CDP command may take before the caller gives up on the browser.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keeps only the newest diagnostic lines, so a chatty page cannot grow the log without bound.
@@ -45,15 +47,15 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium headless on a fresh profile and attaches to its blank page.
     ///
-    /// Panics (never skips) when Chromium is missing: a browser test that silently passes
-    /// without a browser would hide exactly the regressions it exists for.
-    pub fn launch() -> Browser {
-        assert!(
-            Path::new(CHROMIUM).exists(),
-            "chromium is not installed (apt-get install chromium); CI installs it"
-        );
-        let profile = fresh_profile_dir();
-        let mut child = Command::new(CHROMIUM)
+    /// Fails (never skips) when Chromium is missing: a browser test or benchmark that silently
+    /// passes without a browser would hide exactly what it exists to show.
+    pub fn launch() -> anyhow::Result<Browser> {
+        if !Path::new(CHROMIUM).exists() {
+            bail!("chromium is not installed at {CHROMIUM} (apt-get install chromium)");
+        }
+        let profile = fresh_profile_dir()?;
+        let mut command = Command::new(CHROMIUM);
+        command
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -67,7 +69,7 @@ impl Browser {
                 "--no-default-browser-check",
                 "--no-first-run",
                 "--disable-dev-shm-usage",
-                // The viewer page autoplays (muted) and the tests must not need a click.
+                // The viewer page autoplays (muted) and must not need a click.
                 "--autoplay-policy=no-user-gesture-required",
                 // The server and the browser share 127.0.0.1; WebRTC skips loopback otherwise.
                 "--allow-loopback-in-peer-connection",
@@ -83,38 +85,57 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             // Its own process group, so Drop can end the renderers and helpers too.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {CHROMIUM}: {e}"));
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours. Should this process
+        // die without running Drop (SIGKILL, a signal with no handler), the kernel kills the
+        // browser, so no Chromium outlives its caller.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&profile);
+                bail!("cannot start {CHROMIUM}: {e}");
+            }
+        };
 
         // Chromium picks the debugging port itself (port 0) and announces it on stderr. Keep
         // draining stderr afterwards: a full pipe would block the browser.
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        {
-            let pipe = child.stderr.take().expect("stderr is piped");
+        if let Some(pipe) = child.stderr.take() {
             let stderr = Arc::clone(&stderr);
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     if let Some(url) = line.strip_prefix("DevTools listening on ") {
                         let _ = tx.send(url.trim().to_string());
                     }
-                    push_bounded(&mut stderr.lock().unwrap(), line);
+                    push_bounded(&mut lock(&stderr), line);
                 }
             });
         }
-        let ws_url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
+        let connected = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "chromium did not announce its DevTools websocket within 30 s; stderr:\n{}",
+                    lock(&stderr).join("\n")
+                )
+            })
+            .and_then(|url| connect_ws(&url));
+        let ws = match connected {
+            Ok(ws) => ws,
+            Err(e) => {
                 let _ = kill_group(&mut child);
-                let said = stderr.lock().unwrap().join("\n");
                 let _ = std::fs::remove_dir_all(&profile);
-                panic!(
-                    "chromium did not announce its DevTools websocket within 30 s; stderr:\n{said}"
-                );
+                return Err(e);
             }
         };
-        let ws = connect_ws(&ws_url);
+        // From here on Drop cleans up whatever fails.
         let mut browser = Browser {
             child,
             profile,
@@ -124,17 +145,17 @@ impl Browser {
             log: Vec::new(),
             stderr,
         };
-        browser.attach_to_page();
+        browser.attach_to_page()?;
         for domain in ["Page", "Runtime", "Log", "Network"] {
-            browser.call(&format!("{domain}.enable"), json!({}));
+            browser.call(&format!("{domain}.enable"), json!({}))?;
         }
-        browser
+        Ok(browser)
     }
 
     /// Finds the page Chromium opened (or opens one) and attaches to it with a flattened
     /// session, so the browser connection carries the page's commands too.
-    fn attach_to_page(&mut self) {
-        let targets = self.call_browser("Target.getTargets", json!({}));
+    fn attach_to_page(&mut self) -> anyhow::Result<()> {
+        let targets = self.call_browser("Target.getTargets", json!({}))?;
         let existing = targets["targetInfos"]
             .as_array()
             .into_iter()
@@ -144,60 +165,69 @@ impl Browser {
             .map(str::to_string);
         let target = match existing {
             Some(id) => id,
-            None => self.call_browser("Target.createTarget", json!({ "url": "about:blank" }))
+            None => self.call_browser("Target.createTarget", json!({ "url": "about:blank" }))?
                 ["targetId"]
                 .as_str()
-                .expect("Target.createTarget returns a targetId")
+                .context("Target.createTarget returned no targetId")?
                 .to_string(),
         };
         let attached = self.call_browser(
             "Target.attachToTarget",
             json!({ "targetId": target, "flatten": true }),
-        );
+        )?;
         self.session = attached["sessionId"]
             .as_str()
-            .expect("Target.attachToTarget returns a sessionId")
+            .context("Target.attachToTarget returned no sessionId")?
             .to_string();
+        Ok(())
     }
 
     /// Loads `url` in the page and waits until its document has finished loading.
-    pub fn navigate(&mut self, url: &str) {
-        let result = self.call("Page.navigate", json!({ "url": url }));
+    pub fn navigate(&mut self, url: &str) -> anyhow::Result<()> {
+        let result = self.call("Page.navigate", json!({ "url": url }))?;
         if let Some(error) = result.get("errorText").and_then(Value::as_str) {
-            panic!("navigating to {url} failed: {error}");
+            bail!("navigating to {url} failed: {error}");
         }
         // Polling readyState is simpler than matching load events to this navigation, and just
         // as correct: the old document is gone once Page.navigate has returned.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.eval("document.readyState") != "complete" {
-            assert!(
-                Instant::now() < deadline,
-                "{url} did not finish loading within 30 s; page log:\n{}",
-                self.log().join("\n")
-            );
+        while self.eval("document.readyState")? != "complete" {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{url} did not finish loading within 30 s; page log:\n{}",
+                    self.log().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// Evaluates a JavaScript expression in the page and returns its value as JSON; promises are
-    /// awaited. Panics when the expression throws, with the page's own error text.
-    pub fn eval(&mut self, expression: &str) -> Value {
+    /// awaited. Fails when the expression throws, with the page's own error text.
+    pub fn eval(&mut self, expression: &str) -> anyhow::Result<Value> {
         let result = self.call(
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
-        );
+        )?;
         if let Some(exception) = result.get("exceptionDetails") {
             let text = exception["exception"]["description"]
                 .as_str()
                 .or_else(|| exception["text"].as_str())
                 .unwrap_or("(no description)");
-            panic!("JavaScript `{expression}` threw: {text}");
+            bail!("JavaScript `{expression}` threw: {text}");
         }
-        result["result"]["value"].clone()
+        Ok(result["result"]["value"].clone())
     }
 
     /// Makes the page lay out as on a device of `width` x `height` CSS pixels.
-    pub fn emulate_device(&mut self, width: u32, height: u32, scale: f64, mobile: bool) {
+    pub fn emulate_device(
+        &mut self,
+        width: u32,
+        height: u32,
+        scale: f64,
+        mobile: bool,
+    ) -> anyhow::Result<()> {
         let orientation = if height >= width {
             json!({ "type": "portraitPrimary", "angle": 0 })
         } else {
@@ -212,60 +242,67 @@ impl Browser {
                 "mobile": mobile,
                 "screenOrientation": orientation,
             }),
-        );
+        )?;
         // A phone has a touch screen; pages may lay out differently for coarse pointers.
         self.call(
             "Emulation.setTouchEmulationEnabled",
             json!({ "enabled": mobile, "maxTouchPoints": if mobile { 5 } else { 1 } }),
-        );
+        )?;
+        Ok(())
     }
 
-    /// Saves a PNG of what the page shows now and returns where. The file is kept (in Cargo's
-    /// scratch directory for tests) so a failed run can be looked at afterwards.
-    pub fn screenshot(&mut self, name: &str) -> PathBuf {
+    /// Saves a PNG of what the page shows now into `dir` and returns its path. The file is kept
+    /// so a failed run can be looked at afterwards.
+    pub fn screenshot(&mut self, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }))?;
         let png = base64::engine::general_purpose::STANDARD
             .decode(
                 shot["data"]
                     .as_str()
-                    .expect("Page.captureScreenshot returns data"),
+                    .context("Page.captureScreenshot returned no data")?,
             )
-            .expect("screenshot data is base64");
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            .context("screenshot data is not base64")?;
+        let path = dir.join(format!(
             "browser-{name}-{}-{}.png",
             std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&path, png).unwrap_or_else(|e| panic!("cannot write {path:?}: {e}"));
-        path
+        std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
     }
 
     /// What the page said so far: console messages, uncaught exceptions, browser log entries
     /// and the HTTP status of every response, oldest first.
     pub fn log(&mut self) -> Vec<String> {
-        // Pick up whatever arrived since the last command.
-        self.pump(Duration::from_millis(10));
+        // Pick up whatever arrived since the last command; a broken connection shows up in the
+        // next command's error, so it can be ignored here.
+        let _ = self.pump(Duration::from_millis(10));
         self.log.clone()
     }
 
     /// The newest lines Chromium itself wrote to stderr.
     pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
+        lock(&self.stderr).clone()
     }
 
     /// Sends a command to the attached page and returns its result.
-    pub fn call(&mut self, method: &str, params: Value) -> Value {
+    pub fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
         let session = self.session.clone();
         self.send(method, params, Some(&session))
     }
 
     /// Sends a browser-level command (Target.*, Browser.*) and returns its result.
-    pub fn call_browser(&mut self, method: &str, params: Value) -> Value {
+    pub fn call_browser(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
         self.send(method, params, None)
     }
 
-    fn send(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+    fn send(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> anyhow::Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut command = json!({ "id": id, "method": method, "params": params });
@@ -274,45 +311,48 @@ impl Browser {
         }
         self.ws
             .send(Message::text(command.to_string()))
-            .unwrap_or_else(|e| panic!("CDP {method}: cannot send: {e}"));
+            .with_context(|| format!("CDP {method}: cannot send"))?;
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
             let message = self
-                .read_message(deadline)
-                .unwrap_or_else(|| panic!("CDP {method}: no answer within {CALL_TIMEOUT:?}"));
+                .read_message(deadline)?
+                .with_context(|| format!("CDP {method}: no answer within {CALL_TIMEOUT:?}"))?;
             if message["id"] == id {
                 if let Some(error) = message.get("error") {
-                    panic!("CDP {method} failed: {error}");
+                    bail!("CDP {method} failed: {error}");
                 }
-                return message["result"].clone();
+                return Ok(message["result"].clone());
             }
             self.record_event(&message);
         }
     }
 
     /// Reads and records events until `quiet` passes without one.
-    fn pump(&mut self, quiet: Duration) {
-        while let Some(message) = self.read_message(Instant::now() + quiet) {
+    fn pump(&mut self, quiet: Duration) -> anyhow::Result<()> {
+        while let Some(message) = self.read_message(Instant::now() + quiet)? {
             self.record_event(&message);
         }
+        Ok(())
     }
 
     /// The next CDP message, or None when none arrived before `deadline`.
-    fn read_message(&mut self, deadline: Instant) -> Option<Value> {
+    fn read_message(&mut self, deadline: Instant) -> anyhow::Result<Option<Value>> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return Ok(None);
             }
             // A read timeout turns the blocking socket into one we can give up on; tungstenite
             // keeps partial frames buffered across WouldBlock/TimedOut, so retrying is safe.
             self.ws
                 .get_ref()
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .expect("set_read_timeout");
+                .context("cannot set a read timeout on the DevTools socket")?;
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
-                    return Some(serde_json::from_str(&text).expect("CDP sends JSON"));
+                    return serde_json::from_str(&text)
+                        .map(Some)
+                        .context("CDP sent something that is not JSON");
                 }
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e))
@@ -323,14 +363,13 @@ impl Browser {
                 {
                     continue;
                 }
-                Err(e) => panic!(
+                Err(e) => bail!(
                     "the DevTools connection broke ({e}); did chromium crash? stderr:\n{}",
                     self.stderr().join("\n")
                 ),
             }
         }
     }
-
     /// Keeps the events that help explain a failure, as one line each.
     fn record_event(&mut self, message: &Value) {
         let params = &message["params"];
@@ -413,21 +452,21 @@ fn kill_group(child: &mut Child) -> std::io::Result<()> {
     child.wait().map(drop)
 }
 
-fn connect_ws(url: &str) -> WebSocket<TcpStream> {
+fn connect_ws(url: &str) -> anyhow::Result<WebSocket<TcpStream>> {
     // Only ever a loopback address Chromium printed itself: ws://127.0.0.1:PORT/devtools/...
     let host_port = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("unexpected DevTools url {url}"));
+        .with_context(|| format!("unexpected DevTools url {url}"))?;
     let stream = TcpStream::connect(host_port)
-        .unwrap_or_else(|e| panic!("cannot connect to DevTools at {host_port}: {e}"));
+        .with_context(|| format!("cannot connect to DevTools at {host_port}"))?;
     stream.set_nodelay(true).ok();
     let (ws, _) = tungstenite::client::client(url, stream)
-        .unwrap_or_else(|e| panic!("DevTools websocket handshake with {url} failed: {e}"));
-    ws
+        .map_err(|e| anyhow::anyhow!("DevTools websocket handshake with {url} failed: {e}"))?;
+    Ok(ws)
 }
 
-fn fresh_profile_dir() -> PathBuf {
+fn fresh_profile_dir() -> anyhow::Result<PathBuf> {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "cowatch-chromium-{}-{}",
@@ -435,8 +474,17 @@ fn fresh_profile_dir() -> PathBuf {
         COUNT.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
-    dir
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the browser profile {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The stderr log, even if its reader thread panicked while holding it (the lines are still
+/// worth showing).
+fn lock(lines: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    lines
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn push_bounded(lines: &mut Vec<String>, line: String) {

@@ -1,21 +1,19 @@
-//! Benchmarks printed as tables.
-//!
 //! `cowatch bench pipeline` answers one question: does compositing and encoding the party in
 //! cowatch cost more CPU than the obvious alternative, ffmpeg with the same overlay graph and
 //! the same x264 settings? Both contenders are separate processes decoding the same generated
 //! files in real time; their CPU time comes from the kernel (`wait4` rusage), so nothing
 //! depends on how either program reports itself.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gstreamer as gst;
 
+use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
 use gst::prelude::*;
 
 /// Canvas of the benchmark: the side-panel layout's.
@@ -27,12 +25,6 @@ const BITRATE_KBPS: u32 = 2500;
 /// Extra input beyond the measured seconds, so neither contender runs out of movie or webcam
 /// while it starts up.
 const SPARE_INPUT_S: u64 = 5;
-/// How long cowatch may take to say it is live.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a contender may take to exit once asked (or once its input time is up).
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a contender's peak memory is read.
-const RSS_SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 
 /// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
 /// contender, `seconds` of output each, and the ratio of the medians.
@@ -93,20 +85,6 @@ fn summarize(cowatch: &[Measurement], reference: &[Measurement], ffmpeg: &str) {
         if let Some(note) = &m.note {
             println!("warning: {}: {note}", m.contender);
         }
-    }
-}
-
-/// Median of `values` (mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 
@@ -230,25 +208,6 @@ fn run_to_eos(pipeline: &gst::Element, timeout: Duration) -> anyhow::Result<()> 
     }
 }
 
-/// A scratch directory, removed when the benchmark ends however it ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("cowatch-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create scratch directory {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The ffmpeg version (`5.1.9-0+deb12u1`), failing clearly when ffmpeg or libx264 is missing.
 fn ffmpeg_version() -> anyhow::Result<String> {
     let out = match Command::new("ffmpeg").arg("-version").output() {
@@ -328,49 +287,6 @@ fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Meas
     })
 }
 
-/// Reads cowatch's stdout until it is live; returns the address of its `/healthz`. The rest of
-/// stdout is drained on a thread so cowatch never blocks on a full pipe.
-fn wait_until_live(stdout: ChildStdout, stderr_path: &Path) -> anyhow::Result<SocketAddr> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                // Nobody listens any more; keep reading so the pipe never fills.
-                continue;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut live = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!("cowatch was not live within {} s", START_TIMEOUT.as_secs())
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                bail!("cowatch exited before going live: {}", tail(stderr_path))
-            }
-        };
-        live |= line.trim() == "cowatch is live";
-        if let Some(url) = line.trim().strip_prefix("health:") {
-            if !live {
-                continue;
-            }
-            return parse_health_url(url.trim());
-        }
-    }
-}
-
-/// `http://127.0.0.1:40123/healthz` → `127.0.0.1:40123`.
-fn parse_health_url(url: &str) -> anyhow::Result<SocketAddr> {
-    url.strip_prefix("http://")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
-        .with_context(|| format!("cowatch printed an unexpected health address `{url}`"))
-}
-
 /// The part of `/healthz` the benchmark needs.
 struct Health {
     /// When it was read.
@@ -384,20 +300,10 @@ struct Health {
 }
 
 impl Health {
-    /// GET /healthz over plain HTTP/1.0, which needs no client library.
+    /// Reads `/healthz`.
     fn fetch(addr: SocketAddr) -> anyhow::Result<Self> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
+        let json = get_json(addr, "/healthz")?;
         let at = Instant::now();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .context("malformed HTTP response")?;
-        let json: serde_json::Value = serde_json::from_str(body).context("/healthz is not JSON")?;
         let text = |pointer: &str| {
             json.pointer(pointer)
                 .and_then(|v| v.as_str())
@@ -518,174 +424,9 @@ fn last_frame_count(stdout: ChildStdout) -> Option<u64> {
         .last()
 }
 
-/// The last lines of a contender's stderr, on one line, for error messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(3);
-    let joined = lines[start..].join(" | ");
-    if joined.is_empty() {
-        "(no output on stderr)".into()
-    } else {
-        joined
-    }
-}
-
-/// A contender's process. Reaped with `wait4` for its rusage; killed and reaped on drop if the
-/// benchmark fails first, so no contender outlives it.
-struct Contender {
-    child: Child,
-    reaped: bool,
-    /// Highest `VmHWM` seen. `ru_maxrss` cannot serve: Linux carries the spawning process's
-    /// peak over `exec`, so every contender would report at least the benchmark's own.
-    peak_kib: u64,
-}
-
-/// What the kernel says a contender cost.
-struct Usage {
-    /// `ru_utime + ru_stime`.
-    cpu_s: f64,
-    /// Peak resident memory, from `/proc` (see [`Contender::peak_kib`]).
-    peak_rss_mib: f64,
-    /// Exited with status 0.
-    success: bool,
-    /// How it ended, for messages.
-    status: String,
-}
-
-impl Contender {
-    fn spawn(command: &mut Command, stderr_path: &Path) -> anyhow::Result<Self> {
-        let stderr = std::fs::File::create(stderr_path)
-            .with_context(|| format!("cannot create {}", stderr_path.display()))?;
-        let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
-            .stdin(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {program}"))?;
-        Ok(Self {
-            child,
-            reaped: false,
-            peak_kib: 0,
-        })
-    }
-
-    fn pid(&self) -> libc::pid_t {
-        self.child.id() as libc::pid_t
-    }
-
-    fn stdout(&mut self) -> anyhow::Result<ChildStdout> {
-        self.child.stdout.take().context("no stdout pipe")
-    }
-
-    /// Lets the contender run for `duration`, sampling its memory meanwhile.
-    fn run_for(&mut self, duration: Duration) {
-        let end = Instant::now() + duration;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            self.sample_memory();
-            std::thread::sleep(left.min(RSS_SAMPLE_PERIOD));
-        }
-    }
-
-    fn sample_memory(&mut self) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()));
-        let hwm = status.ok().and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        });
-        self.peak_kib = self.peak_kib.max(hwm.unwrap_or(0));
-    }
-
-    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
-        // SAFETY: kill has no memory effects; the pid is our unreaped child, so it cannot have
-        // been recycled for another process.
-        if unsafe { libc::kill(self.pid(), signal) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot signal the contender");
-        }
-        Ok(())
-    }
-
-    /// Waits for the exit, at most `timeout`; a contender that overstays is killed.
-    fn wait(&mut self, timeout: Duration) -> anyhow::Result<Usage> {
-        let deadline = Instant::now() + timeout;
-        let mut sampled = Instant::now();
-        self.sample_memory();
-        loop {
-            if let Some(usage) = self.try_reap()? {
-                return Ok(usage);
-            }
-            if Instant::now() >= deadline {
-                bail!("it did not exit within {} s", timeout.as_secs());
-            }
-            if sampled.elapsed() >= RSS_SAMPLE_PERIOD {
-                self.sample_memory();
-                sampled = Instant::now();
-            }
-            // Short, so wall time is measured finely; the contender's CPU is not ours.
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn try_reap(&mut self) -> anyhow::Result<Option<Usage>> {
-        let mut status = 0;
-        // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live locals of the right types.
-        let pid = unsafe { libc::wait4(self.pid(), &mut status, libc::WNOHANG, &mut usage) };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error()).context("wait4 failed");
-        }
-        if pid == 0 {
-            return Ok(None);
-        }
-        self.reaped = true;
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        Ok(Some(Usage {
-            cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
-            peak_rss_mib: self.peak_kib as f64 / 1024.0,
-            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            status: describe_status(status),
-        }))
-    }
-}
-
-impl Drop for Contender {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.signal(libc::SIGKILL);
-            let _ = self.wait(Duration::from_secs(5));
-        }
-    }
-}
-
-fn describe_status(status: libc::c_int) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit code {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("status {status}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
-    }
-
-    #[test]
-    fn health_url_becomes_an_address() {
-        let addr = parse_health_url("http://127.0.0.1:40123/healthz").unwrap();
-        assert_eq!(addr.to_string(), "127.0.0.1:40123");
-        assert!(parse_health_url("https://x/healthz").is_err());
-    }
 
     #[test]
     fn filter_graph_places_every_layer() {
