@@ -2,18 +2,17 @@
 //! and twenty viewers joining at once.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cowatch::broadcast::{BroadcastConfig, Broadcaster};
-use cowatch::pipeline::layout::Layout;
-use cowatch::pipeline::presets::{EncoderPreset, SourceCatalog};
-use cowatch::pipeline::source::{MicSource, MovieSource, WebcamSource};
-use cowatch::pipeline::{Pipeline, Settings};
+mod common;
+
+use common::{broadcaster, demo_settings, serve};
+use cowatch::pipeline::Pipeline;
+use cowatch::pipeline::presets::SourceCatalog;
+use cowatch::pipeline::source::WebcamSource;
 use cowatch::probe::{ProbeOptions, probe};
-use cowatch::web::{self, AppState};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cowatch");
 
@@ -98,37 +97,14 @@ async fn twenty_viewers_joining_at_once_all_get_a_keyframe_within_a_second() {
         .with_test_writer()
         .try_init();
     let catalog = SourceCatalog::load(Path::new("pipelines")).unwrap();
-    let pipeline = Pipeline::start(Settings {
-        movie: MovieSource::demo(&catalog),
-        loop_movie: true,
-        webcam: WebcamSource::Description(catalog.webcam.test.clone()),
-        mic: MicSource::None,
-        layout: Layout::builtin("side-panel").unwrap(),
-        encoder: EncoderPreset::load("h264", Path::new("pipelines")).unwrap(),
-        bitrate_kbps: 2500,
-        duck_db: 12.0,
-        record: None,
-        timecode: false,
-    })
+    let pipeline = Pipeline::start(demo_settings(
+        WebcamSource::Description(catalog.webcam.test.clone()),
+        "side-panel",
+        2500,
+    ))
     .unwrap();
-    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let broadcaster = Broadcaster::start(
-        BroadcastConfig {
-            bind: loopback,
-            advertise: loopback,
-            max_viewers: 100,
-        },
-        pipeline.clone(),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
-    let url = format!("http://{}/whep", listener.local_addr().unwrap());
-    let app = web::app(AppState {
-        pipeline: pipeline.clone(),
-        broadcaster: broadcaster.clone(),
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let broadcaster = broadcaster(&pipeline, 100).await;
+    let url = format!("http://{}/whep", serve(&pipeline, &broadcaster).await);
     // Let the encoder settle so the joins are not measuring pipeline start-up.
     tokio::time::sleep(Duration::from_secs(1)).await;
 

@@ -9,11 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use cowatch::broadcast::{BroadcastConfig, Broadcaster};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::layout::Layout;
 use cowatch::pipeline::source::WebcamSource;
-use cowatch::web::{self, AppState};
 use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_sdp as gst_sdp;
@@ -204,24 +202,8 @@ async fn webrtcbin_sees_the_webcam_in_its_rectangle() {
         "side-panel",
     ))
     .unwrap();
-    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let broadcaster = Broadcaster::start(
-        BroadcastConfig {
-            bind: loopback,
-            advertise: loopback,
-            max_viewers: 10,
-        },
-        pipeline.clone(),
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
-    let server = listener.local_addr().unwrap();
-    let app = web::app(AppState {
-        pipeline: pipeline.clone(),
-        broadcaster: broadcaster.clone(),
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let broadcaster = broadcaster(&pipeline, 10).await;
+    let server = serve(&pipeline, &broadcaster).await;
 
     let viewer = tokio::task::spawn_blocking(move || {
         let viewer = WebrtcbinViewer::connect(server);

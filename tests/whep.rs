@@ -1,50 +1,24 @@
 //! WHEP signalling as players and browsers meet it: real browser offers, garbage, the cap.
 
+mod common;
+
 use std::path::Path;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use cowatch::broadcast::{BroadcastConfig, Broadcaster};
-use cowatch::pipeline::layout::Layout;
-use cowatch::pipeline::presets::{EncoderPreset, SourceCatalog};
-use cowatch::pipeline::source::{MicSource, MovieSource, WebcamSource};
-use cowatch::pipeline::{Pipeline, Settings};
-use cowatch::web::{self, AppState};
+use cowatch::broadcast::Broadcaster;
+use cowatch::pipeline::Pipeline;
+use cowatch::pipeline::source::WebcamSource;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 /// A demo party (generated movie, no webcam) with the fan-out on a free loopback port.
 async fn party(max_viewers: usize) -> (Router, Pipeline, Broadcaster) {
-    let catalog = SourceCatalog::load(Path::new("pipelines")).unwrap();
-    let pipeline = Pipeline::start(Settings {
-        movie: MovieSource::demo(&catalog),
-        loop_movie: true,
-        webcam: WebcamSource::None,
-        mic: MicSource::None,
-        layout: Layout::builtin("inset").unwrap(),
-        encoder: EncoderPreset::load("h264", Path::new("pipelines")).unwrap(),
-        bitrate_kbps: 1000,
-        duck_db: 12.0,
-        record: None,
-        timecode: false,
-    })
-    .unwrap();
-    let loopback = "127.0.0.1:0".parse().unwrap();
-    let broadcaster = Broadcaster::start(
-        BroadcastConfig {
-            bind: loopback,
-            advertise: loopback,
-            max_viewers,
-        },
-        pipeline.clone(),
-    )
-    .await
-    .unwrap();
-    let app = web::app(AppState {
-        pipeline: pipeline.clone(),
-        broadcaster: broadcaster.clone(),
-    });
+    let pipeline =
+        Pipeline::start(common::demo_settings(WebcamSource::None, "inset", 1000)).unwrap();
+    let broadcaster = common::broadcaster(&pipeline, max_viewers).await;
+    let app = common::app(&pipeline, &broadcaster);
     (app, pipeline, broadcaster)
 }
 

@@ -444,16 +444,26 @@ fn video_slot(
     chain.push(&caps);
     pipeline.add_many(chain.iter().copied()).map_err(internal)?;
     gst::Element::link_many(chain.iter().copied()).map_err(internal)?;
-    let pad = compositor
-        .request_pad_simple("sink_%u")
-        .ok_or_else(|| PipelineError::Internal("compositor refused a pad".into()))?;
+    let pad = link_to_aggregator(&caps, compositor)?;
     pad.set_property("zorder", zorder);
-    caps.static_pad("src")
-        .expect("capsfilter has a src pad")
-        .link(&pad)
-        .map_err(internal)?;
     let slot = Arc::new(Slot::new(appsrc, pipeline, true, hook));
     Ok((slot, pad))
+}
+
+/// Links `upstream` to a new sink pad of the compositor or mixer, returning that pad.
+fn link_to_aggregator(
+    upstream: &gst::Element,
+    aggregator: &gst::Element,
+) -> Result<gst::Pad, PipelineError> {
+    let pad = aggregator
+        .request_pad_simple("sink_%u")
+        .ok_or_else(|| PipelineError::Internal(format!("{} refused a pad", aggregator.name())))?;
+    upstream
+        .static_pad("src")
+        .expect("the last element of a slot has a src pad")
+        .link(&pad)
+        .map_err(internal)?;
+    Ok(pad)
 }
 
 /// appsrc → audiomixer pad.
@@ -467,14 +477,7 @@ fn audio_slot(
         .caps(&audio_caps())
         .build();
     pipeline.add(&appsrc).map_err(internal)?;
-    let pad = mixer
-        .request_pad_simple("sink_%u")
-        .ok_or_else(|| PipelineError::Internal("audiomixer refused a pad".into()))?;
-    appsrc
-        .static_pad("src")
-        .expect("appsrc has a src pad")
-        .link(&pad)
-        .map_err(internal)?;
+    let pad = link_to_aggregator(appsrc.upcast_ref(), mixer)?;
     let slot = Arc::new(Slot::new(appsrc, pipeline, false, None));
     Ok((slot, pad))
 }

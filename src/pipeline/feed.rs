@@ -207,22 +207,10 @@ pub fn open_webcam(
         .map_err(internal)?;
     let generation = Slot::reserve_generation();
     slot.activate(generation);
-    let sink = gst_app::AppSink::builder()
-        .name("webcam-sink")
-        .sync(true)
-        .max_buffers(2)
-        .drop(true)
-        .build();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                last_frame.store(now_ms(), Ordering::Relaxed);
-                slot.push_sample(generation, &sample);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    // Drop rather than queue: a late camera frame is worth nothing.
+    let sink = slot_sink(slot, generation, 2, true, move |_| {
+        last_frame.store(now_ms(), Ordering::Relaxed);
+    });
     pipeline
         .add_many([src.upcast_ref(), &scale, &caps, sink.upcast_ref()])
         .map_err(internal)?;
@@ -327,20 +315,7 @@ fn attach_video_sink(
         .property("caps", movie_caps(size))
         .build()
         .map_err(internal)?;
-    let sink = gst_app::AppSink::builder()
-        .name("movie-video-sink")
-        .sync(true)
-        .max_buffers(2)
-        .build();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                slot.push_sample(generation, &sample);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let sink = slot_sink(slot, generation, 2, false, |_| {});
     link_branch(
         pipeline,
         pad,
@@ -369,27 +344,43 @@ fn attach_audio_sink(
         .property("caps", super::canvas::audio_caps())
         .build()
         .map_err(internal)?;
-    let sink = gst_app::AppSink::builder()
-        .sync(true)
-        .max_buffers(8)
-        .build();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let (Some(level), Some(buffer)) = (&level, sample.buffer()) {
-                    level.store(loudness_centi_db(buffer), Ordering::Relaxed);
-                }
-                slot.push_sample(generation, &sample);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let sink = slot_sink(slot, generation, 8, false, move |sample| {
+        if let (Some(level), Some(buffer)) = (&level, sample.buffer()) {
+            level.store(loudness_centi_db(buffer), Ordering::Relaxed);
+        }
+    });
     link_branch(
         pipeline,
         pad,
         &[&queue, &convert, &resample, &caps, sink.upcast_ref()],
     )
+}
+
+/// An appsink, paced by the feed's clock, that pushes every sample into `slot` (after
+/// `inspect` has looked at it).
+fn slot_sink(
+    slot: Arc<Slot>,
+    generation: u64,
+    max_buffers: u32,
+    drop: bool,
+    inspect: impl Fn(&gst::Sample) + Send + Sync + 'static,
+) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder()
+        .sync(true)
+        .max_buffers(max_buffers)
+        .drop(drop)
+        .build();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                inspect(&sample);
+                slot.push_sample(generation, &sample);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sink
 }
 
 fn attach_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), PipelineError> {

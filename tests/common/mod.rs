@@ -304,3 +304,58 @@ pub fn to_rgb(sample: &gst::Sample) -> image::RgbImage {
         image::Rgb([data[i], data[i + 1], data[i + 2]])
     })
 }
+
+/// Settings for the demo party (generated movie and tone), no mic.
+pub fn demo_settings(webcam: WebcamSource, layout: &str, bitrate_kbps: u32) -> Settings {
+    let catalog = cowatch::pipeline::presets::SourceCatalog::load(Path::new("pipelines")).unwrap();
+    Settings {
+        movie: MovieSource::demo(&catalog),
+        loop_movie: true,
+        webcam,
+        mic: MicSource::None,
+        layout: Layout::builtin(layout).unwrap(),
+        encoder: EncoderPreset::load("h264", Path::new("pipelines")).unwrap(),
+        bitrate_kbps,
+        duck_db: 12.0,
+        record: None,
+        timecode: false,
+    }
+}
+
+/// The fan-out of `pipeline` on a free loopback UDP port.
+pub async fn broadcaster(
+    pipeline: &Pipeline,
+    max_viewers: usize,
+) -> cowatch::broadcast::Broadcaster {
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    cowatch::broadcast::Broadcaster::start(
+        cowatch::broadcast::BroadcastConfig {
+            bind: loopback,
+            advertise: loopback,
+            max_viewers,
+        },
+        pipeline.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The web app over `pipeline` and `broadcaster`.
+pub fn app(pipeline: &Pipeline, broadcaster: &cowatch::broadcast::Broadcaster) -> axum::Router {
+    cowatch::web::app(cowatch::web::AppState {
+        pipeline: pipeline.clone(),
+        broadcaster: broadcaster.clone(),
+    })
+}
+
+/// Serves the app on a free loopback port; returns its address.
+pub async fn serve(
+    pipeline: &Pipeline,
+    broadcaster: &cowatch::broadcast::Broadcaster,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = app(pipeline, broadcaster);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
