@@ -331,3 +331,33 @@ async fn players_on_other_origins_may_use_whep() {
     assert!(exposed.contains("location"), "{exposed}");
     pipeline.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_that_vanishes_without_delete_is_reaped() {
+    let (app, pipeline, broadcaster) = party(1).await;
+    let offer = sdp("firefox121_offer_sendrecv_audio_video.sdp");
+    // This viewer never connects (nothing answers on its side) and never says goodbye.
+    let reply = post(&app, "application/sdp", offer.clone()).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let reply = post(&app, "application/sdp", offer.clone()).await;
+    assert_refused(
+        &reply,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "full",
+        "seat taken",
+    );
+    let deadline = std::time::Instant::now()
+        + cowatch::broadcast::VIEWER_TIMEOUT
+        + std::time::Duration::from_secs(3);
+    while broadcaster.stats().viewers > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent viewer was never reaped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Its seat is free again.
+    let reply = post(&app, "application/sdp", offer).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    pipeline.shutdown().await;
+}
