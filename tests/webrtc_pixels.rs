@@ -13,7 +13,6 @@ use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::layout::Layout;
 use cowatch::pipeline::source::WebcamSource;
 use gstreamer as gst;
-use gstreamer_app as gst_app;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 
@@ -82,34 +81,14 @@ impl WebrtcbinViewer {
                     pad.link(&sink.static_pad("sink").unwrap()).unwrap();
                     return;
                 }
-                let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
-                let dec = gst::ElementFactory::make("avdec_h264").build().unwrap();
-                let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
-                let sink = gst_app::AppSink::builder()
-                    .caps(
-                        &gst::Caps::builder("video/x-raw")
-                            .field("format", "RGB")
-                            .build(),
-                    )
-                    .sync(false)
-                    .build();
                 let latest = latest.clone();
-                sink.set_callbacks(
-                    gst_app::AppSinkCallbacks::builder()
-                        .new_sample(move |sink| {
-                            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                            *latest.lock().unwrap() = Some(to_rgb(&sample));
-                            Ok(gst::FlowSuccess::Ok)
-                        })
-                        .build(),
-                );
-                let chain = [&depay, &dec, &convert, sink.upcast_ref()];
-                pipeline.add_many(chain).unwrap();
-                gst::Element::link_many(chain).unwrap();
-                for e in chain {
+                let chain = h264_to_rgb(move |img| *latest.lock().unwrap() = Some(img));
+                pipeline.add_many(&chain).unwrap();
+                gst::Element::link_many(&chain).unwrap();
+                for e in &chain {
                     e.sync_state_with_parent().unwrap();
                 }
-                pad.link(&depay.static_pad("sink").unwrap()).unwrap();
+                pad.link(&chain[0].static_pad("sink").unwrap()).unwrap();
             });
         }
         for (media, caps) in [

@@ -117,41 +117,20 @@ impl Viewer {
             .format(gst::Format::Time)
             .do_timestamp(true)
             .build();
-        let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
-        let dec = gst::ElementFactory::make("avdec_h264")
-            .build()
-            .expect("avdec_h264 (gstreamer1.0-libav) is needed by the tests");
-        let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
-        let sink = gst_app::AppSink::builder()
-            .caps(
-                &gst::Caps::builder("video/x-raw")
-                    .field("format", "RGB")
-                    .build(),
-            )
-            .sync(false)
-            .build();
-        decoder
-            .add_many([src.upcast_ref(), &depay, &dec, &convert, sink.upcast_ref()])
-            .unwrap();
-        gst::Element::link_many([src.upcast_ref(), &depay, &dec, &convert, sink.upcast_ref()])
-            .unwrap();
         let latest = Arc::new(Mutex::new(None));
         let frames = Arc::new(Mutex::new(0));
-        {
+        let chain = {
             let latest = latest.clone();
             let frames = frames.clone();
-            sink.set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |sink| {
-                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        let img = to_rgb(&sample);
-                        *latest.lock().unwrap() = Some((Instant::now(), img));
-                        *frames.lock().unwrap() += 1;
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-        }
+            h264_to_rgb(move |img| {
+                *latest.lock().unwrap() = Some((Instant::now(), img));
+                *frames.lock().unwrap() += 1;
+            })
+        };
+        decoder.add(&src).unwrap();
+        decoder.add_many(&chain).unwrap();
+        src.link(&chain[0]).unwrap();
+        gst::Element::link_many(&chain).unwrap();
         decoder.set_state(gst::State::Playing).unwrap();
         let rtp_timestamps = Arc::new(Mutex::new(Vec::new()));
         let mut rx = pipeline.subscribe_video();
@@ -290,6 +269,36 @@ pub fn wait_health(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// H.264 RTP → picture: GStreamer's depayloader and libav's decoder, nothing of cowatch.
+/// Every decoded frame goes to `on_frame`.
+pub fn h264_to_rgb(
+    on_frame: impl Fn(image::RgbImage) + Send + Sync + 'static,
+) -> [gst::Element; 4] {
+    let depay = gst::ElementFactory::make("rtph264depay").build().unwrap();
+    let dec = gst::ElementFactory::make("avdec_h264")
+        .build()
+        .expect("avdec_h264 (gstreamer1.0-libav) is needed by the tests");
+    let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
+    let sink = gst_app::AppSink::builder()
+        .caps(
+            &gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .build(),
+        )
+        .sync(false)
+        .build();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                on_frame(to_rgb(&sample));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    [depay, dec, convert, sink.upcast()]
 }
 
 /// Copies an RGB sample into an image.
