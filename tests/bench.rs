@@ -27,19 +27,26 @@ fn fps_of(stdout: &str, contender: &str) -> f64 {
         .unwrap_or_else(|| panic!("unreadable fps in `{row}`"))
 }
 
-#[test]
-fn short_pipeline_bench_compares_two_working_contenders() {
+/// Runs `cowatch bench ARGS…`, insists it succeeded, and returns what it printed.
+fn run_bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cowatch"))
-        .args(["bench", "pipeline", "--seconds", "4", "--runs", "1"])
+        .arg("bench")
+        .args(args)
         .output()
         .expect("cowatch runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
+    stdout
+}
+
+#[test]
+fn short_pipeline_bench_compares_two_working_contenders() {
+    let stdout = run_bench(&["pipeline", "--seconds", "4", "--runs", "1"]);
 
     let ratio: f64 = stdout
         .lines()
@@ -80,18 +87,17 @@ fn broadcast_row(stdout: &str, viewers: &str) -> std::collections::HashMap<Strin
 #[test]
 fn short_broadcast_bench_measures_joins_latency_and_fan_out() {
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_cowatch"))
-        .args(["bench", "broadcast", "--joins", "3", "--viewers", "5"])
-        .args(["--seconds", "3", "--runs", "1"])
-        .output()
-        .expect("cowatch runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let stdout = run_bench(&[
+        "broadcast",
+        "--joins",
+        "3",
+        "--viewers",
+        "5",
+        "--seconds",
+        "3",
+        "--runs",
+        "1",
+    ]);
     println!("{stdout}\ntook {:.1?}", started.elapsed());
 
     // A number, not "none": at least half the joins saw a keyframe.
