@@ -5,6 +5,7 @@
 //! - [`config`]: command line and config file, merged into settings.
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.
+//! - [`chat`]: the Twitch chat bridge and the party's chat, as one stream of typed events.
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
 //! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod broadcast;
+pub mod chat;
 pub mod config;
 pub mod overlay;
 pub mod pipeline;

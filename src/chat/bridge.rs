@@ -1,0 +1,374 @@
+//! The Twitch IRC link: joins one channel with `twitch-irc`, turns its lines into chat
+//! events for the hub, reports the link state, and relays party messages to Twitch under
+//! Twitch's send limits.
+//!
+//! `twitch-irc` reconnects and rejoins by itself; this module adds what it does not do:
+//! a configurable server address (its TCP transport hard-codes Twitch's host), backoff
+//! between failed attempts, a link state the page can show, and send throttling.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use twitch_irc::login::StaticLoginCredentials;
+use twitch_irc::message::ServerMessage;
+use twitch_irc::transport::Transport;
+use twitch_irc::transport::tcp::{MakeConnection, TCPTransport, TCPTransportConnectError, TLS};
+use twitch_irc::{ClientConfig, TwitchIRCClient};
+
+use super::model::{self, Connection, RoomModes};
+use super::{Chat, ChatEvent};
+
+/// Twitch's window for counting sent messages.
+pub const SEND_WINDOW: Duration = Duration::from_secs(30);
+/// Messages per window for a normal account.
+pub const SEND_LIMIT_USER: usize = 20;
+/// Messages per window when the account is a moderator or the broadcaster.
+pub const SEND_LIMIT_MOD: usize = 100;
+/// Relayed messages waiting for a send slot; beyond this they stay in the party only.
+pub const RELAY_QUEUE: usize = 200;
+/// How often the link state is checked against what the client has joined.
+const STATE_POLL: Duration = Duration::from_millis(250);
+
+/// An OAuth token: shown nowhere, not even in `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a token as read from the environment; a leading `oauth:` is accepted.
+    pub fn new(token: impl Into<String>) -> Secret {
+        let token = token.into();
+        Secret(token.strip_prefix("oauth:").unwrap_or(&token).to_owned())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// What the bridge connects to and as whom.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Channel login, without `#`.
+    pub channel: String,
+    /// Login and token to send with; `None` reads anonymously (`justinfan…`).
+    pub credentials: Option<(String, Secret)>,
+    /// Plain-TCP IRC server to use instead of Twitch (tests, `bench chat`).
+    pub irc_addr: Option<SocketAddr>,
+}
+
+/// The running bridge; dropping it disconnects.
+pub struct Bridge {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Bridge {
+    /// Starts the link in the background. Errors come out as link state and logs, never as
+    /// a dead task: the client retries for as long as the party runs.
+    pub fn start(config: BridgeConfig, chat: Chat) -> Bridge {
+        let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
+        if config.credentials.is_some() {
+            chat.set_relay(relay_tx);
+        }
+        let credentials = match &config.credentials {
+            Some((login, token)) => {
+                StaticLoginCredentials::new(login.clone(), Some(token.expose().to_owned()))
+            }
+            None => StaticLoginCredentials::anonymous(),
+        };
+        let task = match config.irc_addr {
+            Some(addr) => {
+                set_irc_addr(addr);
+                tokio::spawn(run::<TCPTransport<Backoff<PlainAddr>>>(
+                    config,
+                    credentials,
+                    chat,
+                    relay_rx,
+                ))
+            }
+            None => tokio::spawn(run::<TCPTransport<Backoff<TLS>>>(
+                config,
+                credentials,
+                chat,
+                relay_rx,
+            )),
+        };
+        Bridge { task }
+    }
+}
+
+async fn run<T: Transport>(
+    config: BridgeConfig,
+    credentials: StaticLoginCredentials,
+    chat: Chat,
+    mut relay_rx: mpsc::Receiver<String>,
+) {
+    let login = credentials.credentials.login.clone();
+    let channel = config.channel.to_lowercase();
+    let (mut incoming, client) =
+        TwitchIRCClient::<T, StaticLoginCredentials>::new(ClientConfig::new_simple(credentials));
+    chat.publish(ChatEvent::Connection(Connection::Connecting));
+    if let Err(e) = client.join(channel.clone()) {
+        tracing::error!("cannot join Twitch channel {channel:?}: {e}");
+        return;
+    }
+    tracing::info!(channel, "joining Twitch chat");
+    let mut state = Connection::Connecting;
+    let mut modes = RoomModes::default();
+    let mut limiter = SendLimiter::new(SEND_LIMIT_USER);
+    let mut queue: VecDeque<String> = VecDeque::new();
+    let mut poll = tokio::time::interval(STATE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next_send = if queue.is_empty() {
+            None
+        } else {
+            Some(limiter.next_slot())
+        };
+        tokio::select! {
+            message = incoming.recv() => {
+                let Some(message) = message else {
+                    tracing::error!("twitch-irc client stopped; chat link is down");
+                    set_state(&chat, &mut state, Connection::Reconnecting);
+                    return;
+                };
+                match &message {
+                    ServerMessage::Reconnect(_) => set_state(&chat, &mut state, Connection::Reconnecting),
+                    ServerMessage::Join(j) if j.user_login == login => {
+                        set_state(&chat, &mut state, Connection::Connected);
+                    }
+                    ServerMessage::UserState(u) => {
+                        let moderator = u.badges.iter().any(|b| b.name == "moderator" || b.name == "broadcaster");
+                        limiter.set_limit(if moderator { SEND_LIMIT_MOD } else { SEND_LIMIT_USER });
+                    }
+                    _ => {}
+                }
+                match model::from_twitch(&message, &modes) {
+                    Some(event) => {
+                        if let ChatEvent::RoomState(next) = &event {
+                            modes = next.clone();
+                        }
+                        chat.publish(event);
+                    }
+                    None => tracing::trace!(command = message.source().command, "not shown in chat"),
+                }
+            }
+            _ = poll.tick() => {
+                let (_, joined) = client.get_channel_status(channel.clone()).await;
+                if joined {
+                    set_state(&chat, &mut state, Connection::Connected);
+                } else if state == Connection::Connected {
+                    set_state(&chat, &mut state, Connection::Reconnecting);
+                }
+            }
+            text = relay_rx.recv() => {
+                match text {
+                    Some(text) if queue.len() < RELAY_QUEUE => queue.push_back(text),
+                    Some(_) => tracing::warn!("relay to Twitch is {RELAY_QUEUE} messages behind; dropping one"),
+                    None => {}
+                }
+            }
+            () = sleep_until(next_send) => {
+                if let Some(text) = queue.pop_front() {
+                    limiter.record();
+                    if let Err(e) = client.say(channel.clone(), text).await {
+                        tracing::warn!("relay to Twitch failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Publishes a link state change (and only a change).
+fn set_state(chat: &Chat, state: &mut Connection, next: Connection) {
+    if *state != next {
+        tracing::info!("Twitch chat: {next:?}");
+        *state = next;
+        chat.publish(ChatEvent::Connection(next));
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Twitch counts sent messages over a sliding 30 s window; going over locks the account
+/// out for 30 minutes. A bucket whose every spent token returns exactly one window later
+/// can never exceed the window (a classic refilling bucket with burst = limit can: a full
+/// burst plus the refill lands more than `limit` in one window).
+#[derive(Debug)]
+pub struct SendLimiter {
+    limit: usize,
+    sent: VecDeque<Instant>,
+}
+
+impl SendLimiter {
+    /// A limiter for `limit` messages per [`SEND_WINDOW`].
+    pub fn new(limit: usize) -> SendLimiter {
+        SendLimiter {
+            limit,
+            sent: VecDeque::new(),
+        }
+    }
+
+    /// Changes the limit, e.g. when the account turns out to be a moderator.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+    }
+
+    /// The earliest time the next message may go.
+    pub fn next_slot(&mut self) -> Instant {
+        let now = Instant::now();
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= SEND_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() < self.limit {
+            now
+        } else {
+            self.sent[self.sent.len() - self.limit] + SEND_WINDOW
+        }
+    }
+
+    /// Marks one message as sent now.
+    pub fn record(&mut self) {
+        self.sent.push_back(Instant::now());
+    }
+}
+
+static IRC_ADDR: RwLock<Option<SocketAddr>> = RwLock::new(None);
+
+/// `twitch-irc` builds connections from a static constructor, so the address it connects
+/// to is process-wide: one party, one upstream. (Tests share one test server for the same
+/// reason.)
+fn set_irc_addr(addr: SocketAddr) {
+    *IRC_ADDR.write().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+}
+
+/// Plain TCP to the address given with `--twitch-irc-addr`.
+pub struct PlainAddr;
+
+#[async_trait]
+impl MakeConnection for PlainAddr {
+    type Socket = TcpStream;
+
+    async fn new_socket() -> Result<TcpStream, TCPTransportConnectError> {
+        let addr = *IRC_ADDR.read().unwrap_or_else(|p| p.into_inner());
+        let addr = addr.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no IRC address set")
+        })?;
+        Ok(TcpStream::connect(addr).await?)
+    }
+}
+
+/// Waits before a connection attempt that follows closely on the previous one, doubling
+/// the wait up to [`MAX_BACKOFF`], so a dead or refusing server is not hammered.
+/// `twitch-irc` on its own retries every 2 s forever.
+pub struct Backoff<C>(std::marker::PhantomData<C>);
+
+/// Longest wait between attempts; below the client's 20 s connect timeout.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// An attempt this long after the previous one starts the backoff over.
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+
+static LAST_ATTEMPT: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
+
+/// The wait before an attempt at `now`, given the previous attempt and its wait.
+fn backoff(previous: Option<(Instant, Duration)>, now: Instant) -> Duration {
+    match previous {
+        Some((at, wait)) if now.duration_since(at) < BACKOFF_RESET => {
+            (wait * 2).clamp(Duration::from_millis(500), MAX_BACKOFF)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+#[async_trait]
+impl<C: MakeConnection + Send + Sync> MakeConnection for Backoff<C> {
+    type Socket = C::Socket;
+
+    async fn new_socket() -> Result<C::Socket, TCPTransportConnectError> {
+        let wait = {
+            let mut last = LAST_ATTEMPT.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let wait = backoff(*last, now);
+            *last = Some((now + wait, wait));
+            wait
+        };
+        if !wait.is_zero() {
+            tracing::info!("reconnecting to Twitch chat in {:.1} s", wait.as_secs_f32());
+            tokio::time::sleep(wait).await;
+        }
+        C::new_socket().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_never_lets_more_than_the_limit_into_a_window() {
+        let mut l = SendLimiter::new(3);
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(l.next_slot() <= Instant::now());
+            l.record();
+        }
+        let next = l.next_slot();
+        assert!(next >= start + SEND_WINDOW);
+        assert!(next <= Instant::now() + SEND_WINDOW);
+        l.set_limit(SEND_LIMIT_MOD);
+        assert!(l.next_slot() <= Instant::now());
+    }
+
+    #[test]
+    fn backoff_doubles_then_caps_then_resets() {
+        let t = Instant::now();
+        assert_eq!(backoff(None, t), Duration::ZERO);
+        let first = backoff(Some((t, Duration::ZERO)), t + Duration::from_secs(2));
+        assert_eq!(first, Duration::from_millis(500));
+        let second = backoff(Some((t, first)), t + Duration::from_secs(3));
+        assert_eq!(second, Duration::from_secs(1));
+        assert_eq!(
+            backoff(Some((t, Duration::from_secs(14))), t + Duration::from_secs(20)),
+            MAX_BACKOFF
+        );
+        assert_eq!(
+            backoff(Some((t, MAX_BACKOFF)), t + BACKOFF_RESET),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("oauth:abcdef");
+        assert_eq!(format!("{s:?}"), "Secret(…)");
+        assert_eq!(s.expose(), "abcdef");
+    }
+}
