@@ -3,13 +3,15 @@
 //! One struct serves both clap and serde, so every flag is also a config key with the same
 //! name (`--duck-db 9` is `duck-db = 9`), and the `///` comments are the `--help` text.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::broadcast::{self, BroadcastConfig};
+use crate::chat::ChatConfig;
+use crate::chat::bridge::{BridgeConfig, Secret};
 use crate::pipeline::layout::Layout;
 use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
@@ -131,6 +133,21 @@ pub struct PartyOptions {
     /// Most viewers at once; the next one is told the party is full.
     #[arg(long, value_name = "N")]
     pub max_viewers: Option<usize>,
+    /// Twitch channel whose chat is shown beside the movie and in the composite (read
+    /// anonymously unless --twitch-login is given).
+    #[arg(long, value_name = "NAME")]
+    pub twitch_channel: Option<String>,
+    /// Twitch account to send with; its OAuth token comes from the TWITCH_OAUTH_TOKEN
+    /// environment variable, never from a flag or file that could end up in a log.
+    #[arg(long, value_name = "NAME")]
+    pub twitch_login: Option<String>,
+    /// Plain-TCP Twitch-protocol IRC server to use instead of Twitch's (for tests).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub twitch_irc_addr: Option<String>,
+    /// Relay party viewers' messages to the Twitch channel as "[party] nick: text" through
+    /// the --twitch-login account.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub relay_party_chat: Option<bool>,
     /// TOML file with any of these options; flags win over it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -160,6 +177,10 @@ pub struct PartyConfig {
     pub listen: SocketAddr,
     /// WebRTC fan-out.
     pub broadcast: BroadcastConfig,
+    /// The chat hub.
+    pub chat: ChatConfig,
+    /// The Twitch link, when a channel is given.
+    pub twitch: Option<BridgeConfig>,
 }
 
 impl PartyOptions {
@@ -185,6 +206,10 @@ impl PartyOptions {
             webrtc_port: self.webrtc_port.or(file.webrtc_port),
             public_ip: self.public_ip.or(file.public_ip),
             max_viewers: self.max_viewers.or(file.max_viewers),
+            twitch_channel: self.twitch_channel.or(file.twitch_channel),
+            twitch_login: self.twitch_login.or(file.twitch_login),
+            twitch_irc_addr: self.twitch_irc_addr.or(file.twitch_irc_addr),
+            relay_party_chat: self.relay_party_chat.or(file.relay_party_chat),
             config: Some(path),
         })
     }
@@ -288,7 +313,19 @@ impl PartyOptions {
                 }
             }
         };
+        let twitch = twitch_bridge(&options, std::env::var("TWITCH_OAUTH_TOKEN").ok())?;
+        let relay_party = options.relay_party_chat.unwrap_or(false);
+        if relay_party && twitch.as_ref().is_none_or(|t| t.credentials.is_none()) {
+            return Err(ConfigError(
+                "--relay-party-chat needs --twitch-channel and --twitch-login (with TWITCH_OAUTH_TOKEN set)".into(),
+            ));
+        }
         Ok(PartyConfig {
+            chat: ChatConfig {
+                relay_party,
+                ..ChatConfig::default()
+            },
+            twitch,
             settings: Settings {
                 movie,
                 loop_movie: options.loop_movie.unwrap_or(demo),
@@ -305,6 +342,67 @@ impl PartyOptions {
             broadcast,
         })
     }
+}
+
+/// The Twitch link from the options and the token in the environment.
+fn twitch_bridge(
+    options: &PartyOptions,
+    token: Option<String>,
+) -> Result<Option<BridgeConfig>, ConfigError> {
+    let Some(channel) = &options.twitch_channel else {
+        if options.twitch_login.is_some() || options.twitch_irc_addr.is_some() {
+            return Err(ConfigError(
+                "--twitch-login and --twitch-irc-addr need --twitch-channel".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let channel = channel.trim_start_matches('#').to_ascii_lowercase();
+    // Twitch logins: 1 to 25 ASCII letters, digits and underscores.
+    let valid = |name: &str| {
+        (1..=25).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if !valid(&channel) {
+        return Err(ConfigError(format!(
+            "--twitch-channel {channel:?} is not a Twitch login (letters, digits, underscores; at most 25)"
+        )));
+    }
+    let credentials = match &options.twitch_login {
+        Some(login) => {
+            let login = login.to_ascii_lowercase();
+            if !valid(&login) {
+                return Err(ConfigError(format!(
+                    "--twitch-login {login:?} is not a Twitch login"
+                )));
+            }
+            let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                ConfigError(
+                    "--twitch-login needs the TWITCH_OAUTH_TOKEN environment variable".into(),
+                )
+            })?;
+            Some((login, Secret::new(token.trim())))
+        }
+        None => None,
+    };
+    let irc_addr = match &options.twitch_irc_addr {
+        Some(text) => Some(
+            text.to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "--twitch-irc-addr {text:?} is not a reachable HOST:PORT"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    Ok(Some(BridgeConfig {
+        channel,
+        credentials,
+        irc_addr,
+    }))
 }
 
 fn unspecified_like(ip: std::net::IpAddr) -> std::net::IpAddr {

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cowatch::broadcast::Broadcaster;
+use cowatch::chat::Chat;
+use cowatch::chat::bridge::Bridge;
 use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
 use cowatch::pipeline::Pipeline;
 use cowatch::{bench, probe, shutdown, web};
@@ -83,9 +85,16 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         if let Some(path) = record {
             println!("  recording:   {}", path.display());
         }
+        let chat = Chat::new(config.chat.clone());
+        // Kept alive for the whole party; dropping it disconnects from Twitch.
+        let _bridge = config.twitch.clone().map(|twitch| {
+            println!("  chat:        Twitch #{}", twitch.channel);
+            Bridge::start(twitch, chat.clone())
+        });
         let app = web::app(web::AppState {
             pipeline: pipeline.clone(),
             broadcaster,
+            chat,
         });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown::signal())

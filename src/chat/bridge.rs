@@ -123,8 +123,14 @@ async fn run<T: Transport>(
 ) {
     let login = credentials.credentials.login.clone();
     let channel = config.channel.to_lowercase();
-    let (mut incoming, client) =
-        TwitchIRCClient::<T, StaticLoginCredentials>::new(ClientConfig::new_simple(credentials));
+    let mut client_config = ClientConfig::new_simple(credentials);
+    // One connection, one channel: Twitch's connection-rate limit is far away, and the
+    // `Backoff` connector slows down repeated failures, so reconnect soon after a drop.
+    client_config.new_connection_every = Duration::from_millis(500);
+    // twitch-irc opens another connection once 5 sends wait on one (it guesses 150 ms per
+    // send); that would reorder relayed messages. The limiter below does the pacing.
+    client_config.max_waiting_messages_per_connection = RELAY_QUEUE;
+    let (mut incoming, client) = TwitchIRCClient::<T, StaticLoginCredentials>::new(client_config);
     chat.publish(ChatEvent::Connection(Connection::Connecting));
     if let Err(e) = client.join(channel.clone()) {
         tracing::error!("cannot join Twitch channel {channel:?}: {e}");
@@ -138,7 +144,9 @@ async fn run<T: Transport>(
     let mut poll = tokio::time::interval(STATE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let next_send = if queue.is_empty() {
+        // Messages sent while disconnected would pile up inside twitch-irc, which opens more
+        // connections for them; hold them here until the link is back.
+        let next_send = if queue.is_empty() || state != Connection::Connected {
             None
         } else {
             Some(limiter.next_slot())
@@ -164,7 +172,7 @@ async fn run<T: Transport>(
                 match model::from_twitch(&message, &modes) {
                     Some(event) => {
                         if let ChatEvent::RoomState(next) = &event {
-                            modes = next.clone();
+                            modes = next.modes.clone();
                         }
                         chat.publish(event);
                     }
@@ -189,7 +197,10 @@ async fn run<T: Transport>(
             () = sleep_until(next_send) => {
                 if let Some(text) = queue.pop_front() {
                     limiter.record();
-                    if let Err(e) = client.say(channel.clone(), text).await {
+                    // `privmsg`, not `say`: `say` prefixes ". " to defuse commands, and a
+                    // relayed line starts with "[party]", which is never a command.
+                    let text: String = text.chars().take(super::MAX_MESSAGE_CHARS).collect();
+                    if let Err(e) = client.privmsg(channel.clone(), text).await {
                         tracing::warn!("relay to Twitch failed: {e}");
                     }
                 }
@@ -286,25 +297,23 @@ impl MakeConnection for PlainAddr {
     }
 }
 
-/// Waits before a connection attempt that follows closely on the previous one, doubling
-/// the wait up to [`MAX_BACKOFF`], so a dead or refusing server is not hammered.
-/// `twitch-irc` on its own retries every 2 s forever.
+/// Waits before retrying after failed connection attempts, doubling the wait up to
+/// [`MAX_BACKOFF`], so a dead or unreachable server is not hammered (`twitch-irc` on its own
+/// retries at a fixed pace forever). A RECONNECT or a drop after a working connection
+/// retries at once.
 pub struct Backoff<C>(std::marker::PhantomData<C>);
 
 /// Longest wait between attempts; below the client's 20 s connect timeout.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
-/// An attempt this long after the previous one starts the backoff over.
-const BACKOFF_RESET: Duration = Duration::from_secs(60);
 
-static LAST_ATTEMPT: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);
+/// Connection attempts that failed in a row, process-wide like the address.
+static FAILURES: Mutex<u32> = Mutex::new(0);
 
-/// The wait before an attempt at `now`, given the previous attempt and its wait.
-fn backoff(previous: Option<(Instant, Duration)>, now: Instant) -> Duration {
-    match previous {
-        Some((at, wait)) if now.duration_since(at) < BACKOFF_RESET => {
-            (wait * 2).clamp(Duration::from_millis(500), MAX_BACKOFF)
-        }
-        _ => Duration::ZERO,
+/// The wait before the next attempt after `failures` failed ones in a row.
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => (Duration::from_millis(250) * 2u32.saturating_pow(n.min(16))).min(MAX_BACKOFF),
     }
 }
 
@@ -313,18 +322,21 @@ impl<C: MakeConnection + Send + Sync> MakeConnection for Backoff<C> {
     type Socket = C::Socket;
 
     async fn new_socket() -> Result<C::Socket, TCPTransportConnectError> {
-        let wait = {
-            let mut last = LAST_ATTEMPT.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let wait = backoff(*last, now);
-            *last = Some((now + wait, wait));
-            wait
-        };
+        let wait = backoff(*FAILURES.lock().unwrap_or_else(|p| p.into_inner()));
         if !wait.is_zero() {
             tracing::info!("reconnecting to Twitch chat in {:.1} s", wait.as_secs_f32());
             tokio::time::sleep(wait).await;
         }
-        C::new_socket().await
+        let result = C::new_socket().await;
+        let mut failures = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => *failures = 0,
+            Err(e) => {
+                *failures = failures.saturating_add(1);
+                tracing::warn!("cannot connect to Twitch chat: {e}");
+            }
+        }
+        result
     }
 }
 
@@ -348,21 +360,12 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_then_caps_then_resets() {
-        let t = Instant::now();
-        assert_eq!(backoff(None, t), Duration::ZERO);
-        let first = backoff(Some((t, Duration::ZERO)), t + Duration::from_secs(2));
-        assert_eq!(first, Duration::from_millis(500));
-        let second = backoff(Some((t, first)), t + Duration::from_secs(3));
-        assert_eq!(second, Duration::from_secs(1));
-        assert_eq!(
-            backoff(Some((t, Duration::from_secs(14))), t + Duration::from_secs(20)),
-            MAX_BACKOFF
-        );
-        assert_eq!(
-            backoff(Some((t, MAX_BACKOFF)), t + BACKOFF_RESET),
-            Duration::ZERO
-        );
+    fn backoff_doubles_then_caps() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(6), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
-pub use model::{ChatEvent, ChatMessage, Connection, Origin, RoomModes};
+pub use model::{ChatEvent, ChatMessage, Connection, Origin, RoomModes, RoomState};
 
 /// Messages a late joiner gets, like Twitch's own chat shows on load.
 pub const DEFAULT_BACKLOG: usize = 150;
@@ -41,8 +41,8 @@ pub struct Published {
     pub seq: u64,
     /// The event.
     pub event: ChatEvent,
-    /// `{"seq":…,"type":…,…}`.
-    pub json: Arc<str>,
+    /// `{"seq":…,"type":…,…}` as UTF-8; `Bytes` so every WebSocket shares one copy.
+    pub json: bytes::Bytes,
 }
 
 /// What a new subscriber gets: the current state, then everything after it.
@@ -57,9 +57,7 @@ pub struct Subscription {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PostError {
     /// Bad nickname.
-    #[error(
-        "nickname must be 2 to 25 letters, digits or underscores (got {0:?})"
-    )]
+    #[error("nickname must be 2 to 25 letters, digits or underscores (got {0:?})")]
     BadNick(String),
     /// Nothing to say.
     #[error("message is empty")]
@@ -105,7 +103,7 @@ struct Inner {
 struct State {
     seq: u64,
     backlog: VecDeque<Arc<Published>>,
-    modes: RoomModes,
+    room: RoomState,
     connection: Connection,
     party_allowance: HashMap<String, (u32, Instant)>,
     relay: Option<mpsc::Sender<String>>,
@@ -121,7 +119,7 @@ impl Chat {
                 state: Mutex::new(State {
                     seq: 0,
                     backlog: VecDeque::new(),
-                    modes: RoomModes::default(),
+                    room: RoomState::default(),
                     connection: Connection::Off,
                     party_allowance: HashMap::new(),
                     relay: None,
@@ -154,7 +152,7 @@ impl Chat {
             ChatEvent::Delete(delete) => state
                 .backlog
                 .retain(|p| p.event.message_id() != Some(delete.message_id.as_str())),
-            ChatEvent::RoomState(modes) => state.modes = modes.clone(),
+            ChatEvent::RoomState(room) => state.room = room.clone(),
             ChatEvent::Connection(c) => state.connection = *c,
             _ => {}
         }
@@ -174,8 +172,14 @@ impl Chat {
     pub fn subscribe(&self) -> Subscription {
         let state = self.state();
         let mut snapshot = vec![
-            Arc::new(published(state.seq, ChatEvent::Connection(state.connection))),
-            Arc::new(published(state.seq, ChatEvent::RoomState(state.modes.clone()))),
+            Arc::new(published(
+                state.seq,
+                ChatEvent::Connection(state.connection),
+            )),
+            Arc::new(published(
+                state.seq,
+                ChatEvent::RoomState(state.room.clone()),
+            )),
         ];
         snapshot.extend(state.backlog.iter().cloned());
         Subscription {
@@ -186,7 +190,7 @@ impl Chat {
 
     /// The room modes now.
     pub fn modes(&self) -> RoomModes {
-        self.state().modes.clone()
+        self.state().room.modes.clone()
     }
 
     /// The Twitch link state now.
@@ -300,7 +304,7 @@ fn published(seq: u64, event: ChatEvent) -> Published {
     Published {
         seq,
         event,
-        json: json.into(),
+        json: bytes::Bytes::from(json),
     }
 }
 
@@ -327,7 +331,12 @@ mod tests {
     use model::{Clear, ClearKind, Delete};
 
     fn say(chat: &Chat, nick: &str, text: &str) -> String {
-        chat.post(nick, text).unwrap().event.message_id().unwrap().to_owned()
+        chat.post(nick, text)
+            .unwrap()
+            .event
+            .message_id()
+            .unwrap()
+            .to_owned()
     }
 
     #[test]
@@ -344,7 +353,9 @@ mod tests {
         let types: Vec<String> = sub
             .snapshot
             .iter()
-            .map(|p| serde_json::from_str::<serde_json::Value>(&p.json).unwrap()["type"].to_string())
+            .map(|p| {
+                serde_json::from_slice::<serde_json::Value>(&p.json).unwrap()["type"].to_string()
+            })
             .collect();
         assert_eq!(types, ["\"connection\"", "\"room_state\"", "\"message\""]);
         assert_eq!(chat.backlog().len(), 1);
@@ -369,15 +380,24 @@ mod tests {
     fn bad_party_posts_change_nothing() {
         let chat = Chat::new(ChatConfig::default());
         assert!(matches!(chat.post("x", "hi"), Err(PostError::BadNick(_))));
-        assert!(matches!(chat.post("<b>x</b>", "hi"), Err(PostError::BadNick(_))));
+        assert!(matches!(
+            chat.post("<b>x</b>", "hi"),
+            Err(PostError::BadNick(_))
+        ));
         assert!(matches!(chat.post("alice", "   "), Err(PostError::Empty)));
         let long = "a".repeat(501);
-        assert!(matches!(chat.post("alice", &long), Err(PostError::TooLong(501))));
+        assert!(matches!(
+            chat.post("alice", &long),
+            Err(PostError::TooLong(501))
+        ));
         assert!(chat.backlog().is_empty());
         for _ in 0..PARTY_BURST {
             chat.post("alice", "spam").unwrap();
         }
-        assert!(matches!(chat.post("alice", "spam"), Err(PostError::TooFast(_))));
+        assert!(matches!(
+            chat.post("alice", "spam"),
+            Err(PostError::TooFast(_))
+        ));
         assert_eq!(chat.backlog().len(), PARTY_BURST as usize);
     }
 

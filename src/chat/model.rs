@@ -25,7 +25,7 @@ pub enum ChatEvent {
     /// A moderator deleted one message (CLEARMSG).
     Delete(Delete),
     /// The channel's room modes changed (ROOMSTATE); always the whole merged state.
-    RoomState(RoomModes),
+    RoomState(RoomState),
     /// A server notice for the channel (NOTICE), such as "This room is now in slow mode."
     ServerNotice(ServerNotice),
     /// The state of the link to Twitch, so the page can say "chat reconnecting…".
@@ -226,6 +226,8 @@ pub enum NoticeKind {
         cumulative_months: u64,
         /// The plan.
         sub_plan: String,
+        /// The plan's name.
+        sub_plan_name: String,
         /// Months in one multi-month gift.
         num_gifted_months: u64,
     },
@@ -320,6 +322,16 @@ pub struct Delete {
     pub target_login: String,
 }
 
+/// A channel's room modes.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RoomState {
+    /// Channel login; empty before the first ROOMSTATE.
+    pub channel: String,
+    /// The modes, merged from every ROOMSTATE seen.
+    #[serde(flatten)]
+    pub modes: RoomModes,
+}
+
 /// The room modes of the channel, merged from every ROOMSTATE seen.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct RoomModes {
@@ -362,9 +374,17 @@ pub enum Connection {
 /// (ROOMSTATE lines may carry only the mode that changed). Lines viewers never see (PING,
 /// JOIN, USERSTATE…) give `None`.
 pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEvent> {
+    if let Some(repaired) = repair(message) {
+        return from_twitch(&repaired, modes);
+    }
     match message {
         ServerMessage::Privmsg(m) => {
             let emotes = emotes(&m.emotes);
+            // An empty `/me` arrives as "\x01ACTION\x01", which twitch-irc leaves as text.
+            let (text, is_action) = match m.message_text.as_str() {
+                "\u{1}ACTION\u{1}" => (String::new(), true),
+                text => (text.replace('\u{1}', ""), m.is_action),
+            };
             Some(ChatEvent::Message(ChatMessage {
                 id: m.message_id.clone(),
                 origin: Origin::Twitch,
@@ -373,10 +393,10 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
                 color: m.name_color.map(hex),
                 display_color: display_color(m.name_color, &m.sender.login),
                 badges: badges(&m.badges),
-                fragments: fragments(&m.message_text, &emotes),
-                text: m.message_text.clone(),
+                fragments: fragments(&text, &emotes),
+                text,
                 emotes,
-                is_action: m.is_action,
+                is_action,
                 first_msg: tag(&m.source, "first-msg") == Some("1"),
                 bits: m.bits,
                 reply: m.reply_parent.as_ref().map(|p| Reply {
@@ -393,7 +413,10 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
             }))
         }
         ServerMessage::UserNotice(m) => {
-            let emotes = m.message_text.as_deref().map_or_else(Vec::new, |_| emotes(&m.emotes));
+            let emotes = m
+                .message_text
+                .as_deref()
+                .map_or_else(Vec::new, |_| emotes(&m.emotes));
             Some(ChatEvent::Notice(UserNotice {
                 id: m.message_id.clone(),
                 channel: m.channel_login.clone(),
@@ -416,7 +439,10 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
         ServerMessage::ClearChat(m) => {
             let (action, login, id, duration) = match &m.action {
                 ClearChatAction::ChatCleared => (ClearKind::Clear, None, None, None),
-                ClearChatAction::UserBanned { user_login, user_id } => (
+                ClearChatAction::UserBanned {
+                    user_login,
+                    user_id,
+                } => (
                     ClearKind::Ban,
                     Some(user_login.clone()),
                     Some(user_id.clone()),
@@ -467,7 +493,10 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
             if let Some(v) = m.subscribers_only {
                 next.subs_only = v;
             }
-            Some(ChatEvent::RoomState(next))
+            Some(ChatEvent::RoomState(RoomState {
+                channel: m.channel_login.clone(),
+                modes: next,
+            }))
         }
         ServerMessage::Notice(m) if m.channel_login.is_some() => {
             Some(ChatEvent::ServerNotice(ServerNotice {
@@ -477,6 +506,76 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
         }
         _ => None,
     }
+}
+
+/// Commands whose lines viewers see.
+const SHOWN: [&str; 6] = [
+    "PRIVMSG",
+    "USERNOTICE",
+    "CLEARCHAT",
+    "CLEARMSG",
+    "ROOMSTATE",
+    "NOTICE",
+];
+
+/// `twitch-irc` refuses lines that lack a tag it expects, and Twitch has added tags over
+/// the years (`badge-info` in 2019, `msg-param-cumulative-months`, `tmi-sent-ts` on
+/// CLEARMSG…), so older servers, replays and recent-messages services send lines it
+/// rejects. Such a line arrives as a generic message; this fills in the missing tags with
+/// what Twitch means by their absence and parses it again. `None` when the message parsed
+/// fine or cannot be repaired (then it is skipped).
+fn repair(message: &ServerMessage) -> Option<ServerMessage> {
+    let parsed = matches!(
+        message,
+        ServerMessage::Privmsg(_)
+            | ServerMessage::UserNotice(_)
+            | ServerMessage::ClearChat(_)
+            | ServerMessage::ClearMsg(_)
+            | ServerMessage::RoomState(_)
+            | ServerMessage::Notice(_)
+    );
+    let source = message.source();
+    if parsed || !SHOWN.contains(&source.command.as_str()) {
+        return None;
+    }
+    let mut source = source.clone();
+    // Each pass fixes the one tag the parser names; a few passes cover every known gap.
+    for _ in 0..8 {
+        match ServerMessage::try_from(source.clone()) {
+            Ok(repaired) => return Some(repaired),
+            Err(twitch_irc::message::ServerMessageParseError::MissingTag(_, key)) => {
+                let tags = &source.tags.0;
+                let value = match key {
+                    "badge-info" | "badges" | "emotes" | "color" | "flags" | "user-type" => {
+                        String::new()
+                    }
+                    "tmi-sent-ts" => crate::chat::now_ms().to_string(),
+                    "msg-param-cumulative-months" => tags
+                        .get("msg-param-months")
+                        .cloned()
+                        .unwrap_or_else(|| "0".into()),
+                    "msg-param-gift-months" => "1".into(),
+                    "msg-param-months" | "msg-param-should-share-streak" => "0".into(),
+                    // Without an id nothing can delete it later, but it can still be shown.
+                    "id" => format!("noid-{}", crate::chat::now_ms()),
+                    _ => {
+                        tracing::debug!(key, "skipping a Twitch line without a needed tag");
+                        return None;
+                    }
+                };
+                source.tags.0.insert(key.to_owned(), value);
+            }
+            Err(e) => {
+                tracing::debug!("skipping a Twitch line that cannot be read: {e}");
+                return None;
+            }
+        }
+    }
+    tracing::debug!(
+        command = source.command,
+        "skipping a Twitch line with missing tags"
+    );
+    None
 }
 
 fn notice_kind(
@@ -503,13 +602,14 @@ fn notice_kind(
             cumulative_months,
             recipient,
             sub_plan,
+            sub_plan_name,
             num_gifted_months,
-            ..
         } => NoticeKind::SubGift {
             is_sender_anonymous: *is_sender_anonymous,
             recipient: user(&recipient.id, &recipient.login, &recipient.name),
             cumulative_months: *cumulative_months,
             sub_plan: sub_plan.clone(),
+            sub_plan_name: sub_plan_name.clone(),
             num_gifted_months: *num_gifted_months,
         },
         UserNoticeEvent::SubMysteryGift {
@@ -577,13 +677,17 @@ fn tag<'a>(source: &'a twitch_irc::message::IRCMessage, key: &str) -> Option<&'a
 }
 
 fn user(id: &str, login: &str, display_name: &str) -> User {
-    // Twitch sends some display names with a trailing space; an empty one falls back to the
-    // login so the page never shows a nameless line.
-    let shown = display_name.trim();
+    // Kept as Twitch sent it (some carry a trailing space; renderers trim); an empty one
+    // falls back to the login so no line is nameless.
     User {
         id: id.to_owned(),
         login: login.to_owned(),
-        display_name: if shown.is_empty() { login } else { shown }.to_owned(),
+        display_name: if display_name.trim().is_empty() {
+            login
+        } else {
+            display_name
+        }
+        .to_owned(),
     }
 }
 
@@ -731,12 +835,16 @@ mod tests {
         assert_eq!(
             m.fragments,
             vec![
-                Fragment::Text { text: "😂".into() },
+                Fragment::Text {
+                    text: "😂".into()
+                },
                 Fragment::Emote {
                     id: "25".into(),
                     code: "Kappa".into()
                 },
-                Fragment::Text { text: "😂 ".into() },
+                Fragment::Text {
+                    text: "😂 ".into()
+                },
                 Fragment::Emote {
                     id: "25".into(),
                     code: "Kappa".into()
@@ -766,7 +874,7 @@ mod tests {
         assert!(m.is_action);
         assert_eq!(m.text, "NaM");
         assert_eq!(m.color, None);
-        assert_eq!(m.sender.display_name, "CarvedTaleare");
+        assert_eq!(m.sender.display_name, "CarvedTaleare ");
         assert!(m.display_color.starts_with('#'));
     }
 
@@ -794,14 +902,15 @@ mod tests {
         let full = parse(
             "@emote-only=0;followers-only=-1;r9k=0;room-id=1;slow=0;subs-only=0 :tmi.twitch.tv ROOMSTATE #a",
         );
-        let Some(ChatEvent::RoomState(modes)) = from_twitch(&full, &RoomModes::default()) else {
+        let Some(ChatEvent::RoomState(first)) = from_twitch(&full, &RoomModes::default()) else {
             panic!()
         };
         let slow = parse("@room-id=1;slow=30 :tmi.twitch.tv ROOMSTATE #a");
-        let Some(ChatEvent::RoomState(next)) = from_twitch(&slow, &modes) else {
+        let Some(ChatEvent::RoomState(next)) = from_twitch(&slow, &first.modes) else {
             panic!()
         };
-        assert_eq!(next.slow_s, 30);
-        assert_eq!(next.followers_only_minutes, None);
+        assert_eq!(next.channel, "a");
+        assert_eq!(next.modes.slow_s, 30);
+        assert_eq!(next.modes.followers_only_minutes, None);
     }
 }

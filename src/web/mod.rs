@@ -1,8 +1,10 @@
 //! The HTTP server: thin handlers over the module handles.
 //!
 //! - `/` the viewer page, `/healthz` state as JSON, `/metrics` Prometheus text;
-//! - `/whep` WHEP signalling for any WebRTC player.
+//! - `/whep` WHEP signalling for any WebRTC player;
+//! - `/chat` the chat as a WebSocket event stream, `/api/chat` party messages in.
 
+mod chat;
 mod error;
 mod whep;
 
@@ -15,6 +17,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::broadcast::{Broadcaster, StatsSnapshot};
+use crate::chat::Chat;
 use crate::pipeline::{Health, Pipeline};
 
 /// Offers are a few kB; anything much larger is refused before it is read.
@@ -27,6 +30,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     /// The WebRTC fan-out.
     pub broadcaster: Broadcaster,
+    /// The party's chat.
+    pub chat: Chat,
 }
 
 /// The router, apart from `main` so tests can drive it with `oneshot`.
@@ -35,6 +40,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(viewer_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/chat", get(chat::socket))
+        .route("/api/chat", post(chat::post))
         .route("/whep", post(whep::post).options(whep::options))
         .route(
             "/whep/{id}",

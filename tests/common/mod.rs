@@ -349,11 +349,25 @@ pub async fn broadcaster(
     .unwrap()
 }
 
-/// The web app over `pipeline` and `broadcaster`.
+/// The web app over `pipeline` and `broadcaster`, with an empty chat.
 pub fn app(pipeline: &Pipeline, broadcaster: &cowatch::broadcast::Broadcaster) -> axum::Router {
+    app_with_chat(
+        pipeline,
+        broadcaster,
+        &cowatch::chat::Chat::new(Default::default()),
+    )
+}
+
+/// The web app over `pipeline`, `broadcaster` and `chat`.
+pub fn app_with_chat(
+    pipeline: &Pipeline,
+    broadcaster: &cowatch::broadcast::Broadcaster,
+    chat: &cowatch::chat::Chat,
+) -> axum::Router {
     cowatch::web::app(cowatch::web::AppState {
         pipeline: pipeline.clone(),
         broadcaster: broadcaster.clone(),
+        chat: chat.clone(),
     })
 }
 
@@ -362,9 +376,13 @@ pub async fn serve(
     pipeline: &Pipeline,
     broadcaster: &cowatch::broadcast::Broadcaster,
 ) -> std::net::SocketAddr {
+    serve_app(app(pipeline, broadcaster)).await
+}
+
+/// Serves `app` on a free loopback port; returns its address.
+pub async fn serve_app(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = app(pipeline, broadcaster);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }
