@@ -371,12 +371,14 @@ async fn xqcow_capture_reaches_websocket_in_order_and_clearchat_prunes_backlog()
         let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
             continue;
         };
-        let event: Value = serde_json::from_str(&text).unwrap();
-        // "ready" is the sentinel `bridged` sent before the capture.
-        if event["type"] == "message" && event["id"] != "ready" {
-            seen.push(event["id"].as_str().unwrap().to_owned());
+        for line in text.lines() {
+            let event: Value = serde_json::from_str(line).unwrap();
+            // "ready" is the sentinel `bridged` sent before the capture.
+            if event["type"] == "message" && event["id"] != "ready" {
+                seen.push(event["id"].as_str().unwrap().to_owned());
+            }
+            assert_ne!(event["type"], "reset", "the client fell behind");
         }
-        assert_ne!(event["type"], "reset", "the client fell behind");
     }
     eprintln!(
         "{} messages over the WebSocket in {:?}",
@@ -400,9 +402,11 @@ async fn xqcow_capture_reaches_websocket_in_order_and_clearchat_prunes_backlog()
             tokio::time::timeout(Duration::from_millis(300), late.next()).await
         {
             if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
-                let event: Value = serde_json::from_str(&text).unwrap();
-                if let Some(id) = event["id"].as_str() {
-                    backlog.push(id.to_owned());
+                for line in text.lines() {
+                    let event: Value = serde_json::from_str(line).unwrap();
+                    if let Some(id) = event["id"].as_str() {
+                        backlog.push(id.to_owned());
+                    }
                 }
             }
         }

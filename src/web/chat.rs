@@ -1,5 +1,9 @@
 //! Chat over HTTP: `GET /chat` upgrades to a WebSocket that streams chat events (state and
 //! backlog first), `POST /api/chat` posts a party message.
+//!
+//! Each text frame carries one or more events as JSON objects separated by `\n`: when chat
+//! runs faster than a socket drains, the events waiting are sent together, which keeps the
+//! cost per event low for both ends at a busy channel's peak.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,6 +12,8 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::sync::Arc;
+
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
@@ -19,18 +25,31 @@ pub async fn socket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Resp
     ws.on_upgrade(move |socket| stream(socket, state.chat))
 }
 
+/// Most bytes of events put in one frame.
+const MAX_FRAME: usize = 64 * 1024;
+
 async fn stream(mut socket: WebSocket, chat: Chat) {
     let Subscription { snapshot, mut live } = chat.subscribe();
-    for published in snapshot {
-        if send(&mut socket, &published).await.is_err() {
-            return;
-        }
+    if send(&mut socket, &snapshot).await.is_err() {
+        return;
     }
     loop {
         tokio::select! {
             event = live.recv() => match event {
-                Ok(published) => {
-                    if send(&mut socket, &published).await.is_err() {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    let mut bytes = batch[0].json.len();
+                    while bytes < MAX_FRAME {
+                        match live.try_recv() {
+                            Ok(next) => {
+                                bytes += next.json.len() + 1;
+                                batch.push(next);
+                            }
+                            // A lag shows up on the next `recv`.
+                            Err(_) => break,
+                        }
+                    }
+                    if send(&mut socket, &batch).await.is_err() {
                         return;
                     }
                 }
@@ -44,10 +63,8 @@ async fn stream(mut socket: WebSocket, chat: Chat) {
                     }
                     let Subscription { snapshot, live: fresh } = chat.subscribe();
                     live = fresh;
-                    for published in snapshot {
-                        if send(&mut socket, &published).await.is_err() {
-                            return;
-                        }
+                    if send(&mut socket, &snapshot).await.is_err() {
+                        return;
                     }
                 }
                 Err(RecvError::Closed) => return,
@@ -62,10 +79,32 @@ async fn stream(mut socket: WebSocket, chat: Chat) {
     }
 }
 
-async fn send(socket: &mut WebSocket, published: &Published) -> Result<(), axum::Error> {
-    // The hub serialised it from a `String`, so it is valid UTF-8.
-    let text = Utf8Bytes::try_from(published.json.clone()).unwrap_or_default();
-    socket.send(Message::Text(text)).await
+/// Sends events as frames of at most about [`MAX_FRAME`] bytes.
+async fn send(socket: &mut WebSocket, events: &[Arc<Published>]) -> Result<(), axum::Error> {
+    for chunk in frames(events) {
+        socket.send(Message::Text(chunk)).await?;
+    }
+    Ok(())
+}
+
+/// Joins events with `\n` into frames of at most about [`MAX_FRAME`] bytes.
+fn frames(events: &[Arc<Published>]) -> Vec<Utf8Bytes> {
+    let mut frames = Vec::new();
+    let mut text = String::new();
+    for published in events {
+        if !text.is_empty() && text.len() + published.json.len() > MAX_FRAME {
+            frames.push(Utf8Bytes::from(std::mem::take(&mut text)));
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        // The hub serialised it from a `String`, so it is valid UTF-8.
+        text.push_str(std::str::from_utf8(&published.json).unwrap_or_default());
+    }
+    if !text.is_empty() {
+        frames.push(Utf8Bytes::from(text));
+    }
+    frames
 }
 
 /// Body of `POST /api/chat`.
