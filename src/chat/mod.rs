@@ -145,7 +145,8 @@ impl Chat {
         match &event {
             ChatEvent::Clear(clear) => match &clear.target_login {
                 Some(login) => state.backlog.retain(|p| {
-                    !(is_twitch(&p.event) && p.event.sender_login() == Some(login.as_str()))
+                    !(origin(&p.event) == clear.origin
+                        && p.event.sender_login() == Some(login.as_str()))
                 }),
                 None => state.backlog.clear(),
             },
@@ -284,10 +285,11 @@ impl Chat {
     }
 }
 
-fn is_twitch(event: &ChatEvent) -> bool {
+/// Where a backlogged event came from (notices only come from Twitch).
+fn origin(event: &ChatEvent) -> Origin {
     match event {
-        ChatEvent::Message(m) => m.origin == Origin::Twitch,
-        _ => true,
+        ChatEvent::Message(m) => m.origin,
+        _ => Origin::Twitch,
     }
 }
 
@@ -366,6 +368,7 @@ mod tests {
         let chat = Chat::new(ChatConfig::default());
         say(&chat, "onche", "party side");
         chat.publish(ChatEvent::Clear(Clear {
+            origin: Origin::Twitch,
             channel: "xqcow".into(),
             action: ClearKind::Timeout,
             target_login: Some("onche".into()),

@@ -282,9 +282,11 @@ pub enum NoticeKind {
     Other,
 }
 
-/// A CLEARCHAT.
+/// A CLEARCHAT, or a party moderator's timeout, ban or clear.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Clear {
+    /// Whose messages: a Twitch user's or a party nickname's (the same login can be both).
+    pub origin: Origin,
     /// Channel login.
     pub channel: String,
     /// `timeout`, `ban` or `clear`.
@@ -460,6 +462,7 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
                 ),
             };
             Some(ChatEvent::Clear(Clear {
+                origin: Origin::Twitch,
                 channel: m.channel_login.clone(),
                 action,
                 target_login: login,
