@@ -9,8 +9,6 @@
 //! [`background`]; all text and artwork sits below it. [`probe_point`]
 //! returns a pixel inside that band.
 
-use std::sync::OnceLock;
-
 use ab_glyph::{Font, FontRef, OutlinedGlyph, PxScale, ScaleFont, point};
 use image::{Rgba, RgbaImage};
 
@@ -24,9 +22,6 @@ pub enum SlateKind {
     /// A source is being opened and has not produced frames yet.
     Loading,
 }
-
-/// Embedded so the binary renders slates without depending on system fonts.
-const FONT_BYTES: &[u8] = include_bytes!("../../overlay/fonts/DejaVuSans-Bold.ttf");
 
 /// Below this pixel height glyphs become unreadable smudges that only
 /// make the slate look broken, so text is omitted instead.
@@ -308,8 +303,7 @@ fn blend(img: &mut RgbaImage, x: i64, y: i64, color: [u8; 3], coverage: f32) {
 }
 
 fn font() -> &'static FontRef<'static> {
-    static FONT: OnceLock<FontRef<'static>> = OnceLock::new();
-    FONT.get_or_init(|| FontRef::try_from_slice(FONT_BYTES).expect("bundled DejaVu font parses"))
+    super::font()
 }
 
 /// Lays `text` out on a baseline at y = 0 starting at x = 0, returning the

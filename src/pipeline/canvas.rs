@@ -12,7 +12,7 @@ use gstreamer_video as gst_video;
 use gst::prelude::*;
 
 use super::PipelineError;
-use super::layout::{Layout, Rect};
+use super::layout::{Color, Layout, Rect};
 use super::output::{Media, Output, RtpCodec};
 use super::presets::EncoderPreset;
 use super::slot::Slot;
@@ -97,6 +97,33 @@ pub struct Canvas {
     webcam_crop: gst::Element,
     /// The encoded streams.
     pub outputs: EncodedOutputs,
+    /// The backdrop as the layout paints it (chat area plain), and where it sits; `None` when
+    /// the movie covers the whole canvas.
+    backdrop: Option<(Rect, image::RgbaImage)>,
+    /// The chat panel drawn by the overlay, exactly the size of the layout's chat area.
+    chat_panel: Option<image::RgbaImage>,
+}
+
+/// The chat area of a layout, as the chat overlay needs it to draw a panel that fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatArea {
+    /// Width of the panel to draw, in pixels.
+    pub width: u32,
+    /// Height of the panel to draw.
+    pub height: u32,
+    /// The colour behind the chat, so the drawn panel matches the plain one.
+    pub background: Color,
+}
+
+impl ChatArea {
+    /// The chat area of `layout`, or `None` when it shows no chat.
+    pub fn of(layout: &Layout) -> Option<ChatArea> {
+        layout.chat.map(|chat| ChatArea {
+            width: chat.width,
+            height: chat.height,
+            background: layout.chat_background,
+        })
+    }
 }
 
 impl Canvas {
@@ -231,30 +258,40 @@ impl Canvas {
             webcam_target,
             webcam_crop,
             outputs,
+            backdrop: None,
+            chat_panel: None,
         };
         Ok(canvas)
     }
 
     /// Places every layer for `layout` and repaints the static ones. Safe while playing: the
     /// compositor picks up pad properties on its next frame.
-    pub fn apply_layout(&self, layout: &Layout) {
+    ///
+    /// The chat panel is kept when it still fits the new chat area; otherwise the area shows
+    /// the plain panel until the overlay draws one at the new size.
+    pub fn apply_layout(&mut self, layout: &Layout) {
         // The compositor blends every layer on every frame, so the backdrop only covers what
         // the movie leaves uncovered (the movie feed letterboxes to its full rectangle).
-        match backdrop(layout) {
-            Some(rect) => {
-                let full = frames::background(layout);
-                let part = image::imageops::crop_imm(
-                    &full,
-                    rect.x as u32,
-                    rect.y as u32,
-                    rect.width,
-                    rect.height,
-                )
-                .to_image();
-                place(&self.background_pad, rect);
+        self.backdrop = backdrop(layout).map(|rect| {
+            let full = frames::background(layout);
+            let part = image::imageops::crop_imm(
+                &full,
+                rect.x as u32,
+                rect.y as u32,
+                rect.width,
+                rect.height,
+            )
+            .to_image();
+            (rect, part)
+        });
+        if !panel_fits(self.chat_panel.as_ref(), layout) {
+            self.chat_panel = None;
+        }
+        match &self.backdrop {
+            Some((rect, _)) => {
+                place(&self.background_pad, *rect);
                 self.background_pad.set_property("alpha", 1.0f64);
-                self.background
-                    .show(&rgba_caps(rect.width, rect.height), rgba_buffer(part));
+                self.show_backdrop(layout);
             }
             // A transparent pad costs the compositor nothing.
             None => self.background_pad.set_property("alpha", 0.0f64),
@@ -280,6 +317,30 @@ impl Canvas {
         }
     }
 
+    /// Shows `panel` in the chat area of `layout` (`None`: the plain panel). A panel drawn for
+    /// another size (the layout changed while it was drawn) is dropped and the plain panel
+    /// shows until the next one. Costs one copy of the backdrop and a buffer swap: the
+    /// drawing itself happened elsewhere.
+    pub fn set_chat_panel(&mut self, layout: &Layout, panel: Option<image::RgbaImage>) {
+        if !panel_fits(panel.as_ref(), layout) {
+            tracing::debug!("chat panel drawn for another layout; showing the plain panel");
+            self.chat_panel = None;
+        } else {
+            self.chat_panel = panel;
+        }
+        self.show_backdrop(layout);
+    }
+
+    /// Pushes the backdrop with the chat panel, if any, over its chat area.
+    fn show_backdrop(&self, layout: &Layout) {
+        let Some((rect, plain)) = &self.backdrop else {
+            return;
+        };
+        let frame = backdrop_frame(plain, *rect, self.chat_panel.as_ref().zip(layout.chat));
+        self.background
+            .show(&rgba_caps(rect.width, rect.height), rgba_buffer(frame));
+    }
+
     /// Shows `kind` in the webcam rectangle of `layout`.
     pub fn show_webcam_slate(&self, layout: &Layout, kind: slate::SlateKind) {
         let inner = layout.webcam_inner();
@@ -301,6 +362,35 @@ impl Canvas {
         if let Some(caps) = self.pipeline.by_name("canvas-caps") {
             caps.set_property("caps", canvas_caps(layout));
         }
+    }
+}
+
+/// The backdrop `plain`, which sits at `rect` on the canvas, with a chat panel copied over
+/// its chat area (in canvas coordinates) when there is one.
+fn backdrop_frame(
+    plain: &image::RgbaImage,
+    rect: Rect,
+    panel: Option<(&image::RgbaImage, Rect)>,
+) -> image::RgbaImage {
+    let mut frame = plain.clone();
+    if let Some((panel, chat)) = panel {
+        // The backdrop starts at `rect`, not at the canvas origin; `replace` clips.
+        image::imageops::replace(
+            &mut frame,
+            panel,
+            i64::from(chat.x) - i64::from(rect.x),
+            i64::from(chat.y) - i64::from(rect.y),
+        );
+    }
+    frame
+}
+
+/// Whether `panel` (when there is one) is exactly the size of `layout`'s chat area.
+fn panel_fits(panel: Option<&image::RgbaImage>, layout: &Layout) -> bool {
+    match (panel, layout.chat) {
+        (None, _) => true,
+        (Some(panel), Some(chat)) => panel.dimensions() == (chat.width, chat.height),
+        (Some(_), None) => false,
     }
 }
 
@@ -725,7 +815,7 @@ impl CapsFromStr for gst::Caps {
 
 #[cfg(test)]
 mod tests {
-    use super::{backdrop, centre_crop};
+    use super::{ChatArea, backdrop, backdrop_frame, centre_crop, panel_fits};
     use crate::pipeline::layout::{Layout, Rect};
 
     #[test]
@@ -757,6 +847,47 @@ mod tests {
                 height: 720
             })
         );
+    }
+
+    #[test]
+    fn chat_panel_lands_on_the_chat_area_of_the_backdrop() {
+        let side = Layout::builtin("side-panel").unwrap();
+        let rect = backdrop(&side).unwrap();
+        let chat = side.chat.unwrap();
+        let area = ChatArea::of(&side).unwrap();
+        assert_eq!((area.width, area.height), (chat.width, chat.height));
+        assert_eq!(ChatArea::of(&Layout::builtin("inset").unwrap()), None);
+
+        let plain = crate::overlay::frames::background(&side);
+        let plain = image::imageops::crop_imm(
+            &plain,
+            rect.x as u32,
+            rect.y as u32,
+            rect.width,
+            rect.height,
+        )
+        .to_image();
+        let mut panel =
+            image::RgbaImage::from_pixel(chat.width, chat.height, image::Rgba([255, 0, 0, 255]));
+        panel.put_pixel(0, 0, image::Rgba([0, 255, 0, 255]));
+        let frame = backdrop_frame(&plain, rect, Some((&panel, chat)));
+        assert_eq!(frame.dimensions(), plain.dimensions());
+        // The panel's corner is the chat area's corner, relative to the backdrop.
+        let (cx, cy) = ((chat.x - rect.x) as u32, (chat.y - rect.y) as u32);
+        assert_eq!(frame.get_pixel(cx, cy).0, [0, 255, 0, 255]);
+        assert_eq!(frame.get_pixel(cx + 1, cy + 1).0, [255, 0, 0, 255]);
+        // Above the chat area (behind the webcam) the backdrop is untouched.
+        assert_eq!(frame.get_pixel(cx, cy - 1), plain.get_pixel(cx, cy - 1));
+        assert_eq!(backdrop_frame(&plain, rect, None), plain);
+
+        assert!(panel_fits(Some(&panel), &side));
+        assert!(!panel_fits(
+            Some(&panel),
+            &Layout::builtin("inset").unwrap()
+        ));
+        let small = image::RgbaImage::new(10, 10);
+        assert!(!panel_fits(Some(&small), &side));
+        assert!(panel_fits(None, &side));
     }
 
     #[test]

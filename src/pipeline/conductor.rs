@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use gst::prelude::*;
 
-use super::canvas::Canvas;
+use super::canvas::{Canvas, ChatArea};
 use super::ducking::Ducker;
 use super::feed::{self, Feed, FeedEvent, FeedKind};
 use super::layout::Layout;
@@ -57,6 +57,9 @@ pub enum Command {
     Webcam(bool, Reply),
     /// Microphone muted (true) or open.
     MicMute(bool, Reply),
+    /// A chat panel drawn by the overlay (`None`: the plain panel). Nobody waits for an answer:
+    /// the renderer must never wait on the video side.
+    ChatPanel(Option<image::RgbaImage>),
     /// A feed's bus spoke.
     Feed {
         /// Which feed.
@@ -107,6 +110,9 @@ pub struct Conductor {
     pub(super) commands: Sender<Command>,
     pub(super) encoder: String,
     pub(super) bitrate_kbps: u32,
+    /// The chat area of the current layout, for the chat overlay; dropped with the conductor,
+    /// which tells the overlay the pipeline has stopped.
+    pub(super) chat_area: watch::Sender<Option<ChatArea>>,
 }
 
 impl Conductor {
@@ -166,6 +172,7 @@ impl Conductor {
                 let result = self.set_mic_muted(muted);
                 self.answer(reply, result);
             }
+            Command::ChatPanel(panel) => self.canvas.set_chat_panel(&self.layout, panel),
             Command::Feed {
                 kind,
                 generation,
@@ -310,6 +317,13 @@ impl Conductor {
         if let Some(feed) = &self.movie {
             feed.set_video_size((self.layout.movie.width, self.layout.movie.height));
         }
+        // The overlay draws the panel again at the new size as soon as it hears of it.
+        let area = ChatArea::of(&self.layout);
+        self.chat_area.send_if_modified(|current| {
+            let changed = *current != area;
+            *current = area;
+            changed
+        });
         match self.webcam_state {
             WebcamState::Live => {}
             WebcamState::Lost => self

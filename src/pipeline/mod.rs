@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 use serde::Serialize;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use gst::prelude::*;
 
-pub use canvas::FPS;
+pub use canvas::{ChatArea, FPS};
 use conductor::{Command, Conductor, Shared};
 use layout::Layout;
 use output::{CodecParams, Output, OutputStats, RtpPacket};
@@ -283,6 +283,8 @@ struct Inner {
     audio_sink_pad: gst::Pad,
     video_codec: output::RtpCodec,
     audio_codec: output::RtpCodec,
+    /// What the conductor announces as the chat area; handed out to the chat overlay.
+    chat_area: watch::Receiver<Option<ChatArea>>,
 }
 
 impl Pipeline {
@@ -312,7 +314,9 @@ impl Pipeline {
             health: Mutex::new(placeholder_health(&settings)),
             events: broadcast::channel(64).0,
         });
+        let (chat_area_tx, chat_area) = watch::channel(ChatArea::of(&settings.layout));
         let inner = Inner {
+            chat_area,
             commands: Mutex::new(tx.clone()),
             shared: shared.clone(),
             output: output.clone(),
@@ -356,6 +360,7 @@ impl Pipeline {
             commands: tx,
             encoder: settings.encoder.name.clone(),
             bitrate_kbps: settings.bitrate_kbps,
+            chat_area: chat_area_tx,
         };
         if let Err(e) = conductor.start() {
             let _ = conductor.canvas.pipeline.set_state(gst::State::Null);
@@ -405,6 +410,20 @@ impl Pipeline {
     /// Mutes or unmutes the microphone.
     pub async fn set_mic_muted(&self, muted: bool) -> Result<(), PipelineError> {
         self.request(|r| Command::MicMute(muted, r)).await
+    }
+
+    /// Shows `image` in the layout's chat area (`None`: the plain panel) until the next call
+    /// or a layout whose chat area has another size. Returns at once: the picture is swapped
+    /// in by the conductor, never drawn on the video side. Fails only when the pipeline has
+    /// stopped.
+    pub fn set_chat_panel(&self, image: Option<image::RgbaImage>) -> Result<(), PipelineError> {
+        self.send(Command::ChatPanel(image))
+    }
+
+    /// The chat area of the current layout (`None` when it shows no chat), updated on layout
+    /// switches; closed when the pipeline stops.
+    pub fn chat_area(&self) -> watch::Receiver<Option<ChatArea>> {
+        self.inner.chat_area.clone()
     }
 
     /// Asks the encoder for a keyframe now (with SPS/PPS), e.g. for a viewer who just joined.
