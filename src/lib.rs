@@ -6,6 +6,12 @@
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.
 //! - [`chat`]: the Twitch chat bridge and the party's chat, as one stream of typed events.
+//! - [`moderation`]: moderator actions (applied in the party, forwarded to Twitch Helix),
+//!   blocked terms, party-chat rules, and the checks the chat hub runs on every message.
+//! - [`store`]: the SQLite file under `--data-dir` that bans, blocked terms, moderator
+//!   links, party settings and the audit log survive restarts in.
+//! - [`library`]: the movies of `--library DIR`, with durations and thumbnails probed in the
+//!   background, for the dashboard's "Watch party" picker.
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
 //! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
@@ -19,8 +25,11 @@ pub mod bench;
 pub mod broadcast;
 pub mod chat;
 pub mod config;
+pub mod library;
+pub mod moderation;
 pub mod overlay;
 pub mod pipeline;
 pub mod probe;
 pub mod shutdown;
+pub mod store;
 pub mod web;

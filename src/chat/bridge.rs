@@ -174,7 +174,7 @@ async fn run<T: Transport>(
                         if let ChatEvent::RoomState(next) = &event {
                             modes = next.modes.clone();
                         }
-                        chat.publish(event);
+                        chat.publish_from_twitch(event);
                     }
                     None => tracing::trace!(command = message.source().command, "not shown in chat"),
                 }

@@ -70,6 +70,15 @@ pub enum PostError {
     TooFast(u64),
 }
 
+/// What moderation does to Twitch's lines before anyone sees them. A trait, so chat knows
+/// nothing of moderation: moderation plugs itself in with [`Chat::set_gate`].
+pub trait Gate: Send + Sync {
+    /// Whether to keep this event from every viewer (e.g. a blocked term).
+    fn hides(&self, event: &ChatEvent) -> bool;
+    /// Sees every Twitch event, e.g. to log what Twitch's moderators did.
+    fn observe(&self, event: &ChatEvent);
+}
+
 /// Hub settings.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
@@ -107,6 +116,7 @@ struct State {
     connection: Connection,
     party_allowance: HashMap<String, (u32, Instant)>,
     relay: Option<mpsc::Sender<String>>,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl Chat {
@@ -123,6 +133,7 @@ impl Chat {
                     connection: Connection::Off,
                     party_allowance: HashMap::new(),
                     relay: None,
+                    gate: None,
                 }),
                 live,
             }),
@@ -167,6 +178,25 @@ impl Chat {
         // No subscribers is fine: nobody is watching yet.
         let _ = self.inner.live.send(published.clone());
         published
+    }
+
+    /// Puts moderation between Twitch and the viewers.
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        self.state().gate = Some(gate);
+    }
+
+    /// An event from Twitch: the gate sees it and may hide it; otherwise it is published.
+    /// Returns whether it was published.
+    pub fn publish_from_twitch(&self, event: ChatEvent) -> bool {
+        let gate = self.state().gate.clone();
+        if let Some(gate) = gate {
+            gate.observe(&event);
+            if gate.hides(&event) {
+                return false;
+            }
+        }
+        self.publish(event);
+        true
     }
 
     /// The state and backlog now, and the stream from here on.
@@ -283,6 +313,24 @@ impl Chat {
         }
         Ok(published)
     }
+}
+
+/// Checks a party message's nickname and text; returns them trimmed.
+pub fn validate<'a>(nick: &'a str, text: &'a str) -> Result<(&'a str, &'a str), PostError> {
+    let nick = nick.trim();
+    let nick_chars = nick.chars().count();
+    if !(2..=25).contains(&nick_chars) || !nick.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(PostError::BadNick(nick.to_owned()));
+    }
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(PostError::Empty);
+    }
+    let chars = text.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(PostError::TooLong(chars));
+    }
+    Ok((nick, text))
 }
 
 /// Where a backlogged event came from (notices only come from Twitch).
