@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::broadcast::{self, BroadcastConfig};
 use crate::chat::ChatConfig;
 use crate::chat::bridge::{BridgeConfig, Secret};
+use crate::moderation::helix::{HelixConfig, Token};
 use crate::pipeline::layout::Layout;
 use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
@@ -76,6 +77,27 @@ pub enum BenchCommand {
         /// Runs of everything; the report shows medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// A real Twitch capture replayed through the bridge to many WebSocket clients:
+    /// messages/s, delivery latency, loss, and the server's CPU and memory.
+    Chat {
+        /// WebSocket clients reading /chat.
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        /// Replay rates, as multiples of the capture's real rate (about 10.8 messages/s).
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        rates: Vec<f64>,
+        /// Longest replay at one rate, in seconds of wall time (1x replays only the start of
+        /// the capture, which lasts 463 s).
+        #[arg(long, default_value_t = 60)]
+        max_seconds: u64,
+        /// Runs of everything; the report shows medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Raw Twitch IRC lines to replay, one a line (default: the xqcow capture in
+        /// ../shared/data/twitch).
+        #[arg(long, value_name = "PATH")]
+        capture: Option<PathBuf>,
     },
 }
 
@@ -148,6 +170,22 @@ pub struct PartyOptions {
     /// the --twitch-login account.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub relay_party_chat: Option<bool>,
+    /// Helix (Twitch API) base URL for moderator actions; they are forwarded when
+    /// TWITCH_CLIENT_ID and TWITCH_OAUTH_TOKEN (a moderator-scoped token) are set.
+    #[arg(long, value_name = "URL")]
+    pub twitch_api_base: Option<String>,
+    /// Folder of movies the host dashboard offers.
+    #[arg(long, value_name = "DIR")]
+    pub library: Option<PathBuf>,
+    /// Where bans, moderator links, blocked terms, the audit log and thumbnails are kept.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Viewers need the invite link (a code in the URL), Teleparty-style.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub invite_only: Option<bool>,
+    /// Keep the party chat in DATA_DIR/chat-log.jsonl (off: it is gone when the party ends).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub log_chat: Option<bool>,
     /// TOML file with any of these options; flags win over it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -168,6 +206,9 @@ impl From<pipeline::PipelineError> for ConfigError {
 /// Default web address: loopback, so nothing is exposed until the streamer says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Default data folder, beside where cowatch runs.
+pub const DEFAULT_DATA_DIR: &str = "./cowatch-data";
+
 /// What `demo` and `party` need to run.
 #[derive(Debug, Clone)]
 pub struct PartyConfig {
@@ -181,6 +222,16 @@ pub struct PartyConfig {
     pub chat: ChatConfig,
     /// The Twitch link, when a channel is given.
     pub twitch: Option<BridgeConfig>,
+    /// Helix forwarding of moderator actions, when configured.
+    pub helix: Option<HelixConfig>,
+    /// The media library folder.
+    pub library: Option<PathBuf>,
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// Keys and invite.
+    pub party: crate::party::PartyConfig,
+    /// Keep party chat on disk.
+    pub log_chat: bool,
 }
 
 impl PartyOptions {
@@ -210,6 +261,11 @@ impl PartyOptions {
             twitch_login: self.twitch_login.or(file.twitch_login),
             twitch_irc_addr: self.twitch_irc_addr.or(file.twitch_irc_addr),
             relay_party_chat: self.relay_party_chat.or(file.relay_party_chat),
+            twitch_api_base: self.twitch_api_base.or(file.twitch_api_base),
+            library: self.library.or(file.library),
+            data_dir: self.data_dir.or(file.data_dir),
+            invite_only: self.invite_only.or(file.invite_only),
+            log_chat: self.log_chat.or(file.log_chat),
             config: Some(path),
         })
     }
@@ -320,7 +376,58 @@ impl PartyOptions {
                 "--relay-party-chat needs --twitch-channel and --twitch-login (with TWITCH_OAUTH_TOKEN set)".into(),
             ));
         }
+        let helix = match (&twitch, std::env::var("TWITCH_CLIENT_ID").ok()) {
+            (Some(bridge), Some(client_id)) if !client_id.trim().is_empty() => {
+                let token = std::env::var("TWITCH_OAUTH_TOKEN")
+                    .ok()
+                    .filter(|t| !t.trim().is_empty())
+                    .ok_or_else(|| {
+                        ConfigError(
+                            "TWITCH_CLIENT_ID is set but TWITCH_OAUTH_TOKEN is not: Helix needs both".into(),
+                        )
+                    })?;
+                Some(HelixConfig {
+                    base: options
+                        .twitch_api_base
+                        .clone()
+                        .unwrap_or_else(|| crate::moderation::helix::DEFAULT_BASE.to_owned()),
+                    client_id: client_id.trim().to_owned(),
+                    token: Token::new(token.trim()),
+                    broadcaster_login: bridge.channel.clone(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(dir) = &options.library
+            && !dir.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "media library {} (--library): no such directory",
+                dir.display()
+            )));
+        }
+        let host_key = match std::env::var("COWATCH_HOST_KEY") {
+            Ok(key) if key.trim().len() >= 16 => crate::party::Key::new(key.trim()),
+            Ok(key) if !key.trim().is_empty() => {
+                return Err(ConfigError(
+                    "COWATCH_HOST_KEY must be at least 16 characters".into(),
+                ));
+            }
+            _ => crate::party::Key::random(),
+        };
+        let invite = options
+            .invite_only
+            .unwrap_or(false)
+            .then(|| crate::party::Key::new(crate::party::random_token(9)));
         Ok(PartyConfig {
+            helix,
+            library: options.library.clone(),
+            data_dir: options
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            party: crate::party::PartyConfig { host_key, invite },
+            log_chat: options.log_chat.unwrap_or(false),
             chat: ChatConfig {
                 relay_party,
                 ..ChatConfig::default()

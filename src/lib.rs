@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: command line and config file, merged into settings.
+//! - [`party`]: who may do what: the host key, moderator links, invites, viewer sessions.
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.
 //! - [`chat`]: the Twitch chat bridge and the party's chat, as one stream of typed events.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod library;
 pub mod moderation;
 pub mod overlay;
+pub mod party;
 pub mod pipeline;
 pub mod probe;
 pub mod shutdown;

@@ -7,7 +7,12 @@ use cowatch::broadcast::Broadcaster;
 use cowatch::chat::Chat;
 use cowatch::chat::bridge::Bridge;
 use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
+use cowatch::library::Library;
+use cowatch::moderation::Moderation;
+use cowatch::moderation::helix::Helix;
+use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
+use cowatch::store::Store;
 use cowatch::{bench, probe, shutdown, web};
 
 fn main() -> ExitCode {
@@ -55,6 +60,22 @@ fn main() -> ExitCode {
             seconds,
             runs,
         }),
+        Command::Bench {
+            which:
+                BenchCommand::Chat {
+                    clients,
+                    rates,
+                    max_seconds,
+                    runs,
+                    capture,
+                },
+        } => bench::chat(&bench::ChatBenchOptions {
+            clients,
+            rates,
+            max_seconds,
+            runs,
+            capture,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,24 +98,56 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         let pipeline = Pipeline::start(config.settings)?;
         let broadcaster = Broadcaster::start(config.broadcast.clone(), pipeline.clone()).await?;
         let addr = listener.local_addr()?;
+        let chat = Chat::new(config.chat.clone());
+        let store = Store::open(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "data directory {} (--data-dir): {e}",
+                config.data_dir.display()
+            )
+        })?;
+        let helix = config.helix.clone().map(Helix::new).transpose()?;
+        let moderation = Moderation::open(store.clone(), chat.clone(), helix)?;
+        moderation.guard(&chat);
+        let party = Party::new(config.party.clone(), store);
+        let library = match &config.library {
+            Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
+            None => None,
+        };
         println!("cowatch is live");
-        println!("  viewer page: http://{addr}/");
+        match party.invite() {
+            Some(code) => println!("  viewer page: http://{addr}/?invite={}", code.expose()),
+            None => println!("  viewer page: http://{addr}/"),
+        }
+        // The one place the host key is shown: the streamer's own terminal.
+        println!(
+            "  host:        http://{addr}/host#key={}",
+            party.host_key().expose()
+        );
         println!("  WHEP:        http://{addr}/whep");
         println!("  health:      http://{addr}/healthz");
         println!("  WebRTC:      udp {}", config.broadcast.advertise);
         if let Some(path) = record {
             println!("  recording:   {}", path.display());
         }
-        let chat = Chat::new(config.chat.clone());
         // Kept alive for the whole party; dropping it disconnects from Twitch.
         let _bridge = config.twitch.clone().map(|twitch| {
             println!("  chat:        Twitch #{}", twitch.channel);
             Bridge::start(twitch, chat.clone())
         });
+        if config.log_chat {
+            let path = config.data_dir.join("chat-log.jsonl");
+            println!("  chat log:    {}", path.display());
+            chat.spawn_log(path);
+        }
+        // The composite's chat column follows the same chat the page shows.
+        let _overlay = cowatch::overlay::chat::spawn_renderer(chat.clone(), pipeline.clone());
         let app = web::app(web::AppState {
             pipeline: pipeline.clone(),
             broadcaster,
             chat,
+            party,
+            moderation,
+            library,
         });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown::signal())

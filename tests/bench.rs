@@ -2,7 +2,8 @@
 //! measured really happened.
 //!
 //! `bench pipeline` needs ffmpeg with libx264; `bench broadcast` needs /usr/bin/chromium (CI
-//! installs both). Like the benchmarks, the tests fail, never skip, without them.
+//! installs both); `bench chat` needs the xqcow capture in ../shared/data/twitch. Like the
+//! benchmarks, the tests fail, never skip, without them.
 
 use std::process::Command;
 
@@ -131,4 +132,57 @@ fn short_broadcast_bench_measures_joins_latency_and_fan_out() {
         .parse()
         .expect("server_cores is a number");
     assert!(cores > 0.0, "the server used no CPU?\n{stdout}");
+}
+
+/// The columns of the chat table's row for `rate` (e.g. `100x`), by header name.
+fn chat_row(stdout: &str, rate: &str) -> std::collections::HashMap<String, String> {
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("rate "))
+        .unwrap_or_else(|| panic!("no chat table in:\n{stdout}"));
+    let row = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("rate "))
+        .find(|l| l.split_whitespace().next() == Some(rate))
+        .unwrap_or_else(|| panic!("no row for {rate} in:\n{stdout}"));
+    header
+        .split_whitespace()
+        .map(str::to_string)
+        .zip(row.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn short_chat_bench_delivers_every_message() {
+    let started = std::time::Instant::now();
+    let stdout = run_bench(&[
+        "chat",
+        "--clients",
+        "20",
+        "--rates",
+        "100",
+        "--max-seconds",
+        "3",
+        "--runs",
+        "1",
+    ]);
+    println!("{stdout}\ntook {:.1?}", started.elapsed());
+
+    let row = chat_row(&stdout, "100x");
+    let messages: u64 = row["messages"].parse().expect("messages is a number");
+    assert!(
+        messages > 1000,
+        "3 s at 100x is ~300 s of capture\n{stdout}"
+    );
+    let delivered: f64 = row["delivered_msg/s"]
+        .parse()
+        .expect("delivered_msg/s is a number");
+    assert!(delivered > 0.0, "nothing delivered\n{stdout}");
+    assert_eq!(row["lost"], "0", "messages lost\n{stdout}");
+    let p99: f64 = row["p99_ms"].parse().expect("p99_ms is a number");
+    assert!(p99.is_finite() && p99 > 0.0, "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("target at 100x:")),
+        "no verdict\n{stdout}"
+    );
 }

@@ -3,6 +3,8 @@
 //! - `bench pipeline` ([`pipeline()`]): CPU cost of composite + encode against ffmpeg.
 //! - `bench broadcast` ([`broadcast()`]): time to first frame, glass-to-glass latency in a real
 //!   browser, and the CPU cost of fanning out to many viewers.
+//! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
+//!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
 //! Whatever is measured runs as a child process, so its CPU time comes from the kernel and not
 //! from the program's own account of itself; every child is killed when a benchmark ends,
@@ -10,6 +12,7 @@
 
 mod broadcast;
 pub mod cdp;
+mod chat;
 mod pipeline;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub use broadcast::{BroadcastOptions, broadcast};
+pub use chat::{ChatBenchOptions, chat};
 pub use pipeline::pipeline;
 
 /// How long cowatch may take to say it is live.
@@ -187,6 +191,33 @@ impl Contender {
         Ok(ticks as f64 / per_second as f64)
     }
 
+    /// CPU seconds used so far by the contender's threads whose name starts with `prefix`
+    /// (`/proc/PID/task/*/stat`), to tell one part of a process from another; threads that
+    /// have already exited are not counted.
+    fn threads_cpu_seconds(&self, prefix: &str) -> anyhow::Result<f64> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut ticks = 0;
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+            // A thread may exit between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+                continue;
+            };
+            let name = stat
+                .split_once('(')
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .map_or("", |(name, _)| name);
+            if name.starts_with(prefix) {
+                ticks += parse_stat_cpu_ticks(&stat).unwrap_or(0);
+            }
+        }
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if per_second <= 0 {
+            bail!("sysconf(_SC_CLK_TCK) failed");
+        }
+        Ok(ticks as f64 / per_second as f64)
+    }
+
     fn stdout(&mut self) -> anyhow::Result<ChildStdout> {
         self.child.stdout.take().context("no stdout pipe")
     }
@@ -208,6 +239,16 @@ impl Contender {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         });
         self.peak_kib = self.peak_kib.max(hwm.unwrap_or(0));
+    }
+
+    /// Resident memory now (`VmRSS`), in KiB; `None` once the contender is gone. Unlike
+    /// [`Contender::peak_kib`], this can show the peak of one window of a long run.
+    fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {

@@ -199,6 +199,59 @@ impl Chat {
         true
     }
 
+    /// The party is over: its chat is forgotten, here and on every page (a whole-chat
+    /// clear), as Teleparty does. Nothing of it was written anywhere.
+    pub fn end_party(&self) {
+        self.state().party_allowance.clear();
+        self.publish(ChatEvent::Clear(model::Clear {
+            origin: Origin::Party,
+            channel: String::new(),
+            action: model::ClearKind::Clear,
+            target_login: None,
+            target_user_id: None,
+            duration_s: None,
+            timestamp_ms: now_ms(),
+        }));
+    }
+
+    /// Appends every message and notice to `path` as JSON lines, for streamers who turn on
+    /// chat logging (off by default: the party's chat is gone when it ends).
+    pub fn spawn_log(&self, path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
+        let mut live = self.inner.live.subscribe();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await;
+            let mut file = match file {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!("cannot open the chat log {}: {e}", path.display());
+                    return;
+                }
+            };
+            loop {
+                match live.recv().await {
+                    Ok(p) if p.event.is_backlogged() => {
+                        let mut line = p.json.to_vec();
+                        line.push(b'\n');
+                        if let Err(e) = file.write_all(&line).await {
+                            tracing::error!("chat log {}: {e}; logging stops", path.display());
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("chat log fell behind; {n} events not logged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
     /// The state and backlog now, and the stream from here on.
     pub fn subscribe(&self) -> Subscription {
         let state = self.state();

@@ -57,6 +57,10 @@ pub enum Command {
     Webcam(bool, Reply),
     /// Microphone muted (true) or open.
     MicMute(bool, Reply),
+    /// The movie's volume (0.0 to 1.5), before ducking.
+    Volume(f64, Reply),
+    /// How many dB the movie ducks under the voice.
+    DuckDb(f64, Reply),
     /// A chat panel drawn by the overlay (`None`: the plain panel). Nobody waits for an answer:
     /// the renderer must never wait on the video side.
     ChatPanel(Option<image::RgbaImage>),
@@ -102,6 +106,10 @@ pub struct Conductor {
     pub(super) mic_level: Arc<AtomicI32>,
     pub(super) ducker: Ducker,
     pub(super) movie_gain: f64,
+    /// The streamer's movie volume, applied on top of ducking.
+    pub(super) movie_volume: f64,
+    /// The current ducking depth, for health.
+    pub(super) duck_db: f64,
     pub(super) state: PipelineState,
     pub(super) errors: Vec<ErrorReport>,
     pub(super) started: Instant,
@@ -171,6 +179,18 @@ impl Conductor {
             Command::MicMute(muted, reply) => {
                 let result = self.set_mic_muted(muted);
                 self.answer(reply, result);
+            }
+            Command::Volume(volume, reply) => {
+                self.movie_volume = volume;
+                self.apply_movie_gain();
+                self.publish();
+                self.answer(reply, Ok(()));
+            }
+            Command::DuckDb(db, reply) => {
+                self.ducker.set_amount(db);
+                self.duck_db = db;
+                self.publish();
+                self.answer(reply, Ok(()));
             }
             Command::ChatPanel(panel) => self.canvas.set_chat_panel(&self.layout, panel),
             Command::Feed {
@@ -548,9 +568,16 @@ impl Conductor {
         let gain = self.ducker.update(mic_db, dt);
         if (gain - self.movie_gain).abs() > 1e-4 {
             self.movie_gain = gain;
-            self.canvas.movie_audio_pad.set_property("volume", gain);
+            self.apply_movie_gain();
         }
         self.publish();
+    }
+
+    /// The streamer's volume times the ducking gain, on the mixer pad.
+    fn apply_movie_gain(&self) {
+        self.canvas
+            .movie_audio_pad
+            .set_property("volume", self.movie_volume * self.movie_gain);
     }
 
     fn publish(&self) {
@@ -569,6 +596,8 @@ impl Conductor {
             webcam: self.webcam_state,
             mic: self.mic_state,
             movie_gain: self.movie_gain,
+            movie_volume: self.movie_volume,
+            duck_db: self.duck_db,
             layout: self.layout.name.clone(),
             encoder: self.encoder.clone(),
             bitrate_kbps: self.bitrate_kbps,

@@ -33,6 +33,11 @@ impl Ducker {
         }
     }
 
+    /// Changes how deep the movie ducks; takes effect over the usual ramp.
+    pub fn set_amount(&mut self, amount_db: f64) {
+        self.ducked_gain = 10f64.powf(-amount_db.abs() / 20.0);
+    }
+
     /// Advances by `dt` with the mic at `mic_db` dBFS (`None`: muted or absent); returns the
     /// movie gain to apply.
     pub fn update(&mut self, mic_db: Option<f64>, dt: Duration) -> f64 {

@@ -228,6 +228,10 @@ pub struct Health {
     pub mic: MicState,
     /// Gain applied to the movie sound by ducking (1.0 = not ducked).
     pub movie_gain: f64,
+    /// The streamer's movie volume (1.0 = as decoded).
+    pub movie_volume: f64,
+    /// How many dB the movie ducks under the voice.
+    pub duck_db: f64,
     /// Current layout name.
     pub layout: String,
     /// Video encoder preset.
@@ -352,6 +356,8 @@ impl Pipeline {
             mic_level: Arc::new(AtomicI32::new(-10_000)),
             ducker: ducking::Ducker::new(settings.duck_db),
             movie_gain: 1.0,
+            movie_volume: 1.0,
+            duck_db: settings.duck_db,
             state: PipelineState::Starting,
             errors: Vec::new(),
             started: Instant::now(),
@@ -410,6 +416,26 @@ impl Pipeline {
     /// Mutes or unmutes the microphone.
     pub async fn set_mic_muted(&self, muted: bool) -> Result<(), PipelineError> {
         self.request(|r| Command::MicMute(muted, r)).await
+    }
+
+    /// Sets the movie's volume, 0.0 (silent) to 1.5; ducking still applies on top.
+    pub async fn set_volume(&self, volume: f64) -> Result<(), PipelineError> {
+        if !(0.0..=1.5).contains(&volume) {
+            return Err(PipelineError::Control(format!(
+                "volume {volume} is out of range: use 0.0 to 1.5"
+            )));
+        }
+        self.request(|r| Command::Volume(volume, r)).await
+    }
+
+    /// Sets how many dB the movie ducks while the mic carries voice (0 to 60).
+    pub async fn set_duck_db(&self, db: f64) -> Result<(), PipelineError> {
+        if !(0.0..=60.0).contains(&db) {
+            return Err(PipelineError::Control(format!(
+                "ducking of {db} dB is out of range: use 0 to 60"
+            )));
+        }
+        self.request(|r| Command::DuckDb(db, r)).await
     }
 
     /// Shows `image` in the layout's chat area (`None`: the plain panel) until the next call
@@ -509,6 +535,8 @@ fn placeholder_health(settings: &Settings) -> Health {
         webcam: WebcamState::None,
         mic: MicState::None,
         movie_gain: 1.0,
+        movie_volume: 1.0,
+        duck_db: settings.duck_db,
         layout: settings.layout.name.clone(),
         encoder: settings.encoder.name.clone(),
         bitrate_kbps: settings.bitrate_kbps,

@@ -1,24 +1,19 @@
 //! Chat over HTTP: `GET /chat` upgrades to a WebSocket that streams chat events (state and
-//! backlog first), `POST /api/chat` posts a party message.
+//! backlog first). Party messages come in through `POST /api/chat` (see `api`).
 //!
 //! Each text frame carries one or more events as JSON objects separated by `\n`: when chat
 //! runs faster than a socket drains, the events waiting are sent together, which keeps the
 //! cost per event low for both ends at a busy channel's peak.
 
-use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::response::Response;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use super::error::AppError;
-use crate::chat::{Chat, PostError, Published, Subscription};
+use crate::chat::{Chat, Published, Subscription};
 
 /// `GET /chat`: the event stream of the party's chat, one JSON object per text frame.
 pub async fn socket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
@@ -105,39 +100,4 @@ fn frames(events: &[Arc<Published>]) -> Vec<Utf8Bytes> {
         frames.push(Utf8Bytes::from(text));
     }
     frames
-}
-
-/// Body of `POST /api/chat`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartyPost {
-    /// The nickname the viewer picked.
-    nick: String,
-    /// What they say.
-    text: String,
-}
-
-/// `POST /api/chat`: a party viewer says something; 201 with the message as everyone sees
-/// it, or 4xx with the reason.
-pub async fn post(
-    State(state): State<AppState>,
-    body: Result<Json<PartyPost>, JsonRejection>,
-) -> Result<Response, AppError> {
-    let Json(post) = body.map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    match state.chat.post(&post.nick, &post.text) {
-        Ok(published) => Ok((
-            StatusCode::CREATED,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            published.json.clone(),
-        )
-            .into_response()),
-        Err(e) => {
-            let status = match e {
-                PostError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
-                PostError::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            Err(AppError::new(status, e.to_string()))
-        }
-    }
 }

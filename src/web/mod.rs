@@ -4,6 +4,7 @@
 //! - `/whep` WHEP signalling for any WebRTC player;
 //! - `/chat` the chat as a WebSocket event stream, `/api/chat` party messages in.
 
+mod api;
 mod chat;
 mod error;
 mod whep;
@@ -18,6 +19,9 @@ use serde::Serialize;
 
 use crate::broadcast::{Broadcaster, StatsSnapshot};
 use crate::chat::Chat;
+use crate::library::Library;
+use crate::moderation::Moderation;
+use crate::party::Party;
 use crate::pipeline::{Health, Pipeline};
 
 /// Offers are a few kB; anything much larger is refused before it is read.
@@ -32,6 +36,12 @@ pub struct AppState {
     pub broadcaster: Broadcaster,
     /// The party's chat.
     pub chat: Chat,
+    /// Who may do what.
+    pub party: Party,
+    /// Moderator actions, bans, blocked terms, the audit log.
+    pub moderation: Moderation,
+    /// The host's media library, when `--library` is given.
+    pub library: Option<Library>,
 }
 
 /// The router, apart from `main` so tests can drive it with `oneshot`.
@@ -41,7 +51,34 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/chat", get(chat::socket))
-        .route("/api/chat", post(chat::post))
+        .route("/api/chat", post(api::chat))
+        .route("/api/party", get(api::party))
+        .route("/api/session", post(api::session))
+        .route("/api/control/play", post(api::play))
+        .route("/api/control/pause", post(api::pause))
+        .route("/api/control/seek", post(api::seek))
+        .route("/api/control/next", post(api::next))
+        .route("/api/control/load", post(api::load))
+        .route("/api/control/layout", post(api::layout))
+        .route("/api/control/webcam", post(api::webcam))
+        .route("/api/control/mic", post(api::mic))
+        .route("/api/control/audio", post(api::audio))
+        .route("/api/party/start", post(api::start))
+        .route("/api/party/end", post(api::end))
+        .route("/api/library", get(api::library))
+        .route("/api/library/{id}/thumbnail", get(api::thumbnail))
+        .route("/api/viewers", get(api::viewers))
+        .route(
+            "/api/moderators",
+            get(api::moderators).post(api::add_moderator),
+        )
+        .route(
+            "/api/moderators/{id}",
+            axum::routing::delete(api::revoke_moderator),
+        )
+        .route("/api/mod", post(api::moderate))
+        .route("/api/mod/audit", get(api::audit))
+        .route("/api/mod/state", get(api::mod_state))
         .route("/whep", post(whep::post).options(whep::options))
         .route(
             "/whep/{id}",

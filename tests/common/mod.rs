@@ -358,17 +358,54 @@ pub fn app(pipeline: &Pipeline, broadcaster: &cowatch::broadcast::Broadcaster) -
     )
 }
 
-/// The web app over `pipeline`, `broadcaster` and `chat`.
+/// The host key of the parties the tests build.
+pub const HOST_KEY: &str = "test-host-key-0123456789abcdefghijklmnopq";
+
+/// The web app over `pipeline`, `broadcaster` and `chat`, with a fresh data directory, a
+/// public party whose host key is [`HOST_KEY`], and no library.
 pub fn app_with_chat(
     pipeline: &Pipeline,
     broadcaster: &cowatch::broadcast::Broadcaster,
     chat: &cowatch::chat::Chat,
 ) -> axum::Router {
-    cowatch::web::app(cowatch::web::AppState {
+    cowatch::web::app(state(pipeline, broadcaster, chat, &scratch_data(), None))
+}
+
+/// A data directory of its own for one server.
+pub fn scratch_data() -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    scratch(&format!("data-{n}"))
+}
+
+/// Everything a server holds: the store in `data_dir`, the party (host key [`HOST_KEY`]),
+/// moderation (forwarding to `helix` when given) guarding `chat`.
+pub fn state(
+    pipeline: &Pipeline,
+    broadcaster: &cowatch::broadcast::Broadcaster,
+    chat: &cowatch::chat::Chat,
+    data_dir: &Path,
+    helix: Option<cowatch::moderation::helix::Helix>,
+) -> cowatch::web::AppState {
+    let store = cowatch::store::Store::open(data_dir).unwrap();
+    let moderation =
+        cowatch::moderation::Moderation::open(store.clone(), chat.clone(), helix).unwrap();
+    moderation.guard(chat);
+    let party = cowatch::party::Party::new(
+        cowatch::party::PartyConfig {
+            host_key: cowatch::party::Key::new(HOST_KEY),
+            invite: None,
+        },
+        store,
+    );
+    cowatch::web::AppState {
         pipeline: pipeline.clone(),
         broadcaster: broadcaster.clone(),
         chat: chat.clone(),
-    })
+        party,
+        moderation,
+        library: None,
+    }
 }
 
 /// Serves the app on a free loopback port; returns its address.
