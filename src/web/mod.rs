@@ -48,6 +48,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(viewer_page))
+        .route("/host", get(host_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/chat", get(chat::socket))
@@ -199,6 +200,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// The viewer page.
+/// `/host`: the streamer's dashboard. The page itself holds no secret; it reads the key
+/// from its URL fragment (never sent to the server) and calls `/api/` with it.
+async fn host_page() -> Html<&'static str> {
+    Html(include_str!("host.html"))
+}
+
 async fn viewer_page() -> Html<&'static str> {
     Html(include_str!("viewer.html"))
 }
