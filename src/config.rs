@@ -49,6 +49,123 @@ pub enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+    /// A stand-in for Twitch chat on this machine: a Twitch-protocol IRC server that
+    /// replays a capture to whoever joins, for trying the chat bridge without Twitch
+    /// (`cowatch demo --twitch-channel xqcow --twitch-irc-addr 127.0.0.1:6667`).
+    TwitchReplay(ReplayOptions),
+    /// Remote control of a running party through its API. The key comes from the
+    /// COWATCH_KEY environment variable (the host key, or a moderator key for `mod` and
+    /// `viewers`), never from a flag that would show in `ps` or shell history.
+    Ctl {
+        /// The party's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// What to do.
+        #[command(subcommand)]
+        action: CtlCommand,
+    },
+}
+
+/// Options of `cowatch twitch-replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayOptions {
+    /// Where the Twitch-protocol server listens (plain TCP).
+    #[arg(long, default_value = "127.0.0.1:6667")]
+    pub listen: SocketAddr,
+    /// Raw Twitch IRC lines, one per line (e.g. ../shared/data/twitch/xqcow_capture_2019.txt).
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Channel the party joins (lines are sent to whoever joins it).
+    #[arg(long, default_value = "xqcow")]
+    pub channel: String,
+    /// Speed: 1 replays at the capture's pace (by `tmi-sent-ts`), 10 ten times faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// Start over at the end.
+    #[arg(long = "loop")]
+    pub loop_replay: bool,
+}
+
+/// `cowatch ctl` actions; each is one `/api/` call (see the README's API list).
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The party's state.
+    Status,
+    /// Resume the movie.
+    Play,
+    /// Pause the movie.
+    Pause,
+    /// Jump to a position: seconds, or m:ss / h:mm:ss.
+    Seek {
+        /// Where to.
+        position: String,
+    },
+    /// The next title of the library.
+    Next,
+    /// Play a title of the library (its id, from `cowatch ctl library`).
+    Load {
+        /// Title id.
+        title: String,
+    },
+    /// Switch layout: side-panel, inset.
+    Layout {
+        /// Layout name.
+        name: String,
+    },
+    /// Webcam on or off.
+    Webcam {
+        /// on or off.
+        state: Switch,
+    },
+    /// Mic on or off.
+    Mic {
+        /// on or off.
+        state: Switch,
+    },
+    /// Movie volume, 0.0 to 1.5.
+    Volume {
+        /// The volume.
+        volume: f64,
+    },
+    /// How many dB the movie ducks under your voice, 0 to 60.
+    Duck {
+        /// dB.
+        db: f64,
+    },
+    /// Go live (optionally with a library title).
+    Start {
+        /// Title id.
+        title: Option<String>,
+    },
+    /// End the party.
+    End,
+    /// The media library.
+    Library,
+    /// Who is watching.
+    Viewers,
+    /// Moderator links: list them, or add one.
+    Mods {
+        /// Mint a link for this person.
+        #[arg(long)]
+        add: Option<String>,
+        /// Revoke this link id.
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    /// A moderator action as JSON, e.g. '{"action":"slow","seconds":30}'.
+    Mod {
+        /// The action.
+        action: String,
+    },
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The benchmarks.

@@ -6,6 +6,7 @@
 //! - [`party`]: who may do what: the host key, moderator links, invites, viewer sessions.
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.
+//! - [`ctl`]: `cowatch ctl`, the API from a terminal.
 //! - [`chat`]: the Twitch chat bridge and the party's chat, as one stream of typed events.
 //! - [`moderation`]: moderator actions (applied in the party, forwarded to Twitch Helix),
 //!   blocked terms, party-chat rules, and the checks the chat hub runs on every message.
@@ -26,6 +27,7 @@ pub mod bench;
 pub mod broadcast;
 pub mod chat;
 pub mod config;
+pub mod ctl;
 pub mod library;
 pub mod moderation;
 pub mod overlay;

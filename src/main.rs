@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         Command::Demo(options) => run_party(options, true),
         Command::Party(options) => run_party(options, false),
         Command::Probe { url, seconds } => probe::main(&url, seconds),
+        Command::Ctl { server, action } => cowatch::ctl::main(&server, action),
+        Command::TwitchReplay(options) => cowatch::chat::capture::main(options),
         Command::Bench {
             which: BenchCommand::Pipeline { seconds, runs },
         } => bench::pipeline(seconds, runs),

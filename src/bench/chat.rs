@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
+use crate::chat::capture::Capture;
 use crate::chat::test_server::TestServer;
 
 /// What `cowatch bench chat` measures; the flags of the subcommand.
@@ -207,87 +208,6 @@ fn locate_capture(given: Option<&Path>) -> anyhow::Result<PathBuf> {
             candidates[1].display()
         ),
     }
-}
-
-/// The capture, read once.
-struct Capture {
-    path: PathBuf,
-    lines: Vec<CaptureLine>,
-}
-
-/// One raw Twitch line and when it was sent, at 1x.
-struct CaptureLine {
-    text: String,
-    /// Milliseconds after the first line by `tmi-sent-ts`, never before the previous line:
-    /// the capture is in arrival order, which its timestamps do not always follow, and
-    /// lines are replayed in that order. Lines without a timestamp go with the previous.
-    at_ms: u64,
-    /// A chat message (PRIVMSG), which clients should all receive.
-    privmsg: bool,
-}
-
-impl Capture {
-    fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the capture {}", path.display()))?;
-        let mut first_ts = None;
-        let mut at_ms = 0;
-        let mut lines = Vec::new();
-        for raw in text.lines() {
-            let raw = raw.trim_end_matches('\r');
-            if raw.trim().is_empty() {
-                continue;
-            }
-            if let Some(ts) = tag(raw, "tmi-sent-ts").and_then(|v| v.parse::<u64>().ok()) {
-                let first = *first_ts.get_or_insert(ts);
-                at_ms = at_ms.max(ts.saturating_sub(first));
-            }
-            lines.push(CaptureLine {
-                text: raw.to_owned(),
-                at_ms,
-                privmsg: command(raw) == "PRIVMSG",
-            });
-        }
-        let capture = Self {
-            path: path.to_owned(),
-            lines,
-        };
-        if capture.messages() == 0 {
-            bail!(
-                "the capture {} holds no PRIVMSG line to replay",
-                path.display()
-            );
-        }
-        Ok(capture)
-    }
-
-    fn messages(&self) -> usize {
-        self.lines.iter().filter(|l| l.privmsg).count()
-    }
-
-    /// First to last line at 1x.
-    fn span(&self) -> Duration {
-        Duration::from_millis(self.lines.last().map_or(0, |l| l.at_ms))
-    }
-}
-
-/// The value of tag `key` of a raw IRC line, if it has one.
-fn tag<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let tags = line.strip_prefix('@')?.split(' ').next()?;
-    tags.split(';')
-        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-}
-
-/// The command of a raw IRC line: after the tags and the prefix.
-fn command(line: &str) -> &str {
-    let mut rest = line;
-    if rest.starts_with('@') {
-        rest = rest.split_once(' ').map_or("", |(_, r)| r);
-    }
-    if rest.starts_with(':') {
-        rest = rest.split_once(' ').map_or("", |(_, r)| r);
-    }
-    rest.split(' ').next().unwrap_or_default()
 }
 
 /// `line` with `suffix` appended to its `id` tag, and that new id.
@@ -1223,6 +1143,7 @@ fn verdict(pass: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::capture::{command, tag};
 
     const PRIVMSG: &str = "@badge-info=;id=abc;room-id=1;tmi-sent-ts=1000;user-id=7 \
                            :u!u@u.tmi.twitch.tv PRIVMSG #xqcow :hi id=x";

@@ -141,6 +141,7 @@ async fn run<T: Transport>(
     let mut modes = RoomModes::default();
     let mut limiter = SendLimiter::new(SEND_LIMIT_USER);
     let mut queue: VecDeque<String> = VecDeque::new();
+    let mut relay_closed = false;
     let mut poll = tokio::time::interval(STATE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -187,11 +188,13 @@ async fn run<T: Transport>(
                     set_state(&chat, &mut state, Connection::Reconnecting);
                 }
             }
-            text = relay_rx.recv() => {
+            // Without a sending login nobody holds the sender: a closed channel would wake
+            // this loop forever, so the branch is off once it is closed.
+            text = relay_rx.recv(), if !relay_closed => {
                 match text {
                     Some(text) if queue.len() < RELAY_QUEUE => queue.push_back(text),
                     Some(_) => tracing::warn!("relay to Twitch is {RELAY_QUEUE} messages behind; dropping one"),
-                    None => {}
+                    None => relay_closed = true,
                 }
             }
             () = sleep_until(next_send) => {

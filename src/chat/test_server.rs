@@ -111,7 +111,13 @@ impl TestServer {
     /// A test that wants a private server (raw-socket tests) uses this; it lives as long
     /// as that runtime. Tests using `twitch-irc` need [`TestServer::shared`] instead.
     pub async fn start() -> io::Result<TestServer> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts a server on `addr` (for `cowatch twitch-replay`, where a party on another
+    /// terminal connects to a known port).
+    pub async fn start_on(addr: SocketAddr) -> io::Result<TestServer> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             addr,

@@ -17,7 +17,10 @@ use crate::chat::{Chat, Published, Subscription};
 
 /// `GET /chat`: the event stream of the party's chat, one JSON object per text frame.
 pub async fn socket(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    ws.on_upgrade(move |socket| stream(socket, state.chat))
+    // The page sends nothing but pings; tungstenite clears its whole read buffer (128 KiB
+    // by default) on every read attempt, and this loop reads on every event it sends.
+    ws.read_buffer_size(4096)
+        .on_upgrade(move |socket| stream(socket, state.chat))
 }
 
 /// Most bytes of events put in one frame.
