@@ -415,10 +415,41 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
             }))
         }
         ServerMessage::UserNotice(m) => {
-            let emotes = m
-                .message_text
-                .as_deref()
-                .map_or_else(Vec::new, |_| emotes(&m.emotes));
+            // A `/me` resub message keeps its "\x01ACTION …\x01" wrapper in twitch-irc,
+            // and Twitch counts its emote ranges from the "A" of ACTION. The event keeps the
+            // ranges as Twitch sent them; text, codes and fragments are of the unwrapped text.
+            const ACTION: &str = "\u{1}ACTION ";
+            let raw = m.message_text.as_deref();
+            let action = raw.and_then(|t| t.strip_prefix(ACTION));
+            let text = match (raw, action) {
+                (_, Some(t)) => Some(t.strip_suffix('\u{1}').unwrap_or(t).to_owned()),
+                (Some(t), None) => Some(t.to_owned()),
+                (None, None) => None,
+            };
+            let shift = if action.is_some() {
+                ACTION.len() - 1
+            } else {
+                0
+            };
+            let mut emotes = match &text {
+                Some(_) => emotes(&m.emotes),
+                None => Vec::new(),
+            };
+            let shifted: Vec<Emote> = emotes
+                .iter()
+                .filter(|e| e.start >= shift)
+                .map(|e| Emote {
+                    start: e.start - shift,
+                    end_exclusive: e.end_exclusive - shift,
+                    ..e.clone()
+                })
+                .collect();
+            let shifted = with_codes(shifted, text.as_deref().unwrap_or_default());
+            for e in &mut emotes {
+                if let Some(s) = shifted.iter().find(|s| s.start + shift == e.start) {
+                    e.code = s.code.clone();
+                }
+            }
             Some(ChatEvent::Notice(UserNotice {
                 id: m.message_id.clone(),
                 channel: m.channel_login.clone(),
@@ -428,11 +459,10 @@ pub fn from_twitch(message: &ServerMessage, modes: &RoomModes) -> Option<ChatEve
                 display_color: display_color(m.name_color, &m.sender.login),
                 badges: badges(&m.badges),
                 system_message: m.system_message.clone(),
-                fragments: m
-                    .message_text
+                fragments: text
                     .as_deref()
-                    .map_or_else(Vec::new, |t| fragments(t, &emotes)),
-                text: m.message_text.clone(),
+                    .map_or_else(Vec::new, |t| fragments(t, &shifted)),
+                text,
                 emotes,
                 event: notice_kind(&m.event, &m.event_id, &m.source),
                 timestamp_ms: m.server_timestamp.timestamp_millis(),
@@ -714,6 +744,17 @@ fn emotes(list: &[TwitchEmote]) -> Vec<Emote> {
         .collect()
 }
 
+/// Emote codes read from `text` at their ranges (ranges past the end keep no code).
+fn with_codes(mut list: Vec<Emote>, text: &str) -> Vec<Emote> {
+    let chars: Vec<char> = text.chars().collect();
+    for e in &mut list {
+        if e.start < e.end_exclusive && e.end_exclusive <= chars.len() {
+            e.code = chars[e.start..e.end_exclusive].iter().collect();
+        }
+    }
+    list
+}
+
 fn hex(c: RGBColor) -> String {
     format!("#{:02X}{:02X}{:02X}", c.r, c.g, c.b)
 }
@@ -854,6 +895,25 @@ mod tests {
                 },
                 Fragment::Text { text: " b".into() },
             ]
+        );
+    }
+
+    #[test]
+    fn action_resub_text_loses_its_wrapper_and_keeps_its_emotes() {
+        let line = "@badge-info=subscriber/22;badges=moderator/1,subscriber/12;color=#19E6E6;display-name=randers;emotes=25:7-11,23-27/499:29-30;flags=;id=1;login=randers;mod=1;msg-id=resub;msg-param-cumulative-months=22;msg-param-months=0;msg-param-should-share-streak=0;msg-param-sub-plan-name=Channel\\sSubscription;msg-param-sub-plan=1000;room-id=11148817;subscriber=1;system-msg=randers\\ssubscribed;tmi-sent-ts=1594583778756;user-id=40286300;user-type=mod :tmi.twitch.tv USERNOTICE #pajlada :\u{1}ACTION Kappa TEST TEST Kappa :)\u{1}";
+        let Some(ChatEvent::Notice(n)) = from_twitch(&parse(line), &RoomModes::default()) else {
+            panic!("not a notice")
+        };
+        assert_eq!(n.text.as_deref(), Some("Kappa TEST TEST Kappa :)"));
+        let codes: Vec<&str> = n.emotes.iter().map(|e| e.code.as_str()).collect();
+        assert_eq!(codes, ["Kappa", "Kappa", ":)"]);
+        assert_eq!(n.emotes[0].start, 7, "ranges stay as Twitch sent them");
+        assert_eq!(
+            n.fragments[0],
+            Fragment::Emote {
+                id: "25".into(),
+                code: "Kappa".into()
+            }
         );
     }
 
