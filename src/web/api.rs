@@ -508,6 +508,22 @@ pub async fn start(
         ),
         None => None,
     };
+    // A switch for a device that is not there: "off" is already true, "on" cannot be.
+    let health = state.pipeline.health();
+    let no_webcam = health.webcam == crate::pipeline::WebcamState::None;
+    let no_mic = health.mic == crate::pipeline::MicState::None;
+    if go.webcam == Some(true) && no_webcam {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "no webcam is configured (start cowatch with --webcam)",
+        ));
+    }
+    if go.mic == Some(true) && no_mic {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "no mic is configured (start cowatch with --mic)",
+        ));
+    }
     if let Some(id) = &go.title {
         load_title(&state, id).await?;
     }
@@ -518,14 +534,14 @@ pub async fn start(
             .await
             .map_err(pipeline_error)?;
     }
-    if let Some(on) = go.webcam {
+    if let Some(on) = go.webcam.filter(|_| !no_webcam) {
         state
             .pipeline
             .set_webcam(on)
             .await
             .map_err(pipeline_error)?;
     }
-    if let Some(on) = go.mic {
+    if let Some(on) = go.mic.filter(|_| !no_mic) {
         state
             .pipeline
             .set_mic_muted(!on)
