@@ -88,6 +88,7 @@ pub struct Actor {
 
 /// The user an action is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
     /// A Twitch user or a party nickname (the same login may be both).
     #[serde(with = "origin_serde")]
@@ -116,7 +117,7 @@ pub enum PartyChatMode {
 /// A moderator's action. Its JSON is what the mod tools send, e.g.
 /// `{"action":"timeout","target":{"origin":"twitch","login":"onche"},"seconds":600}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Removes one message (it must still be in the backlog).
     DeleteMessage {

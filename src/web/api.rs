@@ -93,13 +93,11 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The key of `Authorization: Bearer <key>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 /// A JSON body, or 400 with serde's one-line reason (malformed JSON, an unknown field or
@@ -591,13 +589,15 @@ pub async fn thumbnail(
     Path(id): Path<String>,
     Query(query): Query<KeyQuery>,
 ) -> Result<Response, AppError> {
-    let role = match query.key.as_deref() {
-        Some(key) => state.party.role(Some(key)),
-        None => caller.role,
+    let caller = match query.key.as_deref() {
+        Some(key) => Caller {
+            role: state.party.role(Some(key)),
+            presented: true,
+            name: String::new(),
+        },
+        None => caller,
     };
-    if role != Role::Host {
-        caller.require(Role::Host)?;
-    }
+    caller.require(Role::Host)?;
     let library = state.library.clone().ok_or_else(no_library)?;
     let png = tokio::task::spawn_blocking(move || library.thumbnail_png(&id))
         .await

@@ -24,11 +24,7 @@ pub fn admit(state: &AppState, entry: &Entry, headers: &HeaderMap) -> Result<(),
     if state.party.admits(entry.invite.as_deref()) {
         return Ok(());
     }
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if state.party.role(key) != crate::moderation::Role::Viewer {
+    if state.party.role(super::api::bearer(headers)) != crate::moderation::Role::Viewer {
         return Ok(());
     }
     Err(AppError::new(
