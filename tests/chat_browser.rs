@@ -205,18 +205,7 @@ const CHAT_STATE: &str = r#"(() => {
 
 impl Page {
     fn open(party: &Party) -> Page {
-        let mut browser = Browser::launch().expect("chromium starts");
-        // Twitch's CDN can never answer, whatever the machine's network: the page must cope.
-        browser
-            .call(
-                "Network.setBlockedURLs",
-                json!({ "urls": ["*://static-cdn.jtvnw.net/*"] }),
-            )
-            .expect("CDP Network.setBlockedURLs");
-        // A desktop window: the chat column beside the video, every line on screen.
-        browser
-            .emulate_device(1280, 800, 1.0, false)
-            .expect("desktop emulation");
+        let mut browser = common::desktop_viewer();
         browser
             .navigate(&party.url())
             .expect("the viewer page loads");

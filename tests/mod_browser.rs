@@ -261,16 +261,7 @@ struct Page {
 
 impl Page {
     fn open(name: &'static str, url: &str) -> Page {
-        let mut browser = Browser::launch().expect("chromium starts");
-        browser
-            .call(
-                "Network.setBlockedURLs",
-                json!({ "urls": ["*://static-cdn.jtvnw.net/*"] }),
-            )
-            .expect("CDP Network.setBlockedURLs");
-        browser
-            .emulate_device(1280, 800, 1.0, false)
-            .expect("desktop emulation");
+        let mut browser = common::desktop_viewer();
         browser.navigate(url).expect("the viewer page loads");
         let mut page = Page { name, browser };
         page.eval(PAGE_PROBES);

@@ -423,3 +423,20 @@ pub async fn serve_app(app: axum::Router) -> std::net::SocketAddr {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
 }
+
+/// Headless Chromium as a desktop viewer: a 1280x800 window, so the chat column sits beside
+/// the video, and Twitch's CDN blocked, so badge and emote fallbacks show whatever the
+/// machine's network.
+pub fn desktop_viewer() -> cowatch::bench::cdp::Browser {
+    let mut browser = cowatch::bench::cdp::Browser::launch().expect("chromium starts");
+    browser
+        .call(
+            "Network.setBlockedURLs",
+            serde_json::json!({ "urls": ["*://static-cdn.jtvnw.net/*"] }),
+        )
+        .expect("CDP Network.setBlockedURLs");
+    browser
+        .emulate_device(1280, 800, 1.0, false)
+        .expect("desktop emulation");
+    browser
+}
