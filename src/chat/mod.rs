@@ -301,20 +301,7 @@ impl Chat {
     /// A party viewer says something. On success the message is in the stream (and queued
     /// for Twitch when relaying is on); on error nothing changed.
     pub fn post(&self, nick: &str, text: &str) -> Result<Arc<Published>, PostError> {
-        let nick = nick.trim();
-        let nick_chars = nick.chars().count();
-        if !(2..=25).contains(&nick_chars) || !nick.chars().all(|c| c.is_alphanumeric() || c == '_')
-        {
-            return Err(PostError::BadNick(nick.to_owned()));
-        }
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(PostError::Empty);
-        }
-        let chars = text.chars().count();
-        if chars > MAX_MESSAGE_CHARS {
-            return Err(PostError::TooLong(chars));
-        }
+        let (nick, text) = validate(nick, text)?;
         let login = nick.to_lowercase();
         let relay = {
             let mut state = self.state();
