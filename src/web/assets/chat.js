@@ -54,6 +54,7 @@
   window.cowatch.chat = status;
 
   // ── Hooks (what modtools.js follows) ────────────────────────────────────────────────────
+  // The tools hook in rather than being called from here: the chat runs the same without them.
 
   // Each line's author, for the moderator tools (a Twitch ban needs the user id).
   const senders = new WeakMap();
@@ -101,6 +102,8 @@
   }
 
   // ── Events as lines ─────────────────────────────────────────────────────────────────────
+  // Each event becomes one line of the log; a line's data attributes (id, login, origin) are
+  // how deletions, clears and the moderator tools find it again.
 
   function badgeNode(badge) {
     const name = str(badge && badge.name), version = str(badge && badge.version);
@@ -373,6 +376,8 @@
   }
 
   // ── Events ──────────────────────────────────────────────────────────────────────────────
+  // The event types of the server's stream (the chat model in src/chat/); an unknown one is
+  // skipped, so an open page survives a newer server.
 
   function handle(ev) {
     switch (ev.type) {
@@ -621,6 +626,7 @@
   });
 
   // ── Folding the column away ─────────────────────────────────────────────────────────────
+  // The viewer may give the video the whole width; the choice is kept for the next visit.
 
   function setCollapsed(collapsed, focus) {
     layout.classList.toggle("chat-hidden", collapsed);
