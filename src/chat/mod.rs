@@ -417,6 +417,24 @@ fn party_id() -> String {
     format!("party-{hex}")
 }
 
+/// The nickname rule, as pages show and check it before posting.
+#[derive(Debug, Clone, Serialize)]
+pub struct NickRule {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub pattern: &'static str,
+    pub hint: &'static str,
+}
+/// The rule [`validate`] applies to nicknames.
+pub fn nick_rule() -> NickRule {
+    NickRule {
+        min_chars: 2,
+        max_chars: 25,
+        pattern: r"^[\p{L}\p{N}_]+$",
+        hint: "2 to 25 letters, digits or underscores",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

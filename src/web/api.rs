@@ -138,6 +138,7 @@ pub async fn party(State(state): State<AppState>) -> Response {
         "chat": state.chat.connection(),
         "room": state.chat.modes(),
         "party_chat": state.moderation.party_chat(),
+        "nick_rule": crate::chat::nick_rule(),
     }))
     .into_response()
 }

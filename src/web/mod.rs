@@ -1,18 +1,21 @@
 //! The HTTP server: thin handlers over the module handles.
 //!
-//! - `/` the viewer page, `/healthz` state as JSON, `/metrics` Prometheus text;
+//! - `/` the viewer page, `/host` the host's dashboard, `/assets/` their scripts and styles
+//!   ([`pages`]);
+//! - `/healthz` state as JSON, `/metrics` Prometheus text;
 //! - `/whep` WHEP signalling for any WebRTC player;
 //! - `/chat` the chat as a WebSocket event stream, `/api/chat` party messages in.
 
 mod api;
 mod chat;
 mod error;
+mod pages;
 mod whep;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -47,8 +50,7 @@ pub struct AppState {
 /// The router, apart from `main` so tests can drive it with `oneshot`.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(viewer_page))
-        .route("/host", get(host_page))
+        .merge(pages::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/chat", get(chat::socket))
@@ -197,15 +199,4 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         o.keyframes,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
-}
-
-/// The viewer page.
-/// `/host`: the streamer's dashboard. The page itself holds no secret; it reads the key
-/// from its URL fragment (never sent to the server) and calls `/api/` with it.
-async fn host_page() -> Html<&'static str> {
-    Html(include_str!("host.html"))
-}
-
-async fn viewer_page() -> Html<&'static str> {
-    Html(include_str!("viewer.html"))
 }
