@@ -12,6 +12,9 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::moderation::Role;
+/// The crate's one random-id helper lives in the store, where moderator link ids are made;
+/// re-exported for the invite code.
+pub use crate::store::random_token;
 use crate::store::{ModLink, Store, StoreError};
 
 /// Sessions idle this long are forgotten (a page refreshes its session every minute).
@@ -295,17 +298,6 @@ impl Party {
         list.sort();
         list
     }
-}
-
-/// `bytes` random bytes as URL-safe base64 without padding.
-pub fn random_token(bytes: usize) -> String {
-    use base64::Engine;
-    let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // Without an OS RNG no key is safe; refuse to run rather than hand out guessable keys.
-        panic!("the operating system's random number generator is unavailable");
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 #[cfg(test)]
