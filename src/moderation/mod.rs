@@ -41,6 +41,9 @@ use crate::chat::{Chat, ChatEvent, Origin, RoomModes, RoomState, now_ms};
 use crate::store::{self, Ban, BlockedTerm, NewAuditEntry, Store, StoreError};
 use helix::{ChatSettingsPatch, Helix, HelixError};
 
+/// What an actor may do: the party's roles.
+pub use crate::party::Role;
+
 /// Longest timeout, as Twitch allows: two weeks in seconds.
 pub const MAX_TIMEOUT_S: u32 = helix::MAX_TIMEOUT_S;
 /// Longest blocked term, in characters.
@@ -54,28 +57,6 @@ const ECHO_WINDOW_MS: i64 = 30_000;
 const SLOW_TRACKED: usize = 4096;
 /// The settings key of the party-chat rule.
 const PARTY_CHAT_KEY: &str = "party_chat";
-
-/// What someone may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The streamer.
-    Host,
-    /// Holds a moderator link.
-    Moderator,
-    /// Anyone else.
-    Viewer,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Host => "host",
-            Role::Moderator => "moderator",
-            Role::Viewer => "viewer",
-        }
-    }
-}
 
 /// Who acts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,7 +402,7 @@ impl Moderation {
             target: target_of(&action),
             detail: None,
         };
-        let local = if actor.role == Role::Viewer {
+        let local = if !actor.role.may_moderate() {
             Err(ModError::Forbidden)
         } else {
             validate(&action).and_then(|()| self.apply_locally(actor, &action, &mut record))

@@ -19,8 +19,8 @@ use serde_json::json;
 use super::AppState;
 use super::error::AppError;
 use crate::chat::{self, PostError};
-use crate::moderation::{Action, Actor, ModError, Role};
-use crate::party::SessionError;
+use crate::moderation::{Action, Actor, ModError};
+use crate::party::{Role, SessionError};
 use crate::pipeline::PipelineError;
 use crate::pipeline::layout::Layout;
 use crate::pipeline::source::MovieSource;
@@ -38,12 +38,7 @@ pub struct Caller {
 impl Caller {
     /// Refuses unless the caller is at least `needed` (host > moderator > viewer).
     fn require(&self, needed: Role) -> Result<(), AppError> {
-        let rank = |r: Role| match r {
-            Role::Host => 2,
-            Role::Moderator => 1,
-            Role::Viewer => 0,
-        };
-        if rank(self.role) >= rank(needed) {
+        if self.role.at_least(needed) {
             return Ok(());
         }
         let who = match needed {
