@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cowatch::broadcast::Broadcaster;
-use cowatch::chat::Chat;
 use cowatch::chat::bridge::Bridge;
 use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
 use cowatch::library::Library;
@@ -100,7 +99,6 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         let pipeline = Pipeline::start(config.settings)?;
         let broadcaster = Broadcaster::start(config.broadcast.clone(), pipeline.clone()).await?;
         let addr = listener.local_addr()?;
-        let chat = Chat::new(config.chat.clone());
         let store = Store::open(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "data directory {} (--data-dir): {e}",
@@ -108,8 +106,8 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             )
         })?;
         let helix = config.helix.clone().map(Helix::new).transpose()?;
-        let moderation = Moderation::open(store.clone(), chat.clone(), helix)?;
-        moderation.guard(&chat);
+        // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
+        let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
         let party = Party::new(config.party.clone(), store);
         let library = match &config.library {
             Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),

@@ -31,8 +31,12 @@ fn channel(name: &str) -> String {
 
 /// A hub bridged to `channel` on the shared test server, once the bridge has joined.
 async fn bridged(channel: &str, config: ChatConfig) -> (TestServer, Chat, Bridge) {
+    bridge_hub(channel, Chat::new(config)).await
+}
+
+/// [`bridged`] for a hub made elsewhere (a party's, with its gate).
+async fn bridge_hub(channel: &str, chat: Chat) -> (TestServer, Chat, Bridge) {
     let server = TestServer::shared();
-    let chat = Chat::new(config);
     let bridge = Bridge::start(
         BridgeConfig {
             channel: channel.to_owned(),
@@ -302,14 +306,6 @@ fn parse_raw(line: &str) -> (String, HashMap<String, String>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xqcow_capture_reaches_websocket_in_order_and_clearchat_prunes_backlog() {
     let channel = channel("xqcow");
-    let (server, chat, _bridge) = bridged(
-        &channel,
-        ChatConfig {
-            backlog: 10_000,
-            relay_party: false,
-        },
-    )
-    .await;
     let pipeline = cowatch::pipeline::Pipeline::start(common::demo_settings(
         cowatch::pipeline::source::WebcamSource::None,
         "side-panel",
@@ -317,7 +313,18 @@ async fn xqcow_capture_reaches_websocket_in_order_and_clearchat_prunes_backlog()
     ))
     .unwrap();
     let broadcaster = common::broadcaster(&pipeline, 10).await;
-    let addr = common::serve_app(common::app_with_chat(&pipeline, &broadcaster, &chat)).await;
+    let state = common::state_with_chat(
+        &pipeline,
+        &broadcaster,
+        ChatConfig {
+            backlog: 10_000,
+            relay_party: false,
+        },
+        &common::scratch_data(),
+        None,
+    );
+    let (server, _, _bridge) = bridge_hub(&channel, state.chat.clone()).await;
+    let addr = common::serve_app(cowatch::web::app(state)).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
         .await
         .expect("WebSocket /chat");

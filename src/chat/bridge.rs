@@ -175,7 +175,7 @@ async fn run<T: Transport>(
                         if let ChatEvent::RoomState(next) = &event {
                             modes = next.modes.clone();
                         }
-                        chat.publish_from_twitch(event);
+                        chat.receive_twitch(event);
                     }
                     None => tracing::trace!(command = message.source().command, "not shown in chat"),
                 }

@@ -1,6 +1,7 @@
 //! The party: who may do what, and who is here. The host key, moderator links, the
 //! optional invite code and the viewers' sessions (how long each has been in the party,
-//! which nickname it holds).
+//! which nickname it holds); and the one workflow that needs them all, a viewer's chat line
+//! ([`Party::post_chat`]).
 //!
 //! - `key`: secrets carried in links ([`Key`]);
 //! - `role`: what each [`Role`] may do;
@@ -16,6 +17,7 @@ mod session;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::chat::{self, Chat, PartyLine, PostError, Published};
 use crate::store::{ModLink, Store, StoreError};
 
 /// The crate's one random-id helper lives in the store, where moderator link ids are made;
@@ -32,6 +34,17 @@ pub struct PartyConfig {
     pub host_key: Key,
     /// Viewers need this code in their link; `None` for a public party.
     pub invite: Option<Key>,
+}
+
+/// Why a viewer's chat line was not posted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChatError {
+    /// The line itself, or the chat's gate, refused it.
+    #[error(transparent)]
+    Post(#[from] PostError),
+    /// The session is unknown, or the nickname someone else's.
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
 /// The party handle; cheap to clone.
@@ -179,6 +192,30 @@ impl Party {
         self.inner.sessions.claim_nick(token, nick)
     }
 
+    /// The viewer of session `token` says `text` as `nick` in `chat`. In this order, each
+    /// step refusing with its own error: the line's shape (nickname rule, length), the
+    /// session, the nickname (claimed for the session on first use), then the chat's own
+    /// door (its gate: bans, party-chat rule, room modes, slow mode; then the flood
+    /// allowance). Returns the message as everyone sees it.
+    pub fn post_chat(
+        &self,
+        chat: &Chat,
+        token: &str,
+        nick: &str,
+        text: &str,
+    ) -> Result<Arc<Published>, ChatError> {
+        let (nick, text) = chat::validate(nick, text)?;
+        let session = self.find_session(token)?;
+        if session.nick.as_deref() != Some(nick) {
+            self.claim_nick(token, nick)?;
+        }
+        Ok(chat.post_party(PartyLine {
+            nick,
+            text,
+            in_party_for: session.in_party_for(),
+        })?)
+    }
+
     /// Viewer sessions alive now.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.count()
@@ -255,6 +292,33 @@ mod tests {
         assert_eq!(again.nick.as_deref(), Some("Alice"));
         assert_eq!(again.joined, a.joined);
         assert_eq!(p.find_session("nope").unwrap_err(), SessionError::Unknown);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_chat_line_is_checked_shape_then_session_then_nickname() {
+        let (p, dir) = party(None);
+        let chat = Chat::new(chat::ChatConfig::default());
+        assert!(matches!(
+            p.post_chat(&chat, "nope", "x", "hi"),
+            Err(ChatError::Post(PostError::BadNick(_)))
+        ));
+        assert_eq!(
+            p.post_chat(&chat, "nope", "alice", "hi").unwrap_err(),
+            ChatError::Session(SessionError::Unknown)
+        );
+        let a = p.session(None).unwrap();
+        let b = p.session(None).unwrap();
+        p.post_chat(&chat, &a.token, " Alice ", "hi").unwrap();
+        assert_eq!(
+            p.find_session(&a.token).unwrap().nick.as_deref(),
+            Some("Alice")
+        );
+        assert_eq!(
+            p.post_chat(&chat, &b.token, "alice", "me too").unwrap_err(),
+            ChatError::Session(SessionError::NickTaken("alice".into()))
+        );
+        assert_eq!(chat.backlog().len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
