@@ -13,6 +13,7 @@ use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
 use cowatch::store::Store;
 use cowatch::{bench, probe, shutdown, web};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -108,6 +109,8 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         let helix = config.helix.clone().map(Helix::new).transpose()?;
         // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
         let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
+        // Stops the chat's tasks (the Twitch link, the chat log) at shutdown.
+        let stop = CancellationToken::new();
         let party = Party::new(config.party.clone(), store);
         let library = match &config.library {
             Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
@@ -132,12 +135,12 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         // Kept alive for the whole party; dropping it disconnects from Twitch.
         let _bridge = config.twitch.clone().map(|twitch| {
             println!("  chat:        Twitch #{}", twitch.channel);
-            Bridge::start(twitch, chat.clone())
+            Bridge::start(twitch, chat.clone(), stop.clone())
         });
         if config.log_chat {
             let path = config.data_dir.join("chat-log.jsonl");
             println!("  chat log:    {}", path.display());
-            chat.spawn_log(path);
+            chat.spawn_log(path, stop.clone());
         }
         // The composite's chat column follows the same chat the page shows.
         let _overlay = cowatch::overlay::chat::spawn_renderer(chat.clone(), pipeline.clone());
@@ -153,6 +156,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown::signal())
             .await;
         tracing::info!("stopping");
+        stop.cancel();
         pipeline.shutdown().await;
         served.map_err(|e| anyhow::anyhow!("web server: {e}"))
     })

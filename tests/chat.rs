@@ -17,6 +17,7 @@ use cowatch::chat::{Chat, ChatConfig, Connection};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +45,7 @@ async fn bridge_hub(channel: &str, chat: Chat) -> (TestServer, Chat, Bridge) {
             irc_addr: Some(server.addr()),
         },
         chat.clone(),
+        CancellationToken::new(),
     );
     assert!(
         server.wait_joined(channel, Duration::from_secs(10)).await,
@@ -516,6 +518,7 @@ async fn party_messages_are_relayed_within_twitchs_rate_limit() {
             irc_addr: Some(server.addr()),
         },
         chat.clone(),
+        CancellationToken::new(),
     );
     assert!(server.wait_joined(&channel, Duration::from_secs(10)).await);
     // 25 party viewers say one thing each: more than a normal account may send in 30 s.

@@ -26,6 +26,7 @@ use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 
 /// How long a Twitch line may take from the test server to the page, measured in the page.
 const LINE_BUDGET: Duration = Duration::from_secs(1);
@@ -81,6 +82,7 @@ impl Party {
                         irc_addr: Some(server.addr()),
                     },
                     chat.clone(),
+                    CancellationToken::new(),
                 ));
                 assert!(
                     server.wait_joined(channel, Duration::from_secs(10)).await,

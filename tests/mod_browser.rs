@@ -26,6 +26,7 @@ use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 
 /// How long an action may take to show on another viewer's page.
 const ACTION_BUDGET: Duration = Duration::from_secs(1);
@@ -112,6 +113,7 @@ impl Party {
                     irc_addr: Some(server.addr()),
                 },
                 chat.clone(),
+                CancellationToken::new(),
             );
             assert!(
                 server.wait_joined(&channel, Duration::from_secs(10)).await,

@@ -5,6 +5,7 @@
 //! - [`post`]: party lines in: the nickname rule, the shape checks, the flood allowance.
 //! - [`bridge`]: the Twitch IRC link (`twitch-irc`), which feeds the hub and relays party
 //!   messages to Twitch under Twitch's rate limits.
+//! - `log`: the optional chat log file.
 //! - [`capture`]: raw Twitch captures replayed at their pace (`cowatch twitch-replay`).
 //! - [`test_server`]: a Twitch-protocol server on 127.0.0.1 for tests and `bench chat`.
 //!
@@ -22,6 +23,7 @@
 pub mod bridge;
 pub mod capture;
 pub mod gate;
+mod log;
 pub mod model;
 pub mod post;
 pub mod test_server;
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 pub use gate::{Gate, PartyLine, Refusal};
 pub use model::{ChatEvent, ChatMessage, Connection, Origin, RoomModes, RoomState};
@@ -249,41 +252,14 @@ impl Chat {
     }
 
     /// Appends every message and notice to `path` as JSON lines, for streamers who turn on
-    /// chat logging (off by default: the party's chat is gone when it ends).
-    pub fn spawn_log(&self, path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
-        let mut live = self.inner.live.subscribe();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await;
-            let mut file = match file {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!("cannot open the chat log {}: {e}", path.display());
-                    return;
-                }
-            };
-            loop {
-                match live.recv().await {
-                    Ok(p) if p.event.is_backlogged() => {
-                        let mut line = p.json.to_vec();
-                        line.push(b'\n');
-                        if let Err(e) = file.write_all(&line).await {
-                            tracing::error!("chat log {}: {e}; logging stops", path.display());
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("chat log fell behind; {n} events not logged");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })
+    /// chat logging (off by default: the party's chat is gone when it ends), until `stop`
+    /// is cancelled.
+    pub fn spawn_log(
+        &self,
+        path: std::path::PathBuf,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(log::run(path, self.inner.live.subscribe(), stop))
     }
 
     /// The state and backlog now, and the stream from here on.
