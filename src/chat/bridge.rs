@@ -48,7 +48,8 @@ impl Secret {
         Secret(token.strip_prefix("oauth:").unwrap_or(&token).to_owned())
     }
 
-    fn expose(&self) -> &str {
+    /// The token itself, for the one request that carries it.
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
