@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cowatch::broadcast::Broadcaster;
-use cowatch::chat::Chat;
 use cowatch::chat::bridge::Bridge;
 use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
 use cowatch::library::Library;
@@ -14,6 +13,7 @@ use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
 use cowatch::store::Store;
 use cowatch::{bench, probe, shutdown, web};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -100,7 +100,6 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         let pipeline = Pipeline::start(config.settings)?;
         let broadcaster = Broadcaster::start(config.broadcast.clone(), pipeline.clone()).await?;
         let addr = listener.local_addr()?;
-        let chat = Chat::new(config.chat.clone());
         let store = Store::open(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "data directory {} (--data-dir): {e}",
@@ -108,8 +107,10 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             )
         })?;
         let helix = config.helix.clone().map(Helix::new).transpose()?;
-        let moderation = Moderation::open(store.clone(), chat.clone(), helix)?;
-        moderation.guard(&chat);
+        // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
+        let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
+        // Stops the chat's tasks (the Twitch link, the chat log) at shutdown.
+        let stop = CancellationToken::new();
         let party = Party::new(config.party.clone(), store);
         let library = match &config.library {
             Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
@@ -134,12 +135,12 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         // Kept alive for the whole party; dropping it disconnects from Twitch.
         let _bridge = config.twitch.clone().map(|twitch| {
             println!("  chat:        Twitch #{}", twitch.channel);
-            Bridge::start(twitch, chat.clone())
+            Bridge::start(twitch, chat.clone(), stop.clone())
         });
         if config.log_chat {
             let path = config.data_dir.join("chat-log.jsonl");
             println!("  chat log:    {}", path.display());
-            chat.spawn_log(path);
+            chat.spawn_log(path, stop.clone());
         }
         // The composite's chat column follows the same chat the page shows.
         let _overlay = cowatch::overlay::chat::spawn_renderer(chat.clone(), pipeline.clone());
@@ -155,6 +156,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown::signal())
             .await;
         tracing::info!("stopping");
+        stop.cancel();
         pipeline.shutdown().await;
         served.map_err(|e| anyhow::anyhow!("web server: {e}"))
     })

@@ -11,11 +11,14 @@
 //! version, and opening a database applies the steps it has not seen yet, in a transaction.
 //!
 //! Moderator keys are never stored: only their SHA-256, compared in constant time.
+//!
+//! [`random_token`] is the crate's one maker of random ids and keys (moderator link ids
+//! here; keys, invite codes and session tokens in [`crate::party`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
@@ -279,12 +282,12 @@ impl Store {
             "DELETE FROM bans WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
             [now],
         )?;
-        let mut stmt = conn.prepare(
-            "SELECT origin, login, user_id, reason, expires_at_ms, by, at_ms FROM bans
-             ORDER BY at_ms DESC, login",
-        )?;
-        let rows = stmt.query_map([], ban_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        query_all(
+            &conn,
+            &format!("SELECT {BAN_COLUMNS} FROM bans ORDER BY at_ms DESC, login"),
+            [],
+            ban_row,
+        )
     }
 
     /// The ban or timeout in force for `login` at `now_ms`, if any.
@@ -297,9 +300,10 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT origin, login, user_id, reason, expires_at_ms, by, at_ms FROM bans
-                 WHERE origin = ?1 AND login = ?2
-                   AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
+                &format!(
+                    "SELECT {BAN_COLUMNS} FROM bans WHERE origin = ?1 AND login = ?2
+                       AND (expires_at_ms IS NULL OR expires_at_ms > ?3)"
+                ),
                 params![origin_str(origin), login.to_lowercase(), now_ms],
                 ban_row,
             )
@@ -329,17 +333,18 @@ impl Store {
 
     /// Every blocked term, oldest first.
     pub fn blocked_terms(&self) -> Result<Vec<BlockedTerm>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT term, by, at_ms FROM blocked_terms ORDER BY at_ms, rowid")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(BlockedTerm {
-                term: r.get(0)?,
-                by: r.get(1)?,
-                at_ms: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        query_all(
+            &self.conn(),
+            "SELECT term, by, at_ms FROM blocked_terms ORDER BY at_ms, rowid",
+            [],
+            |r| {
+                Ok(BlockedTerm {
+                    term: r.get(0)?,
+                    by: r.get(1)?,
+                    at_ms: r.get(2)?,
+                })
+            },
+        )
     }
 
     // ── moderator links ─────────────────────────────────────────────────────────────────
@@ -347,7 +352,7 @@ impl Store {
     /// Records a link for `key` (which the caller hands to the moderator and forgets).
     pub fn add_mod_link(&self, label: &str, key: &str) -> Result<ModLink, StoreError> {
         let link = ModLink {
-            id: random_hex(8),
+            id: random_token(8),
             label: label.to_owned(),
             created_at_ms: now_ms(),
             revoked_at_ms: None,
@@ -375,20 +380,12 @@ impl Store {
 
     /// Every link, revoked ones included, oldest first.
     pub fn mod_links(&self) -> Result<Vec<ModLink>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, label, created_at_ms, revoked_at_ms FROM mod_links
-             ORDER BY created_at_ms, rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ModLink {
-                id: r.get(0)?,
-                label: r.get(1)?,
-                created_at_ms: r.get(2)?,
-                revoked_at_ms: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        query_all(
+            &self.conn(),
+            &format!("SELECT {MOD_LINK_COLUMNS} FROM mod_links ORDER BY created_at_ms, rowid"),
+            [],
+            mod_link_row,
+        )
     }
 
     /// The live link whose key is `key`, if any. The presented key is hashed and compared
@@ -396,25 +393,16 @@ impl Store {
     /// time taken says nothing about which link (or how much of a hash) matched.
     pub fn find_mod_key(&self, key: &str) -> Result<Option<ModLink>, StoreError> {
         let presented = hash_key(key);
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, label, created_at_ms, key_hash FROM mod_links
-             WHERE revoked_at_ms IS NULL",
+        let live = query_all(
+            &self.conn(),
+            &format!(
+                "SELECT {MOD_LINK_COLUMNS}, key_hash FROM mod_links WHERE revoked_at_ms IS NULL"
+            ),
+            [],
+            |r| Ok((mod_link_row(r)?, r.get::<_, Vec<u8>>(4)?)),
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                ModLink {
-                    id: r.get(0)?,
-                    label: r.get(1)?,
-                    created_at_ms: r.get(2)?,
-                    revoked_at_ms: None,
-                },
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })?;
         let mut found = None;
-        for row in rows {
-            let (link, hash) = row?;
+        for (link, hash) in live {
             // Slices of different lengths compare unequal (still in constant time).
             let hit: Choice = presented.as_slice().ct_eq(hash.as_slice());
             if bool::from(hit) {
@@ -469,25 +457,25 @@ impl Store {
 
     /// The latest `limit` audit records, newest first.
     pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_all(
+            &self.conn(),
             "SELECT id, at_ms, actor_role, actor_name, action, target, detail, result
              FROM audit ORDER BY id DESC LIMIT ?1",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map([limit], |r| {
-            Ok(AuditEntry {
-                id: r.get(0)?,
-                at_ms: r.get(1)?,
-                actor_role: r.get(2)?,
-                actor_name: r.get(3)?,
-                action: r.get(4)?,
-                target: r.get(5)?,
-                detail: r.get(6)?,
-                result: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            [limit],
+            |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    actor_role: r.get(2)?,
+                    actor_name: r.get(3)?,
+                    action: r.get(4)?,
+                    target: r.get(5)?,
+                    detail: r.get(6)?,
+                    result: r.get(7)?,
+                })
+            },
+        )
     }
 }
 
@@ -507,7 +495,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn ban_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ban> {
+/// Every row of `sql` with `params`, each read by `row`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The columns [`ban_row`] reads, in its order.
+const BAN_COLUMNS: &str = "origin, login, user_id, reason, expires_at_ms, by, at_ms";
+
+fn ban_row(r: &Row<'_>) -> rusqlite::Result<Ban> {
     let origin: String = r.get(0)?;
     Ok(Ban {
         origin: if origin == "twitch" {
@@ -521,6 +524,18 @@ fn ban_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ban> {
         expires_at_ms: r.get(4)?,
         by: r.get(5)?,
         at_ms: r.get(6)?,
+    })
+}
+
+/// The columns [`mod_link_row`] reads, in its order.
+const MOD_LINK_COLUMNS: &str = "id, label, created_at_ms, revoked_at_ms";
+
+fn mod_link_row(r: &Row<'_>) -> rusqlite::Result<ModLink> {
+    Ok(ModLink {
+        id: r.get(0)?,
+        label: r.get(1)?,
+        created_at_ms: r.get(2)?,
+        revoked_at_ms: r.get(3)?,
     })
 }
 
@@ -541,12 +556,17 @@ fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// `bytes` random bytes as lower-case hex; for ids and keys.
-pub fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes as URL-safe base64 without padding: the crate's one maker of ids,
+/// keys and tokens, so they all fit in a link.
+///
+/// # Panics
+/// When the operating system's random number generator fails: no key is safe then, and
+/// handing out guessable ones would be worse than stopping.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine;
     let mut buf = vec![0u8; bytes];
-    // The OS RNG failing is not something to limp on with keys: fail loudly.
     getrandom::fill(&mut buf).expect("the operating system's random number generator failed");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 #[cfg(test)]
@@ -557,7 +577,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "cowatch-store-{}-{name}-{}",
             std::process::id(),
-            random_hex(4)
+            random_token(4)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         dir

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use cowatch::chat::{Chat, ChatConfig, ChatEvent};
+use cowatch::chat::{Chat, ChatEvent};
 use cowatch::library::Library;
 use cowatch::pipeline::layout::{Layout, Rect};
 use cowatch::pipeline::source::{MicSource, WebcamSource};
@@ -258,8 +258,8 @@ impl Party {
         let pipeline = Pipeline::start(settings)
             .unwrap_or_else(|e| panic!("the pipeline does not start: {e}"));
         let broadcaster = broadcaster(&pipeline, 10).await;
-        let chat = Chat::new(ChatConfig::default());
-        let mut state = state(&pipeline, &broadcaster, &chat, data_dir, None);
+        let mut state = state(&pipeline, &broadcaster, data_dir, None);
+        let chat = state.chat.clone();
         state.library = library;
         Party {
             server: Server::start(state).await,

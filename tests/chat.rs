@@ -17,6 +17,7 @@ use cowatch::chat::{Chat, ChatConfig, Connection};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,8 +32,12 @@ fn channel(name: &str) -> String {
 
 /// A hub bridged to `channel` on the shared test server, once the bridge has joined.
 async fn bridged(channel: &str, config: ChatConfig) -> (TestServer, Chat, Bridge) {
+    bridge_hub(channel, Chat::new(config)).await
+}
+
+/// [`bridged`] for a hub made elsewhere (a party's, with its gate).
+async fn bridge_hub(channel: &str, chat: Chat) -> (TestServer, Chat, Bridge) {
     let server = TestServer::shared();
-    let chat = Chat::new(config);
     let bridge = Bridge::start(
         BridgeConfig {
             channel: channel.to_owned(),
@@ -40,6 +45,7 @@ async fn bridged(channel: &str, config: ChatConfig) -> (TestServer, Chat, Bridge
             irc_addr: Some(server.addr()),
         },
         chat.clone(),
+        CancellationToken::new(),
     );
     assert!(
         server.wait_joined(channel, Duration::from_secs(10)).await,
@@ -302,14 +308,6 @@ fn parse_raw(line: &str) -> (String, HashMap<String, String>, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xqcow_capture_reaches_websocket_in_order_and_clearchat_prunes_backlog() {
     let channel = channel("xqcow");
-    let (server, chat, _bridge) = bridged(
-        &channel,
-        ChatConfig {
-            backlog: 10_000,
-            relay_party: false,
-        },
-    )
-    .await;
     let pipeline = cowatch::pipeline::Pipeline::start(common::demo_settings(
         cowatch::pipeline::source::WebcamSource::None,
         "side-panel",
@@ -317,7 +315,18 @@ async fn xqcow_capture_reaches_websocket_in_order_and_clearchat_prunes_backlog()
     ))
     .unwrap();
     let broadcaster = common::broadcaster(&pipeline, 10).await;
-    let addr = common::serve_app(common::app_with_chat(&pipeline, &broadcaster, &chat)).await;
+    let state = common::state_with_chat(
+        &pipeline,
+        &broadcaster,
+        ChatConfig {
+            backlog: 10_000,
+            relay_party: false,
+        },
+        &common::scratch_data(),
+        None,
+    );
+    let (server, _, _bridge) = bridge_hub(&channel, state.chat.clone()).await;
+    let addr = common::serve_app(cowatch::web::app(state)).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
         .await
         .expect("WebSocket /chat");
@@ -509,6 +518,7 @@ async fn party_messages_are_relayed_within_twitchs_rate_limit() {
             irc_addr: Some(server.addr()),
         },
         chat.clone(),
+        CancellationToken::new(),
     );
     assert!(server.wait_joined(&channel, Duration::from_secs(10)).await);
     // 25 party viewers say one thing each: more than a normal account may send in 30 s.

@@ -21,11 +21,12 @@ use cowatch::bench::cdp::Browser;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
 use cowatch::chat::test_server::TestServer;
-use cowatch::chat::{Chat, ChatConfig, ChatEvent, Origin};
+use cowatch::chat::{Chat, ChatEvent, Origin};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 
 /// How long a Twitch line may take from the test server to the page, measured in the page.
 const LINE_BUDGET: Duration = Duration::from_secs(1);
@@ -67,9 +68,10 @@ impl Party {
             .unwrap();
         let pipeline = Pipeline::start(common::demo_settings(WebcamSource::None, "inset", 1000))
             .expect("the demo pipeline starts");
-        let chat = Chat::new(ChatConfig::default());
-        let (addr, broadcaster, bridge) = rt.block_on(async {
+        let (addr, chat, broadcaster, bridge) = rt.block_on(async {
             let broadcaster = common::broadcaster(&pipeline, 4).await;
+            let state = common::state(&pipeline, &broadcaster, &common::scratch_data(), None);
+            let chat = state.chat.clone();
             let mut bridge = None;
             if let Some(channel) = twitch {
                 let server = TestServer::shared();
@@ -80,14 +82,15 @@ impl Party {
                         irc_addr: Some(server.addr()),
                     },
                     chat.clone(),
+                    CancellationToken::new(),
                 ));
                 assert!(
                     server.wait_joined(channel, Duration::from_secs(10)).await,
                     "the bridge did not join #{channel} on the test server within 10 s"
                 );
             }
-            let app = common::app_with_chat(&pipeline, &broadcaster, &chat);
-            (common::serve_app(app).await, broadcaster, bridge)
+            let addr = common::serve_app(cowatch::web::app(state)).await;
+            (addr, chat, broadcaster, bridge)
         });
         Party {
             addr,

@@ -77,14 +77,7 @@ impl Party {
             .unwrap();
         let (addr, broadcaster) = rt.block_on(async {
             let broadcaster = common::broadcaster(&pipeline, 4).await;
-            let chat = cowatch::chat::Chat::new(Default::default());
-            let mut state = common::state(
-                &pipeline,
-                &broadcaster,
-                &chat,
-                &common::scratch_data(),
-                None,
-            );
+            let mut state = common::state(&pipeline, &broadcaster, &common::scratch_data(), None);
             state.library = Some(library);
             let addr = common::serve_app(cowatch::web::app(state)).await;
             (addr, broadcaster)

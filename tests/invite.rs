@@ -20,14 +20,7 @@ async fn an_invite_only_party_lets_in_only_the_invited() {
     let pipeline =
         Pipeline::start(common::demo_settings(WebcamSource::None, "inset", 800)).unwrap();
     let broadcaster = common::broadcaster(&pipeline, 10).await;
-    let chat = cowatch::chat::Chat::new(Default::default());
-    let mut state = common::state(
-        &pipeline,
-        &broadcaster,
-        &chat,
-        &common::scratch_data(),
-        None,
-    );
+    let mut state = common::state(&pipeline, &broadcaster, &common::scratch_data(), None);
     let store = cowatch::store::Store::open(&common::scratch_data()).unwrap();
     state.party = cowatch::party::Party::new(
         cowatch::party::PartyConfig {

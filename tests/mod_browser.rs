@@ -17,15 +17,16 @@ use std::time::{Duration, Instant};
 
 use cowatch::bench::cdp::Browser;
 use cowatch::broadcast::Broadcaster;
+use cowatch::chat::Chat;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
 use cowatch::chat::test_server::TestServer;
-use cowatch::chat::{Chat, ChatConfig};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
 use cowatch::moderation::test_helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 
 /// How long an action may take to show on another viewer's page.
 const ACTION_BUDGET: Duration = Duration::from_secs(1);
@@ -81,8 +82,7 @@ impl Party {
         let channel = format!("modparty{}", std::process::id());
         let pipeline = Pipeline::start(common::demo_settings(WebcamSource::None, "inset", 1000))
             .expect("the demo pipeline starts");
-        let chat = Chat::new(ChatConfig::default());
-        let (addr, broadcaster, bridge, helix) = rt.block_on(async {
+        let (addr, chat, broadcaster, bridge, helix) = rt.block_on(async {
             let helix = TestHelix::start(TestHelixConfig {
                 broadcaster: (channel.clone(), "1001".into()),
                 users: vec![(SPAMMER.0.into(), SPAMMER.1.into())],
@@ -98,6 +98,13 @@ impl Party {
             })
             .expect("a Helix client");
             let broadcaster = common::broadcaster(&pipeline, 4).await;
+            let state = common::state(
+                &pipeline,
+                &broadcaster,
+                &common::scratch_data(),
+                Some(client),
+            );
+            let chat = state.chat.clone();
             let server = TestServer::shared();
             let bridge = Bridge::start(
                 BridgeConfig {
@@ -106,20 +113,14 @@ impl Party {
                     irc_addr: Some(server.addr()),
                 },
                 chat.clone(),
+                CancellationToken::new(),
             );
             assert!(
                 server.wait_joined(&channel, Duration::from_secs(10)).await,
                 "the bridge did not join #{channel} on the test server within 10 s"
             );
-            let state = common::state(
-                &pipeline,
-                &broadcaster,
-                &chat,
-                &common::scratch_data(),
-                Some(client),
-            );
             let addr = common::serve_app(cowatch::web::app(state)).await;
-            (addr, broadcaster, bridge, helix)
+            (addr, chat, broadcaster, bridge, helix)
         });
         Party {
             addr,

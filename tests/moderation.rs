@@ -69,8 +69,7 @@ fn moderator() -> Actor {
 async fn rig(name: &str) -> Rig {
     let dir = Scratch::new(name);
     let twitch = TestHelix::start(TestHelixConfig::default()).await.unwrap();
-    let chat = Chat::new(ChatConfig::default());
-    let moderation = open(&dir, &chat, &twitch);
+    let (moderation, chat) = open(&dir, &twitch);
     Rig {
         _dir: dir,
         chat,
@@ -79,7 +78,7 @@ async fn rig(name: &str) -> Rig {
     }
 }
 
-fn open(dir: &Scratch, chat: &Chat, twitch: &TestHelix) -> Moderation {
+fn open(dir: &Scratch, twitch: &TestHelix) -> (Moderation, Chat) {
     let helix = Helix::new(HelixConfig {
         base: twitch.base(),
         client_id: twitch.config().client_id.clone(),
@@ -87,7 +86,12 @@ fn open(dir: &Scratch, chat: &Chat, twitch: &TestHelix) -> Moderation {
         broadcaster_login: twitch.config().broadcaster.0.clone(),
     })
     .unwrap();
-    Moderation::open(Store::open(&dir.0).unwrap(), chat.clone(), Some(helix)).unwrap()
+    Moderation::open(
+        Store::open(&dir.0).unwrap(),
+        Some(helix),
+        ChatConfig::default(),
+    )
+    .unwrap()
 }
 
 fn twitch_user(login: &str) -> Target {
@@ -677,8 +681,7 @@ async fn bans_terms_links_party_rule_and_audit_survive_a_restart() {
     twitch.add_user("spammer", "4004");
     let key;
     {
-        let chat = Chat::new(ChatConfig::default());
-        let moderation = open(&dir, &chat, &twitch);
+        let (moderation, _chat) = open(&dir, &twitch);
         let host = host();
         for action in [
             Action::Ban {
@@ -702,12 +705,11 @@ async fn bans_terms_links_party_rule_and_audit_survive_a_restart() {
         ] {
             moderation.apply(&host, action).await.unwrap();
         }
-        key = cowatch::store::random_hex(16);
+        key = cowatch::store::random_token(16);
         moderation.store().add_mod_link("alice", &key).unwrap();
     }
 
-    let chat = Chat::new(ChatConfig::default());
-    let moderation = open(&dir, &chat, &twitch);
+    let (moderation, _chat) = open(&dir, &twitch);
     let mut bans: Vec<(Origin, String)> = moderation
         .bans()
         .unwrap()

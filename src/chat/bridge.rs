@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use twitch_irc::login::StaticLoginCredentials;
 use twitch_irc::message::ServerMessage;
 use twitch_irc::transport::Transport;
@@ -47,7 +48,8 @@ impl Secret {
         Secret(token.strip_prefix("oauth:").unwrap_or(&token).to_owned())
     }
 
-    fn expose(&self) -> &str {
+    /// The token itself, for the one request that carries it.
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -69,7 +71,8 @@ pub struct BridgeConfig {
     pub irc_addr: Option<SocketAddr>,
 }
 
-/// The running bridge; dropping it disconnects.
+/// The running bridge; dropping it, or cancelling the token it was started with,
+/// disconnects.
 pub struct Bridge {
     task: JoinHandle<()>,
 }
@@ -82,8 +85,8 @@ impl Drop for Bridge {
 
 impl Bridge {
     /// Starts the link in the background. Errors come out as link state and logs, never as
-    /// a dead task: the client retries for as long as the party runs.
-    pub fn start(config: BridgeConfig, chat: Chat) -> Bridge {
+    /// a dead task: the client retries until `stop` is cancelled or the bridge dropped.
+    pub fn start(config: BridgeConfig, chat: Chat, stop: CancellationToken) -> Bridge {
         let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
         if config.credentials.is_some() {
             chat.set_relay(relay_tx);
@@ -102,6 +105,7 @@ impl Bridge {
                     credentials,
                     chat,
                     relay_rx,
+                    stop,
                 ))
             }
             None => tokio::spawn(run::<TCPTransport<Backoff<TLS>>>(
@@ -109,6 +113,7 @@ impl Bridge {
                 credentials,
                 chat,
                 relay_rx,
+                stop,
             )),
         };
         Bridge { task }
@@ -120,6 +125,7 @@ async fn run<T: Transport>(
     credentials: StaticLoginCredentials,
     chat: Chat,
     mut relay_rx: mpsc::Receiver<String>,
+    stop: CancellationToken,
 ) {
     let login = credentials.credentials.login.clone();
     let channel = config.channel.to_lowercase();
@@ -153,6 +159,10 @@ async fn run<T: Transport>(
             Some(limiter.next_slot())
         };
         tokio::select! {
+            () = stop.cancelled() => {
+                tracing::info!(channel, "leaving Twitch chat");
+                return;
+            }
             message = incoming.recv() => {
                 let Some(message) = message else {
                     tracing::error!("twitch-irc client stopped; chat link is down");
@@ -175,7 +185,7 @@ async fn run<T: Transport>(
                         if let ChatEvent::RoomState(next) = &event {
                             modes = next.modes.clone();
                         }
-                        chat.publish_from_twitch(event);
+                        chat.receive_twitch(event);
                     }
                     None => tracing::trace!(command = message.source().command, "not shown in chat"),
                 }

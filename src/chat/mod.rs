@@ -1,40 +1,50 @@
 //! Chat: the Twitch channel's messages and the party's own, as one ordered stream of events.
 //!
-//! - [`model`]: the typed events and their JSON.
+//! - [`model`]: the typed events and their JSON; Twitch lines become events there.
+//! - [`gate`]: what the hub asks before it numbers a line (moderation answers).
+//! - [`post`]: party lines in: the nickname rule, the shape checks, the flood allowance.
 //! - [`bridge`]: the Twitch IRC link (`twitch-irc`), which feeds the hub and relays party
 //!   messages to Twitch under Twitch's rate limits.
+//! - `log`: the optional chat log file.
 //! - [`capture`]: raw Twitch captures replayed at their pace (`cowatch twitch-replay`).
 //! - [`test_server`]: a Twitch-protocol server on 127.0.0.1 for tests and `bench chat`.
 //!
 //! The [`Chat`] hub keeps the backlog late joiners get, the room modes and the link state,
 //! numbers every event, serialises it once and hands it to every subscriber (the WebSocket
-//! of each viewer page, the overlay renderer). Data flows one way: Twitch → model → hub →
-//! viewers.
+//! of each viewer page, the overlay renderer).
+//!
+//! Every chat line takes one route: in through the hub's door for its kind
+//! ([`Chat::receive_twitch`] for the bridge's events, [`Chat::post_party`] for a party
+//! viewer's line), past the hub's [`Gate`] (blocked terms, bans and timeouts, the party-chat
+//! rule, room modes, slow mode), then numbered and published. Events the hub's owners make
+//! themselves (a moderator's deletion, the link state) are published as they are
+//! ([`Chat::publish`]). Data flows one way: Twitch or party → gate → hub → viewers.
 
 pub mod bridge;
 pub mod capture;
+pub mod gate;
+mod log;
 pub mod model;
+pub mod post;
 pub mod test_server;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
+pub use gate::{Gate, PartyLine, Refusal};
 pub use model::{ChatEvent, ChatMessage, Connection, Origin, RoomModes, RoomState};
+pub use post::{MAX_MESSAGE_CHARS, NickRule, PostError, is_nick_char, nick_rule, validate};
 
 /// Messages a late joiner gets, like Twitch's own chat shows on load.
 pub const DEFAULT_BACKLOG: usize = 150;
-/// Twitch's limit on one chat message, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 500;
 /// Events a subscriber may fall behind before it misses some. At 100× the xqcow capture
 /// (≈1,100 messages/s) this is several seconds of slack for a slow page.
 const LIVE_CAPACITY: usize = 16 * 1024;
-/// Party messages one nickname may send in a burst, and how fast that allowance returns.
-const PARTY_BURST: u32 = 5;
-const PARTY_REFILL: Duration = Duration::from_secs(2);
 
 /// One event as subscribers get it: numbered, and serialised once for every WebSocket.
 #[derive(Debug)]
@@ -53,32 +63,6 @@ pub struct Subscription {
     pub snapshot: Vec<Arc<Published>>,
     /// Events after the snapshot, without gaps or repeats.
     pub live: broadcast::Receiver<Arc<Published>>,
-}
-
-/// Why a party message was refused; the text is shown to the viewer as is.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PostError {
-    /// Bad nickname.
-    #[error("nickname must be 2 to 25 letters, digits or underscores (got {0:?})")]
-    BadNick(String),
-    /// Nothing to say.
-    #[error("message is empty")]
-    Empty,
-    /// Longer than Twitch allows.
-    #[error("message is {0} characters; the limit is {MAX_MESSAGE_CHARS}")]
-    TooLong(usize),
-    /// Flooding.
-    #[error("you are sending messages too fast; wait {0} s")]
-    TooFast(u64),
-}
-
-/// What moderation does to Twitch's lines before anyone sees them. A trait, so chat knows
-/// nothing of moderation: moderation plugs itself in with [`Chat::set_gate`].
-pub trait Gate: Send + Sync {
-    /// Whether to keep this event from every viewer (e.g. a blocked term).
-    fn hides(&self, event: &ChatEvent) -> bool;
-    /// Sees every Twitch event, e.g. to log what Twitch's moderators did.
-    fn observe(&self, event: &ChatEvent);
 }
 
 /// Hub settings.
@@ -107,6 +91,11 @@ pub struct Chat {
 
 struct Inner {
     config: ChatConfig,
+    /// Every incoming line passes it; set at birth and never changed, so no line can reach
+    /// a viewer before it is in place.
+    gate: Option<Arc<dyn Gate>>,
+    /// When the hub started, in ms: party message ids are unique across restarts with it.
+    started_ms: i64,
     state: Mutex<State>,
     live: broadcast::Sender<Arc<Published>>,
 }
@@ -116,26 +105,39 @@ struct State {
     backlog: VecDeque<Arc<Published>>,
     room: RoomState,
     connection: Connection,
-    party_allowance: HashMap<String, (u32, Instant)>,
+    allowance: post::Allowance,
+    /// Party messages so far, for their ids.
+    party_posts: u64,
     relay: Option<mpsc::Sender<String>>,
-    gate: Option<Arc<dyn Gate>>,
 }
 
 impl Chat {
-    /// A hub with no Twitch link yet (state `off`).
+    /// A hub without a gate: every line that is well formed passes. For tools and tests;
+    /// a party's hub comes with its gate from `Moderation::open`.
     pub fn new(config: ChatConfig) -> Chat {
+        Chat::build(config, None)
+    }
+
+    /// A hub whose every incoming line passes `gate` first.
+    pub fn gated(config: ChatConfig, gate: Arc<dyn Gate>) -> Chat {
+        Chat::build(config, Some(gate))
+    }
+
+    fn build(config: ChatConfig, gate: Option<Arc<dyn Gate>>) -> Chat {
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         Chat {
             inner: Arc::new(Inner {
                 config,
+                gate,
+                started_ms: now_ms(),
                 state: Mutex::new(State {
                     seq: 0,
                     backlog: VecDeque::new(),
                     room: RoomState::default(),
                     connection: Connection::Off,
-                    party_allowance: HashMap::new(),
+                    allowance: post::Allowance::default(),
+                    party_posts: 0,
                     relay: None,
-                    gate: None,
                 }),
                 live,
             }),
@@ -148,7 +150,8 @@ impl Chat {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies an event to the backlog and state, and sends it to every subscriber.
+    /// Applies an event to the backlog and state, and sends it to every subscriber, with no
+    /// gate: for events the hub's owners make (a moderator's deletion, the link state).
     /// Returns it as subscribers got it.
     pub fn publish(&self, event: ChatEvent) -> Arc<Published> {
         let mut state = self.state();
@@ -158,7 +161,7 @@ impl Chat {
         match &event {
             ChatEvent::Clear(clear) => match &clear.target_login {
                 Some(login) => state.backlog.retain(|p| {
-                    !(origin(&p.event) == clear.origin
+                    !(p.event.origin() == clear.origin
                         && p.event.sender_login() == Some(login.as_str()))
                 }),
                 None => state.backlog.clear(),
@@ -182,29 +185,61 @@ impl Chat {
         published
     }
 
-    /// Puts moderation between Twitch and the viewers.
-    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
-        self.state().gate = Some(gate);
-    }
-
     /// An event from Twitch: the gate sees it and may hide it; otherwise it is published.
     /// Returns whether it was published.
-    pub fn publish_from_twitch(&self, event: ChatEvent) -> bool {
-        let gate = self.state().gate.clone();
-        if let Some(gate) = gate {
-            gate.observe(&event);
-            if gate.hides(&event) {
-                return false;
-            }
+    pub fn receive_twitch(&self, event: ChatEvent) -> bool {
+        if let Some(gate) = &self.inner.gate
+            && !gate.admit_twitch(&event)
+        {
+            return false;
         }
         self.publish(event);
         true
     }
 
+    /// A party viewer says something: the line is checked (its shape, then the gate, then
+    /// the nickname's flood allowance) and published. On success the message is in the
+    /// stream (and queued for Twitch when relaying is on); on error nothing was published.
+    pub fn post_party(&self, line: PartyLine<'_>) -> Result<Arc<Published>, PostError> {
+        let (nick, text) = validate(line.nick, line.text)?;
+        let line = PartyLine { nick, text, ..line };
+        if let Some(gate) = &self.inner.gate {
+            gate.admit_party(&line, &self.modes(), now_ms())?;
+        }
+        let (n, relay) = {
+            let mut state = self.state();
+            state
+                .allowance
+                .spend(&nick.to_lowercase(), Instant::now())?;
+            state.party_posts += 1;
+            (state.party_posts, state.relay.clone())
+        };
+        let id = format!("party-{}-{n}", self.inner.started_ms);
+        let message = post::party_message(id, nick, text, now_ms());
+        let published = self.publish(ChatEvent::Message(message));
+        if self.inner.config.relay_party
+            && let Some(relay) = relay
+            && relay.try_send(format!("[party] {nick}: {text}")).is_err()
+        {
+            tracing::warn!("party relay queue full; message stays in the party only");
+        }
+        Ok(published)
+    }
+
+    /// [`post_party`](Self::post_party) for a line whose author's time in the party does
+    /// not matter (tools, tests, the host's own scripts).
+    pub fn post(&self, nick: &str, text: &str) -> Result<Arc<Published>, PostError> {
+        self.post_party(PartyLine {
+            nick,
+            text,
+            in_party_for: Duration::MAX,
+        })
+    }
+
     /// The party is over: its chat is forgotten, here and on every page (a whole-chat
     /// clear), as Teleparty does. Nothing of it was written anywhere.
     pub fn end_party(&self) {
-        self.state().party_allowance.clear();
+        self.state().allowance.clear();
         self.publish(ChatEvent::Clear(model::Clear {
             origin: Origin::Party,
             channel: String::new(),
@@ -217,41 +252,14 @@ impl Chat {
     }
 
     /// Appends every message and notice to `path` as JSON lines, for streamers who turn on
-    /// chat logging (off by default: the party's chat is gone when it ends).
-    pub fn spawn_log(&self, path: std::path::PathBuf) -> tokio::task::JoinHandle<()> {
-        let mut live = self.inner.live.subscribe();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await;
-            let mut file = match file {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!("cannot open the chat log {}: {e}", path.display());
-                    return;
-                }
-            };
-            loop {
-                match live.recv().await {
-                    Ok(p) if p.event.is_backlogged() => {
-                        let mut line = p.json.to_vec();
-                        line.push(b'\n');
-                        if let Err(e) = file.write_all(&line).await {
-                            tracing::error!("chat log {}: {e}; logging stops", path.display());
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("chat log fell behind; {n} events not logged");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })
+    /// chat logging (off by default: the party's chat is gone when it ends), until `stop`
+    /// is cancelled.
+    pub fn spawn_log(
+        &self,
+        path: std::path::PathBuf,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(log::run(path, self.inner.live.subscribe(), stop))
     }
 
     /// The state and backlog now, and the stream from here on.
@@ -297,90 +305,6 @@ impl Chat {
     pub fn set_relay(&self, relay: mpsc::Sender<String>) {
         self.state().relay = Some(relay);
     }
-
-    /// A party viewer says something. On success the message is in the stream (and queued
-    /// for Twitch when relaying is on); on error nothing changed.
-    pub fn post(&self, nick: &str, text: &str) -> Result<Arc<Published>, PostError> {
-        let (nick, text) = validate(nick, text)?;
-        let login = nick.to_lowercase();
-        let relay = {
-            let mut state = self.state();
-            let now = Instant::now();
-            let (tokens, since) = state
-                .party_allowance
-                .entry(login.clone())
-                .or_insert((PARTY_BURST, now));
-            let earned = (now.duration_since(*since).as_millis() / PARTY_REFILL.as_millis()) as u32;
-            if earned > 0 {
-                *tokens = (*tokens + earned).min(PARTY_BURST);
-                *since = now;
-            }
-            if *tokens == 0 {
-                let wait = PARTY_REFILL.saturating_sub(now.duration_since(*since));
-                return Err(PostError::TooFast(wait.as_secs().max(1)));
-            }
-            *tokens -= 1;
-            state.relay.clone()
-        };
-        let message = ChatMessage {
-            id: party_id(),
-            origin: Origin::Party,
-            channel: String::new(),
-            sender: model::User {
-                id: String::new(),
-                login: login.clone(),
-                display_name: nick.to_owned(),
-            },
-            color: None,
-            display_color: model::display_color(None, &login),
-            badges: Vec::new(),
-            text: text.to_owned(),
-            emotes: Vec::new(),
-            fragments: vec![model::Fragment::Text {
-                text: text.to_owned(),
-            }],
-            is_action: false,
-            first_msg: false,
-            bits: None,
-            reply: None,
-            msg_id: None,
-            timestamp_ms: now_ms(),
-        };
-        let published = self.publish(ChatEvent::Message(message));
-        if self.inner.config.relay_party
-            && let Some(relay) = relay
-            && relay.try_send(format!("[party] {nick}: {text}")).is_err()
-        {
-            tracing::warn!("party relay queue full; message stays in the party only");
-        }
-        Ok(published)
-    }
-}
-
-/// Checks a party message's nickname and text; returns them trimmed.
-pub fn validate<'a>(nick: &'a str, text: &'a str) -> Result<(&'a str, &'a str), PostError> {
-    let nick = nick.trim();
-    let nick_chars = nick.chars().count();
-    if !(2..=25).contains(&nick_chars) || !nick.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        return Err(PostError::BadNick(nick.to_owned()));
-    }
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(PostError::Empty);
-    }
-    let chars = text.chars().count();
-    if chars > MAX_MESSAGE_CHARS {
-        return Err(PostError::TooLong(chars));
-    }
-    Ok((nick, text))
-}
-
-/// Where a backlogged event came from (notices only come from Twitch).
-fn origin(event: &ChatEvent) -> Origin {
-    match event {
-        ChatEvent::Message(m) => m.origin,
-        _ => Origin::Twitch,
-    }
 }
 
 #[derive(Serialize)]
@@ -407,38 +331,11 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn party_id() -> String {
-    let mut bytes = [0u8; 12];
-    // Ids only need to be unique within the party; a failed RNG falls back to the clock.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("party-{hex}")
-}
-
-/// The nickname rule, as pages show and check it before posting.
-#[derive(Debug, Clone, Serialize)]
-pub struct NickRule {
-    pub min_chars: usize,
-    pub max_chars: usize,
-    pub pattern: &'static str,
-    pub hint: &'static str,
-}
-/// The rule [`validate`] applies to nicknames.
-pub fn nick_rule() -> NickRule {
-    NickRule {
-        min_chars: 2,
-        max_chars: 25,
-        pattern: r"^[\p{L}\p{N}_]+$",
-        hint: "2 to 25 letters, digits or underscores",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use model::{Clear, ClearKind, Delete};
+    use post::PARTY_BURST;
 
     fn say(chat: &Chat, nick: &str, text: &str) -> String {
         chat.post(nick, text)
@@ -522,5 +419,48 @@ mod tests {
             say(&chat, &format!("user{i}"), "hi");
         }
         assert_eq!(chat.backlog().len(), 3);
+    }
+
+    /// Hides Twitch lines that say "hidden" and refuses party lines from "troll".
+    struct Strict;
+
+    impl Gate for Strict {
+        fn admit_twitch(&self, event: &ChatEvent) -> bool {
+            !matches!(event, ChatEvent::Message(m) if m.text == "hidden")
+        }
+
+        fn admit_party(
+            &self,
+            line: &PartyLine<'_>,
+            _modes: &RoomModes,
+            _now_ms: i64,
+        ) -> Result<(), Refusal> {
+            if line.nick == "troll" {
+                Err(Refusal::Banned)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn both_doors_pass_the_gate_before_anything_is_numbered() {
+        let chat = Chat::gated(ChatConfig::default(), Arc::new(Strict));
+        let twitch = |text: &str| {
+            let mut m = post::party_message("t".into(), "onche", text, 0);
+            m.origin = Origin::Twitch;
+            ChatEvent::Message(m)
+        };
+        assert!(!chat.receive_twitch(twitch("hidden")));
+        assert!(chat.receive_twitch(twitch("shown")));
+        assert_eq!(
+            chat.post("  troll ", "hi").unwrap_err(),
+            PostError::Refused(Refusal::Banned)
+        );
+        // Shape checks come first: a bad line never reaches the gate.
+        assert!(matches!(chat.post("x", "hi"), Err(PostError::BadNick(_))));
+        let said = chat.post("alice", "hi").unwrap();
+        assert_eq!(said.seq, 2, "refused lines took no number");
+        assert_eq!(chat.backlog().len(), 2);
     }
 }

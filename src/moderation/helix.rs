@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use crate::chat::bridge::Secret;
+
 /// Twitch's Helix endpoint.
 pub const DEFAULT_BASE: &str = "https://api.twitch.tv/helix";
 /// How long one Helix call may take before the moderator is told it timed out.
@@ -40,19 +42,19 @@ pub const SLOW_MODE_RANGE: std::ops::RangeInclusive<u32> = 3..=120;
 /// Follower-only durations Twitch accepts, in minutes (three months at most).
 pub const FOLLOWER_MINUTES_MAX: u32 = 129_600;
 
-/// An OAuth token: usable, never printed.
+/// An OAuth token: usable, never printed. The same kind of token as the IRC bridge's
+/// [`Secret`], which does the reading and the hiding; this name is Helix's own.
 #[derive(Clone)]
-pub struct Token(String);
+pub struct Token(Secret);
 
 impl Token {
     /// Wraps a token; a leading `oauth:` (as IRC tokens are often written) is dropped.
     pub fn new(token: impl Into<String>) -> Token {
-        let token = token.into();
-        Token(token.strip_prefix("oauth:").unwrap_or(&token).to_owned())
+        Token(Secret::new(token))
     }
 
     fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 }
 

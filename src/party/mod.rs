@@ -1,56 +1,31 @@
-//! The party: who may do what. The host key, moderator links, the optional invite code and
-//! the viewers' sessions (how long each has been in the party, which nickname it holds).
+//! The party: who may do what, and who is here. The host key, moderator links, the
+//! optional invite code and the viewers' sessions (how long each has been in the party,
+//! which nickname it holds); and the one workflow that needs them all, a viewer's chat line
+//! ([`Party::post_chat`]).
+//!
+//! - `key`: secrets carried in links ([`Key`]);
+//! - `role`: what each [`Role`] may do;
+//! - `session`: viewers' [`Session`]s and their nicknames.
 //!
 //! Keys are random, carried in links, compared in constant time and never logged; moderator
 //! keys are stored only as hashes (see [`crate::store`]).
 
-use std::collections::HashMap;
+mod key;
+mod role;
+mod session;
+
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Serialize;
-use subtle::ConstantTimeEq;
-
-use crate::moderation::Role;
+use crate::chat::{self, Chat, PartyLine, PostError, Published};
 use crate::store::{ModLink, Store, StoreError};
 
-/// Sessions idle this long are forgotten (a page refreshes its session every minute).
-const SESSION_IDLE: Duration = Duration::from_secs(10 * 60);
-/// Most viewer sessions kept at once, so a flood of session requests cannot grow memory.
-const MAX_SESSIONS: usize = 10_000;
-
-/// A secret: shown nowhere, not even in `Debug`.
-#[derive(Clone)]
-pub struct Key(String);
-
-impl Key {
-    /// A fresh random key: 32 bytes, URL-safe base64.
-    pub fn random() -> Key {
-        Key(random_token(32))
-    }
-
-    /// A key given by the streamer (`COWATCH_HOST_KEY`).
-    pub fn new(text: impl Into<String>) -> Key {
-        Key(text.into())
-    }
-
-    /// The key itself, for the one link that carries it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether `presented` is this key, in time that does not depend on where they differ.
-    pub fn matches(&self, presented: &str) -> bool {
-        // Lengths leak nothing useful: keys are random and of fixed length.
-        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key(…)")
-    }
-}
+/// The crate's one random-id helper lives in the store, where moderator link ids are made;
+/// re-exported for the invite code.
+pub use crate::store::random_token;
+pub use key::Key;
+pub use role::Role;
+pub use session::{Session, SessionError};
 
 /// Party settings from the command line.
 #[derive(Debug, Clone)]
@@ -61,40 +36,15 @@ pub struct PartyConfig {
     pub invite: Option<Key>,
 }
 
-/// A viewer's session: a random token the page holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Session {
-    /// The token.
-    #[serde(skip)]
-    pub token: String,
-    /// The nickname this session speaks as in party chat, once chosen.
-    pub nick: Option<String>,
-    /// When the session started.
-    #[serde(skip)]
-    pub joined: Instant,
-    #[serde(skip)]
-    seen: Instant,
-}
-
-impl Session {
-    /// How long this viewer has been in the party.
-    pub fn in_party_for(&self) -> Duration {
-        self.joined.elapsed()
-    }
-}
-
-/// Why a session request was refused.
+/// Why a viewer's chat line was not posted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SessionError {
-    /// Unknown or expired session token.
-    #[error("unknown session: reload the page")]
-    Unknown,
-    /// Someone else holds that nickname.
-    #[error("the nickname {0:?} is taken")]
-    NickTaken(String),
-    /// Too many sessions.
-    #[error("the party is full")]
-    Full,
+pub enum ChatError {
+    /// The line itself, or the chat's gate, refused it.
+    #[error(transparent)]
+    Post(#[from] PostError),
+    /// The session is unknown, or the nickname someone else's.
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
 /// The party handle; cheap to clone.
@@ -106,7 +56,7 @@ pub struct Party {
 struct Inner {
     config: PartyConfig,
     store: Store,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: session::Sessions,
     show: Mutex<Show>,
 }
 
@@ -124,7 +74,7 @@ impl Party {
             inner: Arc::new(Inner {
                 config,
                 store,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: session::Sessions::default(),
                 show: Mutex::new(Show {
                     live: true,
                     title: None,
@@ -225,87 +175,56 @@ impl Party {
         self.inner.store.mod_links()
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Starts a viewer session, or refreshes `token`'s when it is still known (a page that
     /// reloads keeps its time in the party).
     pub fn session(&self, token: Option<&str>) -> Result<Session, SessionError> {
-        let mut sessions = self.sessions();
-        let now = Instant::now();
-        sessions.retain(|_, s| now.duration_since(s.seen) < SESSION_IDLE);
-        if let Some(s) = token.and_then(|t| sessions.get_mut(t)) {
-            s.seen = now;
-            return Ok(s.clone());
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(SessionError::Full);
-        }
-        let session = Session {
-            token: random_token(18),
-            nick: None,
-            joined: now,
-            seen: now,
-        };
-        sessions.insert(session.token.clone(), session.clone());
-        Ok(session)
+        self.inner.sessions.start(token)
     }
 
     /// The session behind `token`.
     pub fn find_session(&self, token: &str) -> Result<Session, SessionError> {
-        let mut sessions = self.sessions();
-        let s = sessions.get_mut(token).ok_or(SessionError::Unknown)?;
-        s.seen = Instant::now();
-        Ok(s.clone())
+        self.inner.sessions.find(token)
     }
 
     /// Claims `nick` for the session: a nickname belongs to one session at a time, so
     /// nobody can post as someone else (or dodge a ban by sharing a name).
     pub fn claim_nick(&self, token: &str, nick: &str) -> Result<Session, SessionError> {
-        let login = nick.trim().to_lowercase();
-        let mut sessions = self.sessions();
-        let taken = sessions.iter().any(|(t, s)| {
-            t != token && s.nick.as_deref().is_some_and(|n| n.to_lowercase() == login)
-        });
-        if taken {
-            return Err(SessionError::NickTaken(nick.trim().to_owned()));
+        self.inner.sessions.claim_nick(token, nick)
+    }
+
+    /// The viewer of session `token` says `text` as `nick` in `chat`. In this order, each
+    /// step refusing with its own error: the line's shape (nickname rule, length), the
+    /// session, the nickname (claimed for the session on first use), then the chat's own
+    /// door (its gate: bans, party-chat rule, room modes, slow mode; then the flood
+    /// allowance). Returns the message as everyone sees it.
+    pub fn post_chat(
+        &self,
+        chat: &Chat,
+        token: &str,
+        nick: &str,
+        text: &str,
+    ) -> Result<Arc<Published>, ChatError> {
+        let (nick, text) = chat::validate(nick, text)?;
+        let session = self.find_session(token)?;
+        if session.nick.as_deref() != Some(nick) {
+            self.claim_nick(token, nick)?;
         }
-        let s = sessions.get_mut(token).ok_or(SessionError::Unknown)?;
-        s.nick = Some(nick.trim().to_owned());
-        s.seen = Instant::now();
-        Ok(s.clone())
+        Ok(chat.post_party(PartyLine {
+            nick,
+            text,
+            in_party_for: session.in_party_for(),
+        })?)
     }
 
     /// Viewer sessions alive now.
     pub fn session_count(&self) -> usize {
-        self.sessions().len()
+        self.inner.sessions.count()
     }
 
     /// Nicknames of the viewers in the party now, for the host's viewer list.
     pub fn nicknames(&self) -> Vec<(String, Duration)> {
-        let mut list: Vec<(String, Duration)> = self
-            .sessions()
-            .values()
-            .filter_map(|s| s.nick.clone().map(|n| (n, s.in_party_for())))
-            .collect();
-        list.sort();
-        list
+        self.inner.sessions.nicknames()
     }
-}
-
-/// `bytes` random bytes as URL-safe base64 without padding.
-pub fn random_token(bytes: usize) -> String {
-    use base64::Engine;
-    let mut buf = vec![0u8; bytes];
-    if getrandom::fill(&mut buf).is_err() {
-        // Without an OS RNG no key is safe; refuse to run rather than hand out guessable keys.
-        panic!("the operating system's random number generator is unavailable");
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 #[cfg(test)]
@@ -377,7 +296,29 @@ mod tests {
     }
 
     #[test]
-    fn keys_do_not_print() {
-        assert_eq!(format!("{:?}", Key::new("secret")), "Key(…)");
+    fn a_chat_line_is_checked_shape_then_session_then_nickname() {
+        let (p, dir) = party(None);
+        let chat = Chat::new(chat::ChatConfig::default());
+        assert!(matches!(
+            p.post_chat(&chat, "nope", "x", "hi"),
+            Err(ChatError::Post(PostError::BadNick(_)))
+        ));
+        assert_eq!(
+            p.post_chat(&chat, "nope", "alice", "hi").unwrap_err(),
+            ChatError::Session(SessionError::Unknown)
+        );
+        let a = p.session(None).unwrap();
+        let b = p.session(None).unwrap();
+        p.post_chat(&chat, &a.token, " Alice ", "hi").unwrap();
+        assert_eq!(
+            p.find_session(&a.token).unwrap().nick.as_deref(),
+            Some("Alice")
+        );
+        assert_eq!(
+            p.post_chat(&chat, &b.token, "alice", "me too").unwrap_err(),
+            ChatError::Session(SessionError::NickTaken("alice".into()))
+        );
+        assert_eq!(chat.backlog().len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -18,9 +18,8 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::AppError;
-use crate::chat::{self, PostError};
-use crate::moderation::{Action, Actor, ModError, Role};
-use crate::party::SessionError;
+use crate::moderation::{Action, Actor};
+use crate::party::Role;
 use crate::pipeline::PipelineError;
 use crate::pipeline::layout::Layout;
 use crate::pipeline::source::MovieSource;
@@ -38,12 +37,7 @@ pub struct Caller {
 impl Caller {
     /// Refuses unless the caller is at least `needed` (host > moderator > viewer).
     fn require(&self, needed: Role) -> Result<(), AppError> {
-        let rank = |r: Role| match r {
-            Role::Host => 2,
-            Role::Moderator => 1,
-            Role::Viewer => 0,
-        };
-        if rank(self.role) >= rank(needed) {
+        if self.role.at_least(needed) {
             return Ok(());
         }
         let who = match needed {
@@ -169,10 +163,7 @@ pub async fn session(
             "this party needs an invite: ask the host for the link",
         ));
     }
-    let session = state
-        .party
-        .session(request.token.as_deref())
-        .map_err(session_error)?;
+    let session = state.party.session(request.token.as_deref())?;
     Ok(Json(json!({
         "token": session.token,
         "nick": session.nick,
@@ -180,15 +171,6 @@ pub async fn session(
         "moderator_name": (caller.role == Role::Moderator).then_some(caller.name),
     }))
     .into_response())
-}
-
-fn session_error(e: SessionError) -> AppError {
-    let status = match e {
-        SessionError::Unknown => StatusCode::UNAUTHORIZED,
-        SessionError::NickTaken(_) => StatusCode::CONFLICT,
-        SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    AppError::new(status, e.to_string())
 }
 
 /// Body of `POST /api/chat`.
@@ -210,37 +192,15 @@ pub async fn chat(
     request: Result<Json<PartyPost>, JsonRejection>,
 ) -> Result<Response, AppError> {
     let post = body(request)?;
-    let (nick, text) = chat::validate(&post.nick, &post.text).map_err(post_error)?;
-    let session = state
+    let published = state
         .party
-        .find_session(&post.session)
-        .map_err(session_error)?;
-    if session.nick.as_deref() != Some(nick) {
-        state
-            .party
-            .claim_nick(&post.session, nick)
-            .map_err(session_error)?;
-    }
-    state
-        .moderation
-        .check_party_post(nick, text, session.in_party_for())
-        .map_err(|e| AppError::new(StatusCode::FORBIDDEN, e.to_string()))?;
-    let published = state.chat.post(nick, text).map_err(post_error)?;
+        .post_chat(&state.chat, &post.session, &post.nick, &post.text)?;
     Ok((
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
         published.json.clone(),
     )
         .into_response())
-}
-
-fn post_error(e: PostError) -> AppError {
-    let status = match e {
-        PostError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
-        PostError::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    AppError::new(status, e.to_string())
 }
 
 // ── host controls ────────────────────────────────────────────────────────────────────────
@@ -639,7 +599,7 @@ pub async fn moderators(
     caller: Caller,
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
-    let links = state.party.moderators().map_err(internal)?;
+    let links = state.party.moderators()?;
     Ok(Json(json!({ "moderators": links })).into_response())
 }
 
@@ -667,7 +627,7 @@ pub async fn add_moderator(
             "label must be 1 to 50 characters",
         ));
     }
-    let (link, key) = state.party.add_moderator(label).map_err(internal)?;
+    let (link, key) = state.party.add_moderator(label)?;
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -691,7 +651,7 @@ pub async fn revoke_moderator(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
-    if state.party.revoke_moderator(&id).map_err(internal)? {
+    if state.party.revoke_moderator(&id)? {
         Ok(ok())
     } else {
         Err(AppError::new(
@@ -699,14 +659,6 @@ pub async fn revoke_moderator(
             format!("no live moderator link {id:?}"),
         ))
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> AppError {
-    tracing::error!("{e}");
-    AppError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error (see the server log)",
-    )
 }
 
 // ── moderation ───────────────────────────────────────────────────────────────────────────
@@ -720,19 +672,7 @@ pub async fn moderate(
 ) -> Result<Response, AppError> {
     caller.require(Role::Moderator)?;
     let action = body(request)?;
-    let outcome = state
-        .moderation
-        .apply(&caller.actor(), action)
-        .await
-        .map_err(|e| {
-            let status = match &e {
-                ModError::Forbidden => StatusCode::FORBIDDEN,
-                ModError::Invalid(_) => StatusCode::BAD_REQUEST,
-                ModError::NotFound(_) => StatusCode::NOT_FOUND,
-                ModError::Store(_) => return internal(&e),
-            };
-            AppError::new(status, e.to_string())
-        })?;
+    let outcome = state.moderation.apply(&caller.actor(), action).await?;
     let twitch = match &outcome.twitch {
         None => json!(null),
         Some(Ok(())) => json!({ "ok": true }),
@@ -757,7 +697,7 @@ pub async fn audit(
 ) -> Result<Response, AppError> {
     caller.require(Role::Moderator)?;
     let limit = query.limit.unwrap_or(100).min(1000);
-    let entries = state.moderation.audit(limit).map_err(internal)?;
+    let entries = state.moderation.audit(limit)?;
     Ok(Json(json!({ "audit": entries })).into_response())
 }
 
@@ -767,8 +707,8 @@ pub async fn mod_state(
     caller: Caller,
 ) -> Result<Response, AppError> {
     caller.require(Role::Moderator)?;
-    let bans = state.moderation.bans().map_err(internal)?;
-    let terms = state.moderation.blocked_terms().map_err(internal)?;
+    let bans = state.moderation.bans()?;
+    let terms = state.moderation.blocked_terms()?;
     Ok(Json(json!({
         "bans": bans,
         "blocked_terms": terms,

@@ -4,6 +4,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::broadcast::BroadcastError;
+use crate::chat::PostError;
+use crate::moderation::ModError;
+use crate::party::{ChatError, SessionError};
+use crate::store::StoreError;
 
 /// An error a handler returns; becomes a status and a one-line reason.
 #[derive(Debug)]
@@ -32,6 +36,68 @@ impl From<BroadcastError> for AppError {
                 tracing::error!(error = %e, "broadcaster error");
                 return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl AppError {
+    /// A failure that is ours, not the caller's: logged in full, answered with 500 and no
+    /// detail.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("{e}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the server log)",
+        )
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<SessionError> for AppError {
+    fn from(e: SessionError) -> Self {
+        let status = match e {
+            SessionError::Unknown => StatusCode::UNAUTHORIZED,
+            SessionError::NickTaken(_) => StatusCode::CONFLICT,
+            SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<PostError> for AppError {
+    fn from(e: PostError) -> Self {
+        let status = match e {
+            PostError::BadNick(_) | PostError::Empty => StatusCode::BAD_REQUEST,
+            PostError::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PostError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
+            PostError::Refused(_) => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<ChatError> for AppError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::Post(e) => e.into(),
+            ChatError::Session(e) => e.into(),
+        }
+    }
+}
+
+impl From<ModError> for AppError {
+    fn from(e: ModError) -> Self {
+        let status = match e {
+            ModError::Forbidden => StatusCode::FORBIDDEN,
+            ModError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ModError::NotFound(_) => StatusCode::NOT_FOUND,
+            ModError::Store(e) => return e.into(),
         };
         Self::new(status, e.to_string())
     }

@@ -349,27 +349,14 @@ pub async fn broadcaster(
     .unwrap()
 }
 
-/// The web app over `pipeline` and `broadcaster`, with an empty chat.
+/// The web app over `pipeline` and `broadcaster`, with an empty chat, a fresh data
+/// directory, a public party whose host key is [`HOST_KEY`], and no library.
 pub fn app(pipeline: &Pipeline, broadcaster: &cowatch::broadcast::Broadcaster) -> axum::Router {
-    app_with_chat(
-        pipeline,
-        broadcaster,
-        &cowatch::chat::Chat::new(Default::default()),
-    )
+    cowatch::web::app(state(pipeline, broadcaster, &scratch_data(), None))
 }
 
 /// The host key of the parties the tests build.
 pub const HOST_KEY: &str = "test-host-key-0123456789abcdefghijklmnopq";
-
-/// The web app over `pipeline`, `broadcaster` and `chat`, with a fresh data directory, a
-/// public party whose host key is [`HOST_KEY`], and no library.
-pub fn app_with_chat(
-    pipeline: &Pipeline,
-    broadcaster: &cowatch::broadcast::Broadcaster,
-    chat: &cowatch::chat::Chat,
-) -> axum::Router {
-    cowatch::web::app(state(pipeline, broadcaster, chat, &scratch_data(), None))
-}
 
 /// A data directory of its own for one server.
 pub fn scratch_data() -> PathBuf {
@@ -379,18 +366,28 @@ pub fn scratch_data() -> PathBuf {
 }
 
 /// Everything a server holds: the store in `data_dir`, the party (host key [`HOST_KEY`]),
-/// moderation (forwarding to `helix` when given) guarding `chat`.
+/// moderation (forwarding to `helix` when given) and the chat hub it guards (`state.chat`,
+/// with the default settings).
 pub fn state(
     pipeline: &Pipeline,
     broadcaster: &cowatch::broadcast::Broadcaster,
-    chat: &cowatch::chat::Chat,
+    data_dir: &Path,
+    helix: Option<cowatch::moderation::helix::Helix>,
+) -> cowatch::web::AppState {
+    state_with_chat(pipeline, broadcaster, Default::default(), data_dir, helix)
+}
+
+/// [`state`] with a chat hub of these settings.
+pub fn state_with_chat(
+    pipeline: &Pipeline,
+    broadcaster: &cowatch::broadcast::Broadcaster,
+    chat: cowatch::chat::ChatConfig,
     data_dir: &Path,
     helix: Option<cowatch::moderation::helix::Helix>,
 ) -> cowatch::web::AppState {
     let store = cowatch::store::Store::open(data_dir).unwrap();
-    let moderation =
-        cowatch::moderation::Moderation::open(store.clone(), chat.clone(), helix).unwrap();
-    moderation.guard(chat);
+    let (moderation, chat) =
+        cowatch::moderation::Moderation::open(store.clone(), helix, chat).unwrap();
     let party = cowatch::party::Party::new(
         cowatch::party::PartyConfig {
             host_key: cowatch::party::Key::new(HOST_KEY),
@@ -401,7 +398,7 @@ pub fn state(
     cowatch::web::AppState {
         pipeline: pipeline.clone(),
         broadcaster: broadcaster.clone(),
-        chat: chat.clone(),
+        chat,
         party,
         moderation,
         library: None,

@@ -1,0 +1,228 @@
+//! The per-message gate: the bans, blocked terms, party-chat rule and slow-mode clock every
+//! chat line is checked against, as the hub's [`Gate`](crate::chat::Gate).
+//!
+//! An in-memory mirror of what the store holds, so the checks on every line never touch
+//! the disk; [`apply`](super::apply) changes both. The hub holds the gate, the gate holds
+//! nothing of the hub: the room modes come with each party line.
+//!
+//! Blocked terms match as case-insensitive substrings (Unicode lower case): "spam" also
+//! hides "SPAMMER" and "spam.example". Whole-word matching would be gentler to innocent
+//! words, but is defeated by gluing a term to anything; moderators should prefer specific
+//! terms.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::action::PartyChatMode;
+use super::audit::Audit;
+use crate::chat::{self, ChatEvent, Origin, PartyLine, Refusal, RoomModes, now_ms};
+use crate::store::{self, Ban, Store, StoreError};
+
+/// Past this many nicknames, the slow-mode clock forgets the ones that may post again.
+const SLOW_TRACKED: usize = 4096;
+/// The settings key of the party-chat rule.
+pub(super) const PARTY_CHAT_KEY: &str = "party_chat";
+
+/// The gate. Shared (`Arc`) by the hub, which asks it, and moderation, which changes it.
+#[derive(Debug)]
+pub(super) struct MessageGate {
+    /// A std `Mutex`: every section is short and none awaits.
+    rules: Mutex<Rules>,
+    /// Sees every Twitch event, to log what Twitch's own moderators did.
+    audit: Arc<Audit>,
+}
+
+#[derive(Debug, Default)]
+struct Rules {
+    /// Bans in force, by (origin, lower-case login); expired ones are dropped on sight.
+    bans: HashMap<(&'static str, String), Ban>,
+    /// Blocked terms in lower case.
+    terms: Vec<String>,
+    party_chat: PartyChatMode,
+    /// Last accepted party post per login, in ms, for slow mode.
+    last_post: HashMap<String, i64>,
+}
+
+impl MessageGate {
+    /// The bans, terms and party-chat rule in `store`; Twitch events go on to `audit`.
+    pub(super) fn load(store: &Store, audit: Arc<Audit>) -> Result<MessageGate, StoreError> {
+        let mut rules = Rules::default();
+        for ban in store.bans()? {
+            rules.bans.insert(ban_key(ban.origin, &ban.login), ban);
+        }
+        rules.terms = store
+            .blocked_terms()?
+            .into_iter()
+            .map(|t| t.term.to_lowercase())
+            .collect();
+        if let Some(mode) = store.setting(PARTY_CHAT_KEY)? {
+            match serde_json::from_str(&mode) {
+                Ok(mode) => rules.party_chat = mode,
+                Err(e) => tracing::warn!("ignoring a stored party-chat rule I cannot read: {e}"),
+            }
+        }
+        Ok(MessageGate {
+            rules: Mutex::new(rules),
+            audit,
+        })
+    }
+
+    fn rules(&self) -> MutexGuard<'_, Rules> {
+        // Every section leaves the mirror consistent between statements; a panic in one
+        // loses at most that one change, so a poisoned lock is used as is.
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ── what moderation changes ─────────────────────────────────────────────────────────
+
+    /// Keeps `ban.login` out (replacing an earlier ban in the same chat).
+    pub(super) fn ban(&self, ban: Ban) {
+        self.rules()
+            .bans
+            .insert(ban_key(ban.origin, &ban.login), ban);
+    }
+
+    /// Lets `login` (lower case) back in.
+    pub(super) fn unban(&self, origin: Origin, login: &str) {
+        self.rules().bans.remove(&ban_key(origin, login));
+    }
+
+    /// Blocks `term` (lower case) from now on.
+    pub(super) fn add_term(&self, term: &str) {
+        let mut rules = self.rules();
+        if !rules.terms.iter().any(|t| t == term) {
+            rules.terms.push(term.to_owned());
+        }
+    }
+
+    /// Stops blocking `term` (lower case).
+    pub(super) fn remove_term(&self, term: &str) {
+        self.rules().terms.retain(|t| t != term);
+    }
+
+    /// The party-chat rule now.
+    pub(super) fn party_chat(&self) -> PartyChatMode {
+        self.rules().party_chat
+    }
+
+    /// Sets the party-chat rule.
+    pub(super) fn set_party_chat(&self, mode: PartyChatMode) {
+        self.rules().party_chat = mode;
+    }
+
+    // ── the checks ──────────────────────────────────────────────────────────────────────
+
+    /// Whether party line `line` may be posted at `now_ms` with the room in `modes`. A line
+    /// that passes counts for slow mode.
+    pub(super) fn check_party(
+        &self,
+        line: &PartyLine<'_>,
+        modes: &RoomModes,
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        let login = line.nick.trim().to_lowercase();
+        let mut rules = self.rules();
+        let key = ban_key(Origin::Party, &login);
+        if let Some(ban) = rules.bans.get(&key) {
+            match ban.expires_at_ms {
+                None => return Err(Refusal::Banned),
+                Some(until) if until > now_ms => {
+                    let left = (until - now_ms + 999) / 1000;
+                    return Err(Refusal::TimedOut(left as u64));
+                }
+                Some(_) => {
+                    rules.bans.remove(&key);
+                }
+            }
+        }
+        match rules.party_chat {
+            PartyChatMode::Open => {}
+            PartyChatMode::Closed => return Err(Refusal::Closed),
+            PartyChatMode::MinMinutes(minutes) => {
+                let needed = u64::from(minutes) * 60;
+                let been = line.in_party_for.as_secs();
+                if been < needed {
+                    return Err(Refusal::TooNew {
+                        minutes,
+                        to_go_s: needed - been,
+                    });
+                }
+            }
+        }
+        if modes.subs_only {
+            return Err(Refusal::SubsOnly);
+        }
+        if modes.followers_only_minutes.is_some() {
+            return Err(Refusal::FollowersOnly);
+        }
+        if modes.emote_only {
+            return Err(Refusal::EmoteOnly);
+        }
+        if matches_term(&rules.terms, line.text) {
+            return Err(Refusal::BlockedTerm);
+        }
+        if modes.slow_s > 0 {
+            let slow_ms = modes.slow_s as i64 * 1000;
+            if let Some(last) = rules.last_post.get(&login)
+                && now_ms - last < slow_ms
+            {
+                let wait = (slow_ms - (now_ms - last) + 999) / 1000;
+                return Err(Refusal::Slow(wait as u64));
+            }
+            if rules.last_post.len() >= SLOW_TRACKED {
+                rules.last_post.retain(|_, t| now_ms - *t < slow_ms);
+            }
+        }
+        // Kept even with slow mode off, so turning it on applies to the last post too.
+        rules.last_post.insert(login, now_ms);
+        Ok(())
+    }
+
+    /// Whether a Twitch event must not reach viewers: a message or notice whose text has a
+    /// blocked term, or a message from a user banned or timed out in the party.
+    pub(super) fn hides(&self, event: &ChatEvent) -> bool {
+        let mut rules = self.rules();
+        if let ChatEvent::Message(m) = event {
+            let key = ban_key(m.origin, &m.sender.login);
+            if let Some(ban) = rules.bans.get(&key) {
+                match ban.expires_at_ms {
+                    Some(until) if until <= now_ms() => {
+                        rules.bans.remove(&key);
+                    }
+                    _ => return true,
+                }
+            }
+        }
+        event.text().is_some_and(|t| matches_term(&rules.terms, t))
+    }
+}
+
+impl chat::Gate for MessageGate {
+    fn admit_twitch(&self, event: &ChatEvent) -> bool {
+        self.audit.observe(event);
+        !self.hides(event)
+    }
+
+    fn admit_party(
+        &self,
+        line: &PartyLine<'_>,
+        modes: &RoomModes,
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        self.check_party(line, modes, now_ms)
+    }
+}
+
+/// How bans are keyed: the chat (spelled as stored) and the login.
+fn ban_key(origin: Origin, login: &str) -> (&'static str, String) {
+    (store::origin_str(origin), login.to_owned())
+}
+
+/// Whether `text` contains one of `terms` (lower case), in any letter case.
+pub(super) fn matches_term(terms: &[String], text: &str) -> bool {
+    if terms.is_empty() {
+        return false;
+    }
+    let text = text.to_lowercase();
+    terms.iter().any(|t| text.contains(t.as_str()))
+}
