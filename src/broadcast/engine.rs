@@ -336,4 +336,10 @@ impl Engine {
         self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
         self.keyframe_wanted = true;
     }
+
+    /// Whether `id` holds a session (for tests).
+    #[cfg(test)]
+    pub fn has_viewer(&self, id: ViewerId) -> bool {
+        self.viewers.contains_key(&id)
+    }
 }

@@ -266,3 +266,6 @@ impl Broadcaster {
         self.config.max_viewers
     }
 }
+
+#[cfg(test)]
+mod tests;
