@@ -31,8 +31,8 @@ use super::rtp::{self, SeqUnwrapper};
 use super::viewer::{MEDIA_GRACE, Polled, Viewer};
 use super::{Stats, stun};
 
-/// With nothing scheduled the caller still wakes us this often: a cheap guard, as no state
-/// should need it.
+/// The latest deadline we give: `Output::Timeout` always names an instant, even with nothing
+/// scheduled (no viewers), and a wake a second costs nothing.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// What the engine wants done, in the order it wants it.

@@ -4,8 +4,9 @@
 //! by the ICE ufrag of STUN requests, then by the 5-tuple, through hash maps. RTP packets from
 //! the pipeline are parsed once and written to every connected viewer as they are: nothing is
 //! decoded or re-encoded here. Keyframe requests from viewers are merged into at most one
-//! encoder keyframe per second; a new viewer starts from the cached latest keyframe when it is
-//! fresh, else from a keyframe forced for it.
+//! encoder keyframe per second. A new viewer starts with a forced keyframe already on its way;
+//! else from the cached latest keyframe (replayed paced) when that is young or no keyframe may
+//! be forced yet; else from a keyframe forced for it.
 //!
 //! This module knows no HTTP: the web layer hands it an offer and gets an answer.
 //!
@@ -13,12 +14,14 @@
 //! - `Broadcaster` (here): the handle. `join` accepts an offer (`offer.rs`) and hands the
 //!   session over a channel; counters are [`Stats`].
 //! - `run.rs`: the one task that owns the socket, the clock and the pipeline's RTP, and
-//!   executes what the engine asks for.
+//!   executes what the engine asks for. It stops on the shutdown token, or when every
+//!   `Broadcaster` handle is gone, or when the pipeline's streams end.
 //! - `engine.rs`: the fan-out itself, sans-IO: it takes `now` with every input and returns
 //!   datagrams to send, keyframes to ask for and its next deadline.
 //! - `keyframes.rs`: where a new viewer's video starts, and the merging of keyframe requests;
 //!   `viewer.rs`: one session and the pace of its replay; `rtp.rs`, `stun.rs`: just enough
 //!   parsing to route and re-send packets.
+//! - `tests/`: the engine on a virtual clock, with real str0m viewers and no sockets.
 
 mod engine;
 mod keyframes;
