@@ -98,7 +98,9 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
         let record = config.settings.record.clone();
         let pipeline = Pipeline::start(config.settings)?;
-        let broadcaster = Broadcaster::start(config.broadcast.clone(), pipeline.clone()).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let broadcaster =
+            Broadcaster::start(config.broadcast.clone(), pipeline.clone(), stop.clone()).await?;
         let addr = listener.local_addr()?;
         let store = Store::open(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(

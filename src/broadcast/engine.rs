@@ -1,240 +1,149 @@
-//! The fan-out loop: one task, one socket, every viewer's `Rtc`.
+//! The fan-out, sans-IO: every viewer's `Rtc`, the routing of datagrams to them, and where
+//! each viewer's video starts.
+//!
+//! The engine never reads the clock, never touches a socket and never calls the pipeline.
+//! Every input carries `now`; what the engine wants done comes out of [`Engine::poll_output`]
+//! as data, as str0m's own `Rtc` does:
+//!
+//! ```text
+//!  inputs (each with now)                       outputs (poll_output until Timeout)
+//!  join(Accepted) / leave(id)           ┌────────┐
+//!  handle_datagram(source, bytes) ───▶  │ Engine │ ───▶ Transmit(destination, bytes)
+//!  handle_video / handle_audio(rtp)     └────────┘      RequestKeyframe (ask the encoder)
+//!  handle_video_lost / handle_timeout                   Timeout(when to call handle_timeout)
+//! ```
+//!
+//! The socket loop (`run.rs`) owns time and I/O and executes the outputs; tests drive the same
+//! engine on a virtual clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use str0m::Input;
-use str0m::net::{Protocol, Receive};
-use tokio::net::UdpSocket;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use str0m::net::{Protocol, Receive, Transmit};
 
-use super::offer::ViewerId;
-use super::rtp::{self, Packet, SeqUnwrapper};
-use super::viewer::{Polled, Viewer};
-use super::{Command, Stats, VIEWER_TIMEOUT, stun};
-use crate::pipeline::Pipeline;
+use super::keyframes::{self, Gop, KeyframeGate, Start};
+use super::offer::{Accepted, ViewerId};
+use super::rtp::{self, SeqUnwrapper};
+use super::viewer::{MEDIA_GRACE, Polled, Viewer};
+use super::{Stats, stun};
 
-/// At most one forced keyframe per this interval, however many viewers ask.
-const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// The latest deadline we give: `Output::Timeout` always names an instant, even with nothing
+/// scheduled (no viewers), and a wake a second costs nothing.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-/// A cached keyframe younger than this is replayed to a new viewer instead of forcing one:
-/// the replay is short, and the encoder is spared a keyframe.
-const GOP_REPLAY_AGE: Duration = Duration::from_millis(500);
-
-/// Media waits this long after DTLS completes on our side, while the viewer installs its
-/// SRTP keys (webrtc-rs drops what comes earlier; so may browsers).
-const MEDIA_GRACE: Duration = Duration::from_millis(25);
-
-/// A forced keyframe normally leaves the encoder within a frame or two; past this we stop
-/// waiting for it.
-const KEYFRAME_IN_FLIGHT: Duration = Duration::from_millis(300);
-
-/// A replayed GOP goes out at most this many packets per [`REPLAY_TICK`]: a whole GOP at once
-/// overflows a receiver's socket buffer (seen as loss at webrtc-rs), while this pace still
-/// delivers a 2 s GOP in well under 100 ms.
-const REPLAY_BURST: usize = 24;
-const REPLAY_TICK: Duration = Duration::from_millis(4);
-
-/// Cap of the cached GOP, in packets (2 s of 720p at a high bitrate).
-const GOP_CAP: usize = 4096;
-
-/// Socket buffers large enough for a keyframe burst to many viewers.
-const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
-
-/// Binds the fan-out socket with large buffers.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    // Best effort: the kernel caps these at net.core.[rw]mem_max.
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+/// What the engine wants done, in the order it wants it.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this datagram (str0m's buffer, handed over without a copy).
+    Transmit(Transmit),
+    /// Ask the encoder for a keyframe now (already merged: at most one per interval).
+    RequestKeyframe,
+    /// Nothing more to do until this time, or until the next input.
+    Timeout(Instant),
 }
 
-/// State of the fan-out loop.
+/// State of the fan-out: one per party.
 pub struct Engine {
-    socket: Arc<UdpSocket>,
     /// The address in our candidate: str0m needs it as the destination of what we receive.
     local: SocketAddr,
-    pipeline: Pipeline,
+    /// Counters for `/metrics`, shared with the web side.
     stats: Arc<Stats>,
     viewers: HashMap<ViewerId, Viewer>,
+    /// STUN requests name our ufrag: how a datagram from a new address finds its viewer.
     by_ufrag: HashMap<String, ViewerId>,
+    /// Every later datagram is routed by its source address.
     by_addr: HashMap<SocketAddr, ViewerId>,
     video_seq: SeqUnwrapper,
     audio_seq: SeqUnwrapper,
-    /// Packets since the latest keyframe started, for viewers who join now.
-    gop: Vec<Packet>,
-    gop_started: Option<Instant>,
-    last_was_key: bool,
-    last_forced: Option<Instant>,
-    keyframe_pending: bool,
-    /// Reused buffer for events from polling.
+    /// Packets since the latest keyframe, for viewers who join now.
+    gop: Gop,
+    keyframes: KeyframeGate,
+    /// Datagrams waiting for [`Engine::poll_output`].
+    transmits: VecDeque<Transmit>,
+    /// The encoder should be asked for a keyframe.
+    keyframe_wanted: bool,
+    /// The latest `now` we were given: the base of [`IDLE_WAKE`].
+    last_now: Instant,
+    /// Reused buffers: events from polling a viewer, and the ids of viewers being visited.
     polled: Vec<Polled>,
+    ids: Vec<ViewerId>,
 }
 
 impl Engine {
-    /// A loop over `socket` advertising `local`, fanning out `pipeline`.
-    pub fn new(
-        socket: UdpSocket,
-        local: SocketAddr,
-        pipeline: Pipeline,
-        stats: Arc<Stats>,
-    ) -> Self {
+    /// An engine started at `now`, whose viewers send to `local` (the advertised address),
+    /// counting in `stats`.
+    pub fn new(now: Instant, local: SocketAddr, stats: Arc<Stats>) -> Self {
         Self {
-            socket: Arc::new(socket),
             local,
-            pipeline,
             stats,
             viewers: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             video_seq: SeqUnwrapper::default(),
             audio_seq: SeqUnwrapper::default(),
-            gop: Vec::new(),
-            gop_started: None,
-            last_was_key: false,
-            last_forced: None,
-            keyframe_pending: false,
+            gop: Gop::default(),
+            keyframes: KeyframeGate::default(),
+            transmits: VecDeque::new(),
+            keyframe_wanted: false,
+            last_now: now,
             polled: Vec::new(),
+            ids: Vec::new(),
         }
     }
 
-    /// Runs until the command channel closes.
-    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut video = self.pipeline.subscribe_video();
-        let mut audio = self.pipeline.subscribe_audio();
-        let socket = self.socket.clone();
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let deadline = self.deadline();
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Join(accepted)) => self.add(Viewer::new(*accepted)),
-                    Some(Command::Leave(id, reply)) => {
-                        let _ = reply.send(self.remove(id));
-                    }
-                    None => break,
-                },
-                packet = video.recv() => match packet {
-                    Ok(p) => self.on_video(&p.data, p.keyframe),
-                    // We fell behind: viewers lost packets and need a fresh keyframe.
-                    Err(RecvError::Lagged(_)) => self.request_keyframe(),
-                    Err(RecvError::Closed) => break,
-                },
-                packet = audio.recv() => match packet {
-                    Ok(p) => self.on_audio(&p.data),
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => break,
-                },
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, source)) => self.on_datagram(&buf[..n], source),
-                    Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
-                },
-                () = tokio::time::sleep_until(deadline.into()) => {}
-            }
-            self.on_timeouts(Instant::now());
+    /// The next thing to do. Call until it returns [`Output::Timeout`], after every input.
+    pub fn poll_output(&mut self) -> Output {
+        if std::mem::take(&mut self.keyframe_wanted) {
+            return Output::RequestKeyframe;
         }
-        for (_, mut viewer) in self.viewers.drain() {
-            viewer.rtc.disconnect();
+        if let Some(transmit) = self.transmits.pop_front() {
+            return Output::Transmit(transmit);
         }
-        tracing::info!("broadcaster stopped");
+        Output::Timeout(self.deadline())
     }
 
+    /// When [`Engine::handle_timeout`] is next due.
     fn deadline(&self) -> Instant {
-        let soon = if self.viewers.values().any(|v| v.has_backlog()) {
-            Instant::now() + REPLAY_TICK
-        } else {
-            Instant::now() + Duration::from_millis(100)
-        };
         self.viewers
             .values()
-            .map(|v| v.next_timeout)
-            .min()
-            .map_or(soon, |t| t.min(soon))
+            .map(Viewer::deadline)
+            .chain(self.keyframes.deadline())
+            .fold(self.last_now + IDLE_WAKE, Instant::min)
     }
 
-    fn add(&mut self, viewer: Viewer) {
+    /// A viewer whose offer was accepted joins at `now`.
+    pub fn join(&mut self, now: Instant, accepted: Accepted) {
+        self.tick(now);
+        let viewer = Viewer::new(accepted, now);
         tracing::info!(viewer = %viewer.id, "viewer joined");
         self.by_ufrag.insert(viewer.ufrag.clone(), viewer.id);
         let id = viewer.id;
         self.viewers.insert(id, viewer);
-        self.poll(id);
+        self.poll(id, now);
     }
 
-    fn remove(&mut self, id: ViewerId) -> bool {
-        let Some(mut viewer) = self.viewers.remove(&id) else {
-            return false;
-        };
-        viewer.rtc.disconnect();
-        self.by_ufrag.remove(&viewer.ufrag);
-        self.by_addr.retain(|_, v| *v != id);
-        self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
-        if viewer.connected {
-            self.stats.connected.fetch_sub(1, Ordering::AcqRel);
-        }
-        tracing::info!(viewer = %id, "viewer left");
-        true
+    /// Ends a viewer's session; false if there is no such viewer.
+    pub fn leave(&mut self, now: Instant, id: ViewerId) -> bool {
+        self.tick(now);
+        self.remove(id)
     }
 
-    fn on_video(&mut self, data: &[u8], keyframe: bool) {
-        let Some(packet) = rtp::parse(data, keyframe, &mut self.video_seq) else {
-            return;
-        };
-        let gop_start = packet.keyframe && !self.last_was_key;
-        self.last_was_key = packet.keyframe;
-        if gop_start {
-            tracing::debug!(previous_len = self.gop.len(), "keyframe: new GOP");
-            self.gop.clear();
-            self.gop_started = Some(packet.at);
+    /// Ends every session (the party is over).
+    pub fn close(&mut self) {
+        for (_, mut viewer) in self.viewers.drain() {
+            viewer.rtc.disconnect();
         }
-        if self.gop.len() < GOP_CAP {
-            self.gop.push(packet.clone());
-        }
-        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
-        for id in ids {
-            let Some(viewer) = self.viewers.get_mut(&id) else {
-                continue;
-            };
-            if !viewer.connected {
-                continue;
-            }
-            if !viewer.video_started && gop_start {
-                viewer.video_started = true;
-            }
-            if viewer.video_started {
-                viewer.send_video(&packet);
-                self.poll(id);
-            }
-        }
+        self.by_ufrag.clear();
+        self.by_addr.clear();
     }
 
-    fn on_audio(&mut self, data: &[u8]) {
-        let Some(packet) = rtp::parse(data, false, &mut self.audio_seq) else {
-            return;
-        };
-        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
-        for id in ids {
-            let Some(viewer) = self.viewers.get_mut(&id) else {
-                continue;
-            };
-            if viewer.connected {
-                viewer.send_audio(&packet);
-                self.poll(id);
-            }
-        }
-    }
-
-    fn on_datagram(&mut self, data: &[u8], source: SocketAddr) {
+    /// A datagram from `source` arrived on our socket at `now`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.tick(now);
         let id = match stun::local_ufrag(data) {
             Some(ufrag) => {
                 let Some(id) = self.by_ufrag.get(ufrag).copied() else {
@@ -253,7 +162,6 @@ impl Engine {
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
-        let now = Instant::now();
         viewer.last_heard = now;
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
             return;
@@ -263,64 +171,129 @@ impl Engine {
             if let Err(e) = viewer.rtc.handle_input(input) {
                 tracing::debug!(viewer = %id, error = %e, "bad input from viewer");
             }
-            self.poll(id);
+            self.poll(id, now);
         }
     }
 
-    fn on_timeouts(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        let ids: Vec<ViewerId> = self.viewers.keys().copied().collect();
-        for id in ids {
+    /// A video RTP packet left the pipeline at `now`; `keyframe` if it is part of one.
+    pub fn handle_video(&mut self, now: Instant, data: &[u8], keyframe: bool) {
+        self.tick(now);
+        let Some(packet) = rtp::parse(data, keyframe, &mut self.video_seq, now) else {
+            return;
+        };
+        let gop_start = self.gop.push(&packet);
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.extend(self.viewers.keys().copied());
+        for &id in &ids {
             let Some(viewer) = self.viewers.get_mut(&id) else {
                 continue;
             };
-            let silent = now.saturating_duration_since(viewer.last_heard) > VIEWER_TIMEOUT;
-            if !viewer.rtc.is_alive() || silent {
+            if !viewer.connected {
+                continue;
+            }
+            if !viewer.video_started && gop_start {
+                viewer.video_started = true;
+            }
+            if viewer.video_started {
+                viewer.send_video(&packet, now);
+                self.poll(id, now);
+            }
+        }
+        ids.clear();
+        self.ids = ids;
+    }
+
+    /// Video packets were lost on their way to us (we fell behind the pipeline): every viewer
+    /// needs a fresh keyframe.
+    pub fn handle_video_lost(&mut self, now: Instant) {
+        self.tick(now);
+        self.request_keyframe(now);
+    }
+
+    /// An audio RTP packet left the pipeline at `now`.
+    pub fn handle_audio(&mut self, now: Instant, data: &[u8]) {
+        self.tick(now);
+        let Some(packet) = rtp::parse(data, false, &mut self.audio_seq, now) else {
+            return;
+        };
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.extend(self.viewers.keys().copied());
+        for &id in &ids {
+            let Some(viewer) = self.viewers.get_mut(&id) else {
+                continue;
+            };
+            if viewer.connected {
+                viewer.send_audio(&packet, now);
+                self.poll(id, now);
+            }
+        }
+        ids.clear();
+        self.ids = ids;
+    }
+
+    /// Time has passed: str0m's timers, paced replays, silent viewers, a pending keyframe.
+    /// Harmless when nothing is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        let mut expired = Vec::new();
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.extend(self.viewers.keys().copied());
+        for &id in &ids {
+            let Some(viewer) = self.viewers.get_mut(&id) else {
+                continue;
+            };
+            if !viewer.rtc.is_alive() || viewer.is_silent(now) {
                 expired.push(id);
                 continue;
             }
-            let replayed = viewer.drain_backlog(REPLAY_BURST);
+            let replayed = viewer.drain_backlog(now);
             if replayed || viewer.next_timeout <= now {
                 let _ = viewer.rtc.handle_input(Input::Timeout(now));
-                self.poll(id);
+                self.poll(id, now);
             }
         }
+        ids.clear();
+        self.ids = ids;
         for id in expired {
             tracing::info!(viewer = %id, "viewer timed out");
             self.remove(id);
         }
-        if self.keyframe_pending
-            && self
-                .last_forced
-                .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
-        {
-            self.force_keyframe(now);
+        if self.keyframes.poll(now) {
+            self.force_keyframe();
         }
     }
 
-    /// Polls one viewer: sends its datagrams, reacts to its events.
-    fn poll(&mut self, id: ViewerId) {
+    fn tick(&mut self, now: Instant) {
+        self.last_now = now;
+    }
+
+    fn remove(&mut self, id: ViewerId) -> bool {
+        let Some(mut viewer) = self.viewers.remove(&id) else {
+            return false;
+        };
+        viewer.rtc.disconnect();
+        self.by_ufrag.remove(&viewer.ufrag);
+        self.by_addr.retain(|_, v| *v != id);
+        self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
+        if viewer.connected {
+            self.stats.connected.fetch_sub(1, Ordering::AcqRel);
+        }
+        tracing::info!(viewer = %id, "viewer left");
+        true
+    }
+
+    /// Polls one viewer: queues its datagrams, reacts to its events.
+    fn poll(&mut self, id: ViewerId, now: Instant) {
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
-        let socket = &self.socket;
-        let stats = &self.stats;
-        let mut send =
-            |destination: SocketAddr, data: &[u8]| match socket.try_send_to(data, destination) {
-                Ok(n) => {
-                    stats.packets_sent.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    stats.send_drops.fetch_add(1, Ordering::Relaxed);
-                }
-            };
+        let transmits = &mut self.transmits;
         let mut polled = std::mem::take(&mut self.polled);
-        viewer.poll(&mut send, &mut polled);
+        viewer.poll(&mut |t| transmits.push_back(t), &mut polled);
         for event in polled.drain(..) {
             match event {
-                Polled::Connected => self.on_connected(id),
-                Polled::KeyframeRequest => self.request_keyframe(),
+                Polled::Connected => self.on_connected(id, now),
+                Polled::KeyframeRequest => self.request_keyframe(now),
                 Polled::Disconnected => {
                     self.remove(id);
                 }
@@ -329,63 +302,44 @@ impl Engine {
         self.polled = polled;
     }
 
-    /// A viewer is ready for media. It starts at the next keyframe when one is on its way or
-    /// can be forced now (the merge window is open); otherwise from the cached latest keyframe,
-    /// replayed paced, rather than waiting up to a second for the window to reopen.
-    fn on_connected(&mut self, id: ViewerId) {
+    /// A viewer is ready for media: see [`keyframes::start`] for where its video starts.
+    fn on_connected(&mut self, id: ViewerId, now: Instant) {
         self.stats.connected.fetch_add(1, Ordering::AcqRel);
-        let now = Instant::now();
-        if let Some(viewer) = self.viewers.get_mut(&id) {
-            viewer.hold(now + MEDIA_GRACE);
-        }
-        let in_flight = self.last_forced.is_some_and(|forced| {
-            now.duration_since(forced) < KEYFRAME_IN_FLIGHT
-                && self.gop_started.is_none_or(|gop| gop < forced)
-        });
-        let can_force = self
-            .last_forced
-            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL);
-        let cached = self.gop.first().is_some_and(|p| p.keyframe);
-        let young = self
-            .gop_started
-            .is_some_and(|t| now.duration_since(t) < GOP_REPLAY_AGE);
-        let replay = !in_flight && cached && (young || !can_force);
-        tracing::debug!(viewer = %id, in_flight, can_force, replay, "viewer connected");
-        if in_flight {
-            return; // Starts with the keyframe already asked for.
-        }
-        if !replay {
-            self.request_keyframe();
-            return;
-        }
+        let start = keyframes::start(now, &self.keyframes, &self.gop);
+        tracing::debug!(viewer = %id, ?start, "viewer connected");
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
-        viewer.video_started = true;
-        viewer.queue_backlog(&self.gop);
-        viewer.drain_backlog(REPLAY_BURST);
-        self.poll(id);
-    }
-
-    fn request_keyframe(&mut self) {
-        self.stats
-            .keyframes_requested
-            .fetch_add(1, Ordering::Relaxed);
-        self.keyframe_pending = true;
-        let now = Instant::now();
-        if self
-            .last_forced
-            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL)
-        {
-            self.force_keyframe(now);
+        viewer.hold(now + MEDIA_GRACE);
+        match start {
+            Start::InFlight => {}
+            Start::Force => self.request_keyframe(now),
+            Start::Replay => {
+                viewer.video_started = true;
+                // Held for the grace: the first burst leaves from a later `handle_timeout`.
+                viewer.queue_backlog(self.gop.packets());
+            }
         }
     }
 
-    fn force_keyframe(&mut self, now: Instant) {
+    fn request_keyframe(&mut self, now: Instant) {
+        self.stats
+            .keyframes_requested
+            .fetch_add(1, Ordering::Relaxed);
+        if self.keyframes.request(now) {
+            self.force_keyframe();
+        }
+    }
+
+    fn force_keyframe(&mut self) {
         tracing::debug!("forcing a keyframe");
-        self.keyframe_pending = false;
-        self.last_forced = Some(now);
         self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-        self.pipeline.request_keyframe();
+        self.keyframe_wanted = true;
+    }
+
+    /// Whether `id` holds a session (for tests).
+    #[cfg(test)]
+    pub fn has_viewer(&self, id: ViewerId) -> bool {
+        self.viewers.contains_key(&id)
     }
 }

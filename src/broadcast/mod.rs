@@ -4,24 +4,41 @@
 //! by the ICE ufrag of STUN requests, then by the 5-tuple, through hash maps. RTP packets from
 //! the pipeline are parsed once and written to every connected viewer as they are: nothing is
 //! decoded or re-encoded here. Keyframe requests from viewers are merged into at most one
-//! encoder keyframe per second; a new viewer starts from the cached latest keyframe when it is
-//! fresh, else from a keyframe forced for it.
+//! encoder keyframe per second. A new viewer starts with a forced keyframe already on its way;
+//! else from the cached latest keyframe (replayed paced) when that is young or no keyframe may
+//! be forced yet; else from a keyframe forced for it.
 //!
 //! This module knows no HTTP: the web layer hands it an offer and gets an answer.
+//!
+//! The parts, from the outside in:
+//! - `Broadcaster` (here): the handle. `join` accepts an offer (`offer.rs`) and hands the
+//!   session over a channel; counters are [`Stats`].
+//! - `run.rs`: the one task that owns the socket, the clock and the pipeline's RTP, and
+//!   executes what the engine asks for. It stops on the shutdown token, or when every
+//!   `Broadcaster` handle is gone, or when the pipeline's streams end.
+//! - `engine.rs`: the fan-out itself, sans-IO: it takes `now` with every input and returns
+//!   datagrams to send, keyframes to ask for and its next deadline.
+//! - `keyframes.rs`: where a new viewer's video starts, and the merging of keyframe requests;
+//!   `viewer.rs`: one session and the pace of its replay; `rtp.rs`, `stun.rs`: just enough
+//!   parsing to route and re-send packets.
+//! - `tests/`: the engine on a virtual clock, with real str0m viewers and no sockets.
 
 mod engine;
+mod keyframes;
 mod offer;
 pub mod rtp;
+mod run;
 mod stun;
 mod viewer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
 
@@ -136,13 +153,15 @@ pub struct Broadcaster {
 }
 
 impl Broadcaster {
-    /// Binds the UDP socket and starts fanning out `pipeline`'s streams.
+    /// Binds the UDP socket and starts fanning out `pipeline`'s streams until `shutdown` is
+    /// cancelled or the last handle is dropped.
     pub async fn start(
         mut config: BroadcastConfig,
         pipeline: Pipeline,
+        shutdown: CancellationToken,
     ) -> Result<Self, BroadcastError> {
         offer::init_crypto();
-        let socket = engine::bind(config.bind).map_err(|e| BroadcastError::Bind(config.bind, e))?;
+        let socket = run::bind(config.bind).map_err(|e| BroadcastError::Bind(config.bind, e))?;
         if config.advertise.port() == 0 {
             // Port 0 (tests, or "any free port"): advertise the one the kernel picked.
             let bound = socket
@@ -153,8 +172,15 @@ impl Broadcaster {
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let video_codec = pipeline.codecs().video.encoding_name;
-        let engine = engine::Engine::new(socket, config.advertise, pipeline, stats.clone());
-        tokio::spawn(engine.run(rx));
+        let engine = engine::Engine::new(Instant::now(), config.advertise, stats.clone());
+        let io = run::Io {
+            socket,
+            pipeline,
+            stats: stats.clone(),
+            commands: rx,
+            shutdown,
+        };
+        tokio::spawn(run::run(engine, io));
         Ok(Self {
             commands: tx,
             stats,
@@ -177,7 +203,12 @@ impl Broadcaster {
         if reserved.is_err() {
             return Err(BroadcastError::Full(max));
         }
-        let accepted = match offer::accept(offer_sdp, self.config.advertise, &self.video_codec) {
+        let accepted = match offer::accept(
+            offer_sdp,
+            self.config.advertise,
+            &self.video_codec,
+            Instant::now(),
+        ) {
             Ok(accepted) => accepted,
             Err(e) => {
                 self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
@@ -238,3 +269,6 @@ impl Broadcaster {
         self.config.max_viewers
     }
 }
+
+#[cfg(test)]
+mod tests;

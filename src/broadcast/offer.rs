@@ -64,11 +64,13 @@ pub fn init_crypto() {
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
-/// Accepts `offer` for a party sending `video_codec` (`H264` or `VP8`) and Opus.
+/// Accepts `offer` for a party sending `video_codec` (`H264` or `VP8`) and Opus; the session
+/// starts its clock at `now`.
 pub fn accept(
     offer: &str,
     advertise: SocketAddr,
     video_codec: &str,
+    now: Instant,
 ) -> Result<Accepted, BroadcastError> {
     if offer.len() > MAX_OFFER_BYTES {
         return Err(BroadcastError::BadOffer(format!(
@@ -103,7 +105,7 @@ pub fn accept(
             config
         }
     };
-    let mut rtc = config.build(Instant::now());
+    let mut rtc = config.build(now);
     let candidate = Candidate::host(advertise, "udp")
         .map_err(|e| BroadcastError::Unsupported(format!("bad advertised address: {e}")))?;
     rtc.add_local_candidate(candidate);
@@ -253,6 +255,7 @@ mod tests {
             &offer("chrome120_offer_sendrecv_audio_video.sdp"),
             "127.0.0.1:5000".parse().unwrap(),
             "H264",
+            Instant::now(),
         )
         .unwrap();
         assert_eq!(*accepted.video.pt, 106);

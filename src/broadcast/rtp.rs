@@ -43,8 +43,13 @@ impl SeqUnwrapper {
     }
 }
 
-/// Parses an RTP packet from the pipeline; `None` for anything malformed.
-pub fn parse(data: &[u8], keyframe: bool, unwrap: &mut SeqUnwrapper) -> Option<Packet> {
+/// Parses an RTP packet that left the pipeline at `now`; `None` for anything malformed.
+pub fn parse(
+    data: &[u8],
+    keyframe: bool,
+    unwrap: &mut SeqUnwrapper,
+    now: Instant,
+) -> Option<Packet> {
     if data.len() < 12 || data[0] >> 6 != 2 {
         return None;
     }
@@ -70,7 +75,7 @@ pub fn parse(data: &[u8], keyframe: bool, unwrap: &mut SeqUnwrapper) -> Option<P
         marker,
         payload: Arc::from(payload),
         keyframe,
-        at: Instant::now(),
+        at: now,
     })
 }
 
@@ -92,14 +97,22 @@ mod tests {
     fn parses_header_and_payload() {
         let mut pkt = vec![0x80, 0x80 | 96, 0x12, 0x34, 0, 0, 0x10, 0, 1, 2, 3, 4];
         pkt.extend_from_slice(&[0x65, 0xaa, 0xbb]);
-        let p = parse(&pkt, true, &mut SeqUnwrapper::default()).unwrap();
+        let p = parse(&pkt, true, &mut SeqUnwrapper::default(), Instant::now()).unwrap();
         assert!(p.marker);
         assert_eq!(p.seq, 0x1234);
         assert_eq!(p.timestamp, 0x1000);
         assert_eq!(&*p.payload, &[0x65, 0xaa, 0xbb]);
-        assert!(parse(&pkt[..8], false, &mut SeqUnwrapper::default()).is_none());
+        assert!(
+            parse(
+                &pkt[..8],
+                false,
+                &mut SeqUnwrapper::default(),
+                Instant::now()
+            )
+            .is_none()
+        );
         let mut bad = pkt.clone();
         bad[0] = 0x40;
-        assert!(parse(&bad, false, &mut SeqUnwrapper::default()).is_none());
+        assert!(parse(&bad, false, &mut SeqUnwrapper::default(), Instant::now()).is_none());
     }
 }

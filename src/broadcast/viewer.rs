@@ -1,12 +1,28 @@
-//! One viewer's session: its `Rtc` and where it is in our streams.
+//! One viewer's session: its `Rtc`, where it is in our streams, and the pace of its backlog.
+//!
+//! Like the engine, a viewer takes `now` from the caller and never reads the clock.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
+use str0m::net::Transmit;
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
+use super::VIEWER_TIMEOUT;
 use super::offer::{Accepted, Track, ViewerId};
 use super::rtp::Packet;
+
+/// Media waits this long after DTLS completes on our side, while the viewer installs its
+/// SRTP keys (webrtc-rs drops what comes earlier; so may browsers).
+pub const MEDIA_GRACE: Duration = Duration::from_millis(25);
+
+/// A replayed GOP goes out at most this many packets per [`REPLAY_TICK`]: a whole GOP at once
+/// overflows a receiver's socket buffer (seen as loss at webrtc-rs), while this pace still
+/// delivers a 2 s GOP in well under 100 ms.
+pub const REPLAY_BURST: usize = 24;
+/// See [`REPLAY_BURST`].
+pub const REPLAY_TICK: Duration = Duration::from_millis(4);
 
 /// What polling a viewer produced for the engine.
 pub enum Polled {
@@ -39,10 +55,12 @@ pub struct Viewer {
     video_seq: Option<(u64, u64)>,
     audio_seq: Option<(u64, u64)>,
     /// Video waiting to be sent: a replayed GOP, and live packets behind it so order holds.
-    backlog: std::collections::VecDeque<Packet>,
+    backlog: VecDeque<Packet>,
     /// No media before this: the viewer may still be installing its SRTP keys when our DTLS
     /// side says connected, and would drop (and never count) what arrives first.
     hold_until: Option<Instant>,
+    /// The backlog's next burst may not leave before this.
+    next_burst: Instant,
     /// When str0m next wants a timeout.
     pub next_timeout: Instant,
     /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
@@ -50,9 +68,8 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    /// Wraps an accepted offer.
-    pub fn new(accepted: Accepted) -> Self {
-        let now = Instant::now();
+    /// Wraps an accepted offer, handed over at `now`.
+    pub fn new(accepted: Accepted, now: Instant) -> Self {
         Self {
             id: accepted.id,
             rtc: accepted.rtc,
@@ -63,16 +80,17 @@ impl Viewer {
             video_started: false,
             video_seq: None,
             audio_seq: None,
-            backlog: std::collections::VecDeque::new(),
+            backlog: VecDeque::new(),
             hold_until: None,
+            next_burst: now,
             next_timeout: now,
             last_heard: now,
         }
     }
 
     /// Writes a video packet (once video has started), behind any backlog.
-    pub fn send_video(&mut self, packet: &Packet) {
-        if !self.backlog.is_empty() || self.holding(Instant::now()) {
+    pub fn send_video(&mut self, packet: &Packet, now: Instant) {
+        if !self.backlog.is_empty() || self.holding(now) {
             self.backlog.push_back(packet.clone());
             return;
         }
@@ -93,23 +111,40 @@ impl Viewer {
         self.hold_until.is_some_and(|t| now < t)
     }
 
-    /// Whether paced packets are waiting.
-    pub fn has_backlog(&self) -> bool {
-        !self.backlog.is_empty()
-    }
-
-    /// Writes up to `max` backlog packets; true if any were written.
-    pub fn drain_backlog(&mut self, max: usize) -> bool {
-        if self.holding(Instant::now()) {
+    /// Writes the backlog's next burst, if one is due at `now`; true if any packet was written.
+    pub fn drain_backlog(&mut self, now: Instant) -> bool {
+        if self.backlog.is_empty() || now < self.burst_due() {
             return false;
         }
-        let n = max.min(self.backlog.len());
-        for _ in 0..n {
-            if let Some(packet) = self.backlog.pop_front() {
-                self.write_video(&packet);
-            }
+        for _ in 0..REPLAY_BURST {
+            let Some(packet) = self.backlog.pop_front() else {
+                break;
+            };
+            self.write_video(&packet);
         }
-        n > 0
+        self.next_burst = now + REPLAY_TICK;
+        true
+    }
+
+    /// When the backlog may next be drained: paced, and not before the grace after connecting.
+    fn burst_due(&self) -> Instant {
+        self.hold_until
+            .map_or(self.next_burst, |t| t.max(self.next_burst))
+    }
+
+    /// When this viewer next needs the engine: an `Rtc` timeout, a burst of its backlog, or
+    /// its drop for silence.
+    pub fn deadline(&self) -> Instant {
+        let mut at = self.next_timeout.min(self.last_heard + VIEWER_TIMEOUT);
+        if !self.backlog.is_empty() {
+            at = at.min(self.burst_due());
+        }
+        at
+    }
+
+    /// Whether the viewer has been silent too long at `now` (or never connected in time).
+    pub fn is_silent(&self, now: Instant) -> bool {
+        now >= self.last_heard + VIEWER_TIMEOUT
     }
 
     fn write_video(&mut self, packet: &Packet) {
@@ -119,9 +154,9 @@ impl Viewer {
     }
 
     /// Writes an audio packet (dropped while holding: audio needs no keyframe to start).
-    pub fn send_audio(&mut self, packet: &Packet) {
+    pub fn send_audio(&mut self, packet: &Packet, now: Instant) {
         let Some(track) = self.audio else { return };
-        if self.holding(Instant::now()) {
+        if self.holding(now) {
             return;
         }
         let seq = Self::map(&mut self.audio_seq, packet.seq);
@@ -152,20 +187,16 @@ impl Viewer {
         );
     }
 
-    /// Drains str0m's output up to the next timeout: datagrams go to `send` at once (no copy),
-    /// events into `out`.
-    pub fn poll(
-        &mut self,
-        send: &mut impl FnMut(std::net::SocketAddr, &[u8]),
-        out: &mut Vec<Polled>,
-    ) {
+    /// Drains str0m's output up to the next timeout: datagrams go to `transmit` as str0m made
+    /// them (no copy), events into `out`.
+    pub fn poll(&mut self, transmit: &mut impl FnMut(Transmit), out: &mut Vec<Polled>) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     self.next_timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => send(t.destination, &t.contents),
+                Ok(Output::Transmit(t)) => transmit(t),
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => {
                         self.connected = true;

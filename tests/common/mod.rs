@@ -344,6 +344,7 @@ pub async fn broadcaster(
             max_viewers,
         },
         pipeline.clone(),
+        tokio_util::sync::CancellationToken::new(),
     )
     .await
     .unwrap()

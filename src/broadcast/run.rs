@@ -1,0 +1,133 @@
+//! The socket loop: the one task that owns the fan-out's time and I/O.
+//!
+//! It reads the clock, the UDP socket, the pipeline's RTP and the commands of [`Broadcaster`],
+//! feeds each to the [`Engine`] with `now`, then executes what the engine asks for: datagrams
+//! sent with `try_send_to` (a full buffer drops the datagram, as UDP would, and is counted),
+//! keyframes asked of the pipeline, and a sleep until the engine's next deadline. This is the
+//! loop of str0m's own examples, for many sessions.
+//!
+//! It stops when the command channel closes (every [`Broadcaster`] handle is gone), when the
+//! pipeline's streams end, or when the shutdown token is cancelled.
+//!
+//! [`Broadcaster`]: super::Broadcaster
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Output};
+use super::{Command, Stats};
+use crate::pipeline::Pipeline;
+
+/// Socket buffers large enough for a keyframe burst to many viewers.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// Largest datagram we read: more than any path MTU, so nothing real is truncated.
+const RECEIVE_BUFFER: usize = 2048;
+
+/// Binds the fan-out socket with large buffers.
+pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// What the loop needs besides the engine.
+pub struct Io {
+    /// The fan-out socket.
+    pub socket: UdpSocket,
+    /// Source of RTP, and where keyframes are asked for.
+    pub pipeline: Pipeline,
+    /// Where sends are counted.
+    pub stats: Arc<Stats>,
+    /// Joins and leaves from the web side.
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Cancelled when the process shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs `engine` over `io` until a stop condition (see the module note).
+pub async fn run(mut engine: Engine, io: Io) {
+    let Io {
+        socket,
+        pipeline,
+        stats,
+        mut commands,
+        shutdown,
+    } = io;
+    let mut video = pipeline.subscribe_video();
+    let mut audio = pipeline.subscribe_audio();
+    let mut buf = vec![0u8; RECEIVE_BUFFER];
+    let mut deadline = Instant::now();
+    loop {
+        let now = Instant::now();
+        // Inputs arrive back to back under load and can keep the sleep below from ever
+        // winning the select: timers are checked after every input instead.
+        if now >= deadline {
+            engine.handle_timeout(now);
+        }
+        deadline = execute(&mut engine, &socket, &pipeline, &stats);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            command = commands.recv() => match command {
+                Some(Command::Join(accepted)) => engine.join(Instant::now(), *accepted),
+                Some(Command::Leave(id, reply)) => {
+                    let _ = reply.send(engine.leave(Instant::now(), id));
+                }
+                None => break,
+            },
+            packet = video.recv() => match packet {
+                Ok(p) => engine.handle_video(Instant::now(), &p.data, p.keyframe),
+                // We fell behind: viewers lost packets and need a fresh keyframe.
+                Err(RecvError::Lagged(_)) => engine.handle_video_lost(Instant::now()),
+                Err(RecvError::Closed) => break,
+            },
+            packet = audio.recv() => match packet {
+                Ok(p) => engine.handle_audio(Instant::now(), &p.data),
+                // Audio needs no keyframe: a gap is all the loss there is.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            },
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, source)) => engine.handle_datagram(Instant::now(), source, &buf[..n]),
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+    engine.close();
+    tracing::info!("broadcaster stopped");
+}
+
+/// Does what the engine asks until it has nothing left; returns its next deadline.
+fn execute(engine: &mut Engine, socket: &UdpSocket, pipeline: &Pipeline, stats: &Stats) -> Instant {
+    loop {
+        match engine.poll_output() {
+            Output::Transmit(t) => match socket.try_send_to(&t.contents, t.destination) {
+                Ok(n) => {
+                    stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats.send_drops.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Output::RequestKeyframe => pipeline.request_keyframe(),
+            Output::Timeout(deadline) => return deadline,
+        }
+    }
+}

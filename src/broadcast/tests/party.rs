@@ -1,0 +1,388 @@
+//! A party in memory: one [`Engine`], a fake pipeline feeding it RTP, and viewers that are
+//! real str0m `Rtc`s (the browser's side), all on a virtual clock.
+//!
+//! Datagrams go between the engine and the viewers at once, in memory; ICE and DTLS complete
+//! for real. Time moves only when a test says so, and then from deadline to deadline, as the
+//! socket loop would sleep: whatever the engine does on its own (paced replays, reaping, a
+//! pending keyframe) happens only because its `Timeout` asked for the wake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+use crate::broadcast::Stats;
+use crate::broadcast::engine::{Engine, Output};
+use crate::broadcast::offer::{self, ViewerId};
+
+/// The address the engine advertises.
+pub const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 8189);
+
+/// First byte of a test video payload: an H.264 IDR slice or a non-IDR slice, as x264 sends.
+const IDR: u8 = 0x65;
+const NON_IDR: u8 = 0x41;
+/// First byte of a test audio payload.
+const OPUS: u8 = 0xfc;
+
+/// One media packet as a viewer received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Got {
+    /// Virtual time of arrival.
+    pub at: Instant,
+    /// The viewer's extended sequence number.
+    pub seq: u64,
+    /// Which of the pipeline's packets it is (counting from 0 per stream).
+    pub index: u32,
+    /// Part of a keyframe.
+    pub keyframe: bool,
+}
+
+/// A viewer: the browser's side of a session.
+pub struct Client {
+    /// Its session at the engine.
+    pub id: ViewerId,
+    rtc: Rtc,
+    addr: SocketAddr,
+    /// Its datagrams reach the engine, and the engine's reach it (false: it vanished).
+    pub online: bool,
+    /// When the engine saw it connect (ICE and DTLS done).
+    pub connected_at: Option<Instant>,
+    /// When a datagram of it last reached the engine.
+    pub last_sent: Option<Instant>,
+    /// Video and audio received, in order of arrival.
+    pub video: Vec<Got>,
+    pub audio: Vec<Got>,
+    /// The SSRC of our video at this viewer, once a packet came.
+    video_ssrc: Option<Ssrc>,
+    timeout: Instant,
+}
+
+impl Client {
+    /// Asks for a keyframe (PLI), as a browser does after loss.
+    pub fn request_keyframe(&mut self) {
+        let ssrc = self.video_ssrc.expect("no video yet");
+        self.rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .expect("video stream")
+            .request_keyframe(KeyframeRequestKind::Pli);
+    }
+
+    /// Indices of the video packets received, in order.
+    pub fn video_indices(&self) -> Vec<u32> {
+        self.video.iter().map(|g| g.index).collect()
+    }
+
+    /// Asserts the video came as one run of consecutive sequence numbers, starting at a
+    /// keyframe.
+    pub fn assert_clean_video(&self) {
+        let first = self.video.first().expect("no video received");
+        assert!(
+            first.keyframe,
+            "first video packet is not a keyframe: {first:?}"
+        );
+        for pair in self.video.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq + 1, "gap in sequence: {pair:?}");
+        }
+    }
+
+    fn receive(&mut self, now: Instant, t: &Transmit) {
+        let receive = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
+            .expect("engine sent a datagram the client cannot parse");
+        self.rtc
+            .handle_input(Input::Receive(now, receive))
+            .expect("client rejects the engine's datagram");
+    }
+
+    /// Drains the client's output: datagrams into `out`, media into its lists.
+    fn poll(&mut self, now: Instant, out: &mut Vec<Transmit>) {
+        loop {
+            match self.rtc.poll_output().expect("client session failed") {
+                RtcOutput::Timeout(t) => {
+                    self.timeout = t;
+                    return;
+                }
+                RtcOutput::Transmit(t) => out.push(t),
+                RtcOutput::Event(Event::RtpPacket(p)) => {
+                    let payload = &p.payload;
+                    let index = u32::from_be_bytes(payload[1..5].try_into().unwrap());
+                    let got = Got {
+                        at: now,
+                        seq: *p.seq_no,
+                        index,
+                        keyframe: payload[0] == IDR,
+                    };
+                    if payload[0] == OPUS {
+                        self.audio.push(got);
+                    } else {
+                        self.video_ssrc = Some(p.header.ssrc);
+                        self.video.push(got);
+                    }
+                }
+                RtcOutput::Event(_) => {}
+            }
+        }
+    }
+}
+
+/// The engine, its viewers and a virtual clock.
+pub struct Party {
+    /// The virtual clock.
+    pub now: Instant,
+    pub engine: Engine,
+    pub stats: Arc<Stats>,
+    pub clients: Vec<Client>,
+    /// When the engine asked the encoder for a keyframe.
+    pub keyframes_asked: Vec<Instant>,
+    /// The engine's latest deadline.
+    deadline: Instant,
+    /// Wakes in a row that found the clock where it was.
+    stalls: u32,
+    video_index: u32,
+    audio_index: u32,
+}
+
+impl Party {
+    pub fn new() -> Self {
+        offer::init_crypto();
+        let now = Instant::now();
+        let stats = Arc::new(Stats::default());
+        let engine = Engine::new(now, SERVER.into(), stats.clone());
+        let mut party = Self {
+            now,
+            engine,
+            stats,
+            clients: Vec::new(),
+            keyframes_asked: Vec::new(),
+            deadline: now,
+            stalls: 0,
+            video_index: 0,
+            audio_index: 0,
+        };
+        party.pump();
+        party
+    }
+
+    /// A viewer offers to receive video and audio, and joins; returns its index.
+    pub fn join(&mut self) -> usize {
+        self.join_as(true)
+    }
+
+    /// A viewer joins and is never heard of again (its side never answers); returns its index.
+    pub fn join_offline(&mut self) -> usize {
+        self.join_as(false)
+    }
+
+    fn join_as(&mut self, online: bool) -> usize {
+        let n = self.clients.len();
+        let addr = SocketAddr::from(([10, 0, 1, n as u8 + 1], 50_000));
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let accepted = offer::accept(&offer.to_sdp_string(), SERVER.into(), "H264", self.now)
+            .expect("the engine refuses a str0m offer");
+        let answer = SdpAnswer::from_sdp_string(&accepted.answer).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        // As `Broadcaster::join` does: it reserves the seat before the engine sees the viewer.
+        self.stats.viewers.fetch_add(1, Ordering::AcqRel);
+        let id = accepted.id;
+        self.engine.join(self.now, accepted);
+        self.clients.push(Client {
+            id,
+            rtc,
+            addr,
+            online,
+            connected_at: None,
+            last_sent: None,
+            video: Vec::new(),
+            audio: Vec::new(),
+            video_ssrc: None,
+            timeout: self.now,
+        });
+        self.pump();
+        n
+    }
+
+    /// Joins a viewer and runs the clock until the engine sees it connected; returns its index.
+    pub fn connect(&mut self) -> usize {
+        let n = self.join();
+        let give_up = self.now + Duration::from_secs(5);
+        while self.clients[n].connected_at.is_none() {
+            assert!(self.now < give_up, "viewer {n} never connected");
+            self.step(give_up);
+        }
+        n
+    }
+
+    /// Runs the clock for `d`.
+    pub fn advance(&mut self, d: Duration) {
+        self.advance_to(self.now + d);
+    }
+
+    /// Runs the clock to `until`, waking at every deadline on the way.
+    pub fn advance_to(&mut self, until: Instant) {
+        while self.now < until {
+            self.step(until);
+        }
+    }
+
+    /// One wake: to the earliest deadline (the engine's or a client's), at most `until`.
+    fn step(&mut self, until: Instant) {
+        let next = self
+            .clients
+            .iter()
+            .filter(|c| c.online)
+            .map(|c| c.timeout)
+            .fold(self.deadline, Instant::min)
+            .clamp(self.now, until);
+        if next == self.now {
+            self.stalls += 1;
+            assert!(
+                self.stalls < 100,
+                "deadlines do not advance: the loop would spin"
+            );
+        } else {
+            self.stalls = 0;
+        }
+        self.now = next;
+        let now = self.now;
+        if now >= self.deadline {
+            self.engine.handle_timeout(now);
+        }
+        for client in self.clients.iter_mut().filter(|c| c.online) {
+            if now >= client.timeout {
+                client.rtc.handle_input(Input::Timeout(now)).unwrap();
+            }
+        }
+        self.pump();
+    }
+
+    /// Moves datagrams both ways until nobody has anything to send.
+    fn pump(&mut self) {
+        let mut outbox = Vec::new();
+        for _ in 0..10_000 {
+            let mut moved = false;
+            loop {
+                match self.engine.poll_output() {
+                    Output::Transmit(t) => {
+                        moved = true;
+                        let to = self.clients.iter_mut().find(|c| c.addr == t.destination);
+                        if let Some(client) = to.filter(|c| c.online) {
+                            // In RTP mode str0m keeps one received packet until the next
+                            // poll: poll after every datagram, as a socket loop would.
+                            client.receive(self.now, &t);
+                            client.poll(self.now, &mut outbox);
+                        }
+                    }
+                    Output::RequestKeyframe => self.keyframes_asked.push(self.now),
+                    Output::Timeout(t) => {
+                        self.deadline = t;
+                        break;
+                    }
+                }
+            }
+            for client in self.clients.iter_mut().filter(|c| c.online) {
+                client.poll(self.now, &mut outbox);
+            }
+            for t in outbox.drain(..) {
+                moved = true;
+                if let Some(client) = self.clients.iter_mut().find(|c| c.addr == t.source) {
+                    client.last_sent = Some(self.now);
+                }
+                self.engine.handle_datagram(self.now, t.source, &t.contents);
+            }
+            self.note_connections();
+            if !moved {
+                return;
+            }
+        }
+        panic!("datagrams never stopped flowing");
+    }
+
+    /// Marks viewers the engine has newly counted as connected. The engine counts one at a
+    /// time here: each step connects at most one viewer in these tests.
+    fn note_connections(&mut self) {
+        let connected = self.stats.connected.load(Ordering::Acquire);
+        let noted = self
+            .clients
+            .iter()
+            .filter(|c| c.connected_at.is_some())
+            .count();
+        if connected > noted
+            && let Some(client) = self
+                .clients
+                .iter_mut()
+                .find(|c| c.connected_at.is_none() && c.online)
+        {
+            client.connected_at = Some(self.now);
+        }
+    }
+
+    /// The pipeline sends one video frame of `packets` packets; returns their indices.
+    pub fn frame(&mut self, keyframe: bool, packets: usize) -> std::ops::Range<u32> {
+        let first = self.video_index;
+        let timestamp = first.wrapping_mul(3000);
+        for i in 0..packets {
+            let index = self.video_index;
+            self.video_index += 1;
+            let marker = i + 1 == packets;
+            let tag = if keyframe { IDR } else { NON_IDR };
+            let data = rtp(96, marker, index as u16, timestamp, tag, index);
+            self.engine.handle_video(self.now, &data, keyframe);
+        }
+        self.pump();
+        first..self.video_index
+    }
+
+    /// The pipeline sends one audio packet; returns its index.
+    pub fn audio(&mut self) -> u32 {
+        let index = self.audio_index;
+        self.audio_index += 1;
+        let data = rtp(111, false, index as u16, index * 960, OPUS, index);
+        self.engine.handle_audio(self.now, &data);
+        self.pump();
+        index
+    }
+
+    /// Video packets were lost between the pipeline and the engine.
+    pub fn video_lost(&mut self) {
+        self.engine.handle_video_lost(self.now);
+        self.pump();
+    }
+
+    /// Whether the engine still holds viewer `n`'s session.
+    pub fn holds(&self, n: usize) -> bool {
+        self.engine.has_viewer(self.clients[n].id)
+    }
+
+    /// Keyframes the engine asked of the encoder so far.
+    pub fn forced(&self) -> u64 {
+        self.stats.keyframes_forced.load(Ordering::Relaxed)
+    }
+
+    /// Keyframe requests the engine received so far.
+    pub fn requested(&self) -> u64 {
+        self.stats.keyframes_requested.load(Ordering::Relaxed)
+    }
+}
+
+/// An RTP packet as the pipeline's payloader makes it; the payload names its `index`.
+fn rtp(pt: u8, marker: bool, seq: u16, timestamp: u32, tag: u8, index: u32) -> Vec<u8> {
+    let mut data = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    data.extend_from_slice(&seq.to_be_bytes());
+    data.extend_from_slice(&timestamp.to_be_bytes());
+    data.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    data.push(tag);
+    data.extend_from_slice(&index.to_be_bytes());
+    data.extend_from_slice(&[0xab; 100]);
+    data
+}
