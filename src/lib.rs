@@ -14,6 +14,7 @@
 //!   links, party settings and the audit log survive restarts in.
 //! - [`library`]: the movies of `--library DIR`, with durations and thumbnails probed in the
 //!   background, for the dashboard's "Watch party" picker.
+//! - [`geometry`]: rectangles and colours, shared by layouts, the composite and the overlay.
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
 //! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
@@ -28,6 +29,7 @@ pub mod broadcast;
 pub mod chat;
 pub mod config;
 pub mod ctl;
+pub mod geometry;
 pub mod library;
 pub mod moderation;
 pub mod overlay;

@@ -273,7 +273,7 @@ impl Canvas {
         // The compositor blends every layer on every frame, so the backdrop only covers what
         // the movie leaves uncovered (the movie feed letterboxes to its full rectangle).
         self.backdrop = backdrop(layout).map(|rect| {
-            let full = frames::background(layout);
+            let full = layout_background(layout);
             let part = image::imageops::crop_imm(
                 &full,
                 rect.x as u32,
@@ -363,6 +363,16 @@ impl Canvas {
             caps.set_property("caps", canvas_caps(layout));
         }
     }
+}
+
+/// The canvas as `layout` paints it: its colour, and the chat area plain.
+fn layout_background(layout: &Layout) -> image::RgbaImage {
+    frames::background(
+        layout.width,
+        layout.height,
+        layout.background,
+        layout.chat.map(|chat| (chat, layout.chat_background)),
+    )
 }
 
 /// The backdrop `plain`, which sits at `rect` on the canvas, with a chat panel copied over
@@ -858,7 +868,7 @@ mod tests {
         assert_eq!((area.width, area.height), (chat.width, chat.height));
         assert_eq!(ChatArea::of(&Layout::builtin("inset").unwrap()), None);
 
-        let plain = crate::overlay::frames::background(&side);
+        let plain = super::layout_background(&side);
         let plain = image::imageops::crop_imm(
             &plain,
             rect.x as u32,
