@@ -15,6 +15,8 @@
 //! - [`library`]: the movies of `--library DIR`, with durations and thumbnails probed in the
 //!   background, for the dashboard's "Watch party" picker.
 //! - [`geometry`]: rectangles and colours, shared by layouts, the composite and the overlay.
+//! - [`gst_util`]: GStreamer helpers shared by the pipeline and the library (elements,
+//!   preroll, bus events).
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
 //! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
@@ -30,6 +32,7 @@ pub mod chat;
 pub mod config;
 pub mod ctl;
 pub mod geometry;
+pub mod gst_util;
 pub mod library;
 pub mod moderation;
 pub mod overlay;
