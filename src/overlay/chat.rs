@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 
 use crate::chat::Chat;
 use crate::chat::model::{ChatEvent, ChatMessage, Fragment, NoticeKind, Origin, UserNotice};
-use crate::pipeline::layout::Color;
-use crate::pipeline::{ChatArea, Pipeline};
+use crate::geometry::Color;
+use crate::pipeline::Pipeline;
 
 /// Height of chat text in pixels. Sized for the 1280×720 canvas: a stream is read from across
 /// the room and often scaled down, so it is larger than the 13 px of Twitch's own page, while
@@ -89,6 +89,17 @@ const GREEN: [u8; 3] = [0, 200, 120];
 const TEAL: [u8; 3] = [45, 200, 190];
 /// Notices we have no colour for.
 const GREY: [u8; 3] = [140, 140, 156];
+
+/// The size and colour of the chat panel to draw: the layout's chat area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatArea {
+    /// Width of the panel to draw, in pixels.
+    pub width: u32,
+    /// Height of the panel to draw.
+    pub height: u32,
+    /// The colour behind the chat, so the drawn panel matches the plain one.
+    pub background: Color,
+}
 
 /// Draws the newest of `events` into a `width` × `height` picture on `background`.
 ///

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use crate::geometry::{Color, Rect};
+use crate::overlay::chat::ChatArea;
 
 /// Where each element goes on the compositor canvas, as loaded and checked from a layout file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,6 +86,16 @@ impl Layout {
     /// The webcam picture area: `webcam` shrunk by the border.
     pub fn webcam_inner(&self) -> Rect {
         self.webcam.inset(self.webcam_border)
+    }
+
+    /// The chat area as the chat panel is drawn for it, or `None` when the layout shows no
+    /// chat.
+    pub fn chat_area(&self) -> Option<ChatArea> {
+        self.chat.map(|chat| ChatArea {
+            width: chat.width,
+            height: chat.height,
+            background: self.chat_background,
+        })
     }
 }
 

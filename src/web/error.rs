@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::broadcast::BroadcastError;
+use crate::pipeline::PipelineError;
 
 /// An error a handler returns; becomes a status and a one-line reason.
 #[derive(Debug)]
@@ -32,6 +33,22 @@ impl From<BroadcastError> for AppError {
                 tracing::error!(error = %e, "broadcaster error");
                 return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<PipelineError> for AppError {
+    fn from(e: PipelineError) -> Self {
+        let status = match &e {
+            PipelineError::Invalid(_) | PipelineError::Layout(_) => StatusCode::BAD_REQUEST,
+            PipelineError::Stopped | PipelineError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PipelineError::Movie(_)
+            | PipelineError::Source(_)
+            | PipelineError::Config(_)
+            | PipelineError::MissingPlugin(_)
+            | PipelineError::Control(_)
+            | PipelineError::NoMovie => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, e.to_string())
     }
