@@ -135,16 +135,7 @@ mod tests {
 
     use super::*;
     use crate::chat::ChatConfig;
-    use crate::chat::model::{Clear, ClearKind};
-    use crate::geometry::Color;
-
-    const BG: Color = Color {
-        r: 0x18,
-        g: 0x18,
-        b: 0x1b,
-    };
-    const W: u32 = 320;
-    const H: u32 = 540;
+    use crate::pipeline::layout::Layout;
 
     /// Every panel the renderer's loop handed over, in order.
     type Shown = Arc<Mutex<Vec<Option<RgbaImage>>>>;
@@ -172,11 +163,7 @@ mod tests {
 
     /// The side-panel chat area.
     fn area() -> Option<ChatArea> {
-        Some(ChatArea {
-            width: W,
-            height: H,
-            background: BG,
-        })
+        Layout::builtin("side-panel").unwrap().chat_area()
     }
 
     #[tokio::test]
@@ -215,15 +202,8 @@ mod tests {
         chat.publish(ChatEvent::RoomState(Default::default()));
         tokio::time::sleep(MIN_RENDER_INTERVAL * 2).await;
         assert_eq!(shown.lock().unwrap().len(), before);
-        chat.publish(ChatEvent::Clear(Clear {
-            origin: crate::chat::Origin::Twitch,
-            channel: "c".into(),
-            action: ClearKind::Clear,
-            target_login: None,
-            target_user_id: None,
-            duration_s: None,
-            timestamp_ms: 0,
-        }));
+        // Ending the party clears the whole chat.
+        chat.end_party();
         tokio::time::sleep(MIN_RENDER_INTERVAL * 2).await;
         assert_eq!(shown.lock().unwrap().len(), before + 1);
         assert!(shown.lock().unwrap().last().unwrap().is_none());
@@ -244,10 +224,10 @@ mod tests {
         let (_task, shown) = spawn_drive(&chat, rx, CancellationToken::new());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(shown.lock().unwrap().is_empty(), "no chat area, no drawing");
-        tx.send_replace(Some(ChatArea {
+        tx.send_replace(area().map(|a| ChatArea {
             width: 200,
             height: 100,
-            background: BG,
+            ..a
         }));
         let deadline = Instant::now() + Duration::from_secs(2);
         while shown.lock().unwrap().is_empty() && Instant::now() < deadline {

@@ -452,9 +452,7 @@ impl Conductor {
                 self.start_webcam();
             }
         } else {
-            if let Some(feed) = self.webcam.take() {
-                feed.stop();
-            }
+            stop(&mut self.webcam);
             self.webcam_state = WebcamState::Off;
             self.canvas
                 .show_webcam_slate(&self.layout, SlateKind::CameraOff);
@@ -508,9 +506,7 @@ impl Conductor {
     }
 
     fn webcam_lost(&mut self, reason: &str) {
-        if let Some(feed) = self.webcam.take() {
-            feed.stop();
-        }
+        stop(&mut self.webcam);
         if self.webcam_state != WebcamState::Lost {
             tracing::warn!(reason, "webcam lost; showing the camera-off slate");
             self.emit(HealthEvent::WebcamLost {
@@ -543,9 +539,7 @@ impl Conductor {
     }
 
     fn mic_lost(&mut self, reason: &str) {
-        if let Some(feed) = self.mic.take() {
-            feed.stop();
-        }
+        stop(&mut self.mic);
         tracing::warn!(reason, "mic lost; continuing with movie sound only");
         self.mic_state = MicState::Lost;
     }
@@ -713,5 +707,12 @@ impl Conductor {
         let _ = self.canvas.pipeline.set_state(gst::State::Null);
         self.state = PipelineState::Stopped;
         self.publish();
+    }
+}
+
+/// Stops the feed in `slot`, if any, leaving it empty.
+fn stop(slot: &mut Option<Feed>) {
+    if let Some(feed) = slot.take() {
+        feed.stop();
     }
 }

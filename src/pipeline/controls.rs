@@ -206,43 +206,31 @@ mod tests {
         assert!(message.contains("past the end"), "{message}");
     }
 
+    /// A plan with only device switches.
+    fn switches(webcam: Option<bool>, mic: Option<bool>) -> GoLivePlan {
+        GoLivePlan {
+            webcam,
+            mic,
+            ..GoLivePlan::default()
+        }
+    }
+
     #[test]
     fn going_live_drops_off_switches_of_absent_devices_and_refuses_on() {
         let none = Devices {
             webcam: false,
             mic: false,
         };
-        let plan = GoLivePlan {
-            webcam: Some(false),
-            mic: Some(false),
-            ..GoLivePlan::default()
-        }
-        .checked(none)
-        .unwrap();
+        let plan = switches(Some(false), Some(false)).checked(none).unwrap();
         assert_eq!((plan.webcam, plan.mic), (None, None));
-        for plan in [
-            GoLivePlan {
-                webcam: Some(true),
-                ..GoLivePlan::default()
-            },
-            GoLivePlan {
-                mic: Some(true),
-                ..GoLivePlan::default()
-            },
-        ] {
+        for plan in [switches(Some(true), None), switches(None, Some(true))] {
             assert!(refusal(plan.checked(none)).contains("is configured"));
         }
         let both = Devices {
             webcam: true,
             mic: true,
         };
-        let plan = GoLivePlan {
-            webcam: Some(false),
-            mic: Some(true),
-            ..GoLivePlan::default()
-        }
-        .checked(both)
-        .unwrap();
+        let plan = switches(Some(false), Some(true)).checked(both).unwrap();
         assert_eq!((plan.webcam, plan.mic), (Some(false), Some(true)));
     }
 }

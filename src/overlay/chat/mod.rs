@@ -9,8 +9,8 @@
 //! - `flow`: text shaped into glyphs and filled into lines;
 //! - `paint`: the lines drawn onto the picture.
 //!
-//! Only drawing happens here; following the chat and handing pictures to the pipeline is
-//! [`crate::panel`]'s job. Chat text is only ever drawn as glyphs: nothing in a message is
+//! Only drawing happens here; following the chat and handing pictures to the pipeline is the
+//! job of the `panel` module. Chat text is only ever drawn as glyphs: nothing in a message is
 //! interpreted, and nothing in it can make the drawing panic (empty strings, 500-character
 //! words, emoji the font lacks).
 
@@ -249,7 +249,7 @@ mod tests {
         assert!(img.pixels().all(is_bg));
         // Events that are not lines draw nothing either.
         let clear = ChatEvent::Clear(Clear {
-            origin: crate::chat::Origin::Twitch,
+            origin: Origin::Twitch,
             channel: "c".into(),
             action: ClearKind::Clear,
             target_login: None,
