@@ -47,7 +47,7 @@ pub fn add_chain(
 /// A std duration as a GStreamer clock time; durations past GStreamer's range (584 years)
 /// become its largest time.
 pub fn clock_time(d: Duration) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    gst::ClockTime::try_from(d).unwrap_or(gst::ClockTime::MAX)
 }
 
 /// Why a pipeline did not preroll.
@@ -137,4 +137,61 @@ pub fn forward_bus(pipeline: &gst::Pipeline, on_event: impl Fn(BusEvent) + Send 
         }
         gst::BusSyncReply::Drop
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_element_is_named() {
+        gst::init().unwrap();
+        let error = make("cowatch-no-such-element").unwrap_err();
+        assert!(
+            error.to_string().contains("`cowatch-no-such-element`"),
+            "{error}"
+        );
+        assert!(make_with("queue", |b| b.name("q")).is_ok());
+    }
+
+    #[test]
+    fn clock_time_saturates() {
+        assert_eq!(
+            clock_time(Duration::from_millis(1500)),
+            gst::ClockTime::from_mseconds(1500)
+        );
+        assert_eq!(clock_time(Duration::MAX), gst::ClockTime::MAX);
+    }
+
+    #[test]
+    fn preroll_gives_the_first_error() {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch("filesrc location=/nonexistent/cowatch ! fakesink")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let error = preroll(&pipeline, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(error, PrerollError::Failed(_)), "{error:?}");
+        let _ = pipeline.set_state(gst::State::Null);
+    }
+
+    #[test]
+    fn the_bus_forwards_eos() {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch("audiotestsrc num-buffers=2 ! fakesink")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        preroll(&pipeline, Duration::from_secs(5)).unwrap();
+        let (tx, rx) = mpsc::channel();
+        forward_bus(&pipeline, move |event| {
+            let _ = tx.send(event);
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let event = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(event, BusEvent::Eos);
+        let _ = pipeline.set_state(gst::State::Null);
+    }
 }

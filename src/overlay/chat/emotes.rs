@@ -140,3 +140,22 @@ fn valid_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_twitch_like_ids_reach_the_disk() {
+        for id in ["25", "emotesv2_1b2c3d", "a-b"] {
+            assert!(valid_id(id), "{id}");
+        }
+        for id in ["", "../25", "25.png", "/etc/passwd", &"9".repeat(129)] {
+            assert!(!valid_id(id), "{id}");
+        }
+        let cache = EmoteCache::new("/nonexistent/cowatch-emotes");
+        assert!(cache.get("25", 0).is_none());
+        assert!(cache.get("25", 18).is_none());
+        assert_eq!(cache.dir(), Path::new("/nonexistent/cowatch-emotes"));
+    }
+}
