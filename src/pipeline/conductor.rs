@@ -97,8 +97,10 @@ pub struct Link {
 
 /// Everything the conductor owns.
 pub struct Conductor {
-    /// Its commands; feeds and the movie loader post here too, through `commands`.
+    /// Where its commands arrive.
     inbox: Receiver<Command>,
+    /// A way into `inbox` for feed reports and the movie loader. Because the conductor holds
+    /// it, the inbox never closes under it: it stops on [`Command::Shutdown`].
     commands: Sender<Command>,
     canvas: Canvas,
     layout: Layout,
@@ -316,8 +318,7 @@ impl Conductor {
             self.show_intermission("");
             return Ok(());
         };
-        self.canvas.movie.activate(feed.generation);
-        self.canvas.movie_audio.activate(feed.generation);
+        self.movie_slots().activate(feed.generation);
         feed.pipeline.set_state(gst::State::Playing).map_err(|_| {
             PipelineError::Movie(format!("cannot play {}", self.movie_source.title()))
         })?;
@@ -329,8 +330,7 @@ impl Conductor {
         let feed = self.movie.as_ref().ok_or(PipelineError::NoMovie)?;
         if self.movie_state == MovieState::Ended {
             feed.seek(gst::ClockTime::ZERO)?;
-            self.canvas.movie.activate(feed.generation);
-            self.canvas.movie_audio.activate(feed.generation);
+            self.movie_slots().activate(feed.generation);
         }
         feed.pipeline
             .set_state(gst::State::Playing)
@@ -357,8 +357,7 @@ impl Conductor {
         feed.seek(position)?;
         if self.movie_state == MovieState::Ended {
             // Back from the intermission slate.
-            self.canvas.movie.activate(feed.generation);
-            self.canvas.movie_audio.activate(feed.generation);
+            self.movie_slots().activate(feed.generation);
             self.movie_state = MovieState::Playing;
             let _ = feed.pipeline.set_state(gst::State::Playing);
         }

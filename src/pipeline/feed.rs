@@ -144,6 +144,14 @@ pub struct MovieSlots {
     pub audio: Arc<Slot>,
 }
 
+impl MovieSlots {
+    /// Lets the movie feed of `generation` show (and be heard) from now on.
+    pub fn activate(&self, generation: u64) {
+        self.video.activate(generation);
+        self.audio.activate(generation);
+    }
+}
+
 /// Builds the movie feed, prerolls it (so an undecodable file fails here, with a reason) and
 /// leaves it paused. Its pushes count once the caller activates `Feed::generation` on the slots.
 pub fn open_movie(

@@ -9,6 +9,15 @@
 //!
 //! [`Pipeline`] is the handle the rest of the program holds. It knows nothing of HTTP or
 //! viewers: it offers RTP, keyframes on request, controls and health.
+//!
+//! - The handle checks what a control asks ([`controls`]: ranges, seek positions, devices, the
+//!   go-live plan) and sends the conductor a command.
+//! - `conductor`: the one thread that applies commands to the composite (`canvas`) and the
+//!   feeds (`feed`), runs the timers and publishes [`Health`] (`health`).
+//! - A feed reports what its bus says as a `FeedReport`, through a callback the conductor
+//!   gives it; feeds know nothing of the conductor.
+//! - The composite shows pictures drawn by [`crate::overlay`]; the chat panel's are handed in
+//!   through [`Pipeline::set_chat_panel`] (by the `panel` module).
 
 mod canvas;
 mod conductor;
