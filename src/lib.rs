@@ -14,7 +14,12 @@
 //!   links, party settings and the audit log survive restarts in.
 //! - [`library`]: the movies of `--library DIR`, with durations and thumbnails probed in the
 //!   background, for the dashboard's "Watch party" picker.
+//! - [`geometry`]: rectangles and colours, shared by layouts, the composite and the overlay.
+//! - [`gst_util`]: GStreamer helpers shared by the pipeline and the library (elements,
+//!   preroll, bus events).
 //! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
+//! - [`panel`]: the chat panel wired: follows the chat, draws it with the overlay and hands
+//!   the pictures to the pipeline.
 //! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
 //! - [`probe`]: a headless viewer on an independent WebRTC stack (webrtc-rs).
@@ -28,9 +33,12 @@ pub mod broadcast;
 pub mod chat;
 pub mod config;
 pub mod ctl;
+pub mod geometry;
+pub mod gst_util;
 pub mod library;
 pub mod moderation;
 pub mod overlay;
+pub mod panel;
 pub mod party;
 pub mod pipeline;
 pub mod probe;

@@ -23,6 +23,8 @@ use gstreamer_video as gst_video;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::gst_util::{self, PrerollError, clock_time};
+
 /// File extensions (lower case) that count as movies.
 pub const VIDEO_EXTENSIONS: &[&str] = &["mkv", "mp4", "m4v", "webm", "mov", "avi", "ts", "ogv"];
 
@@ -617,32 +619,19 @@ impl Drop for NullOnDrop {
     }
 }
 
-/// Makes an element, naming it (and its package) when it is missing.
-fn make(factory: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| format!("GStreamer element {factory} missing (gst-plugins-base)"))
-}
-
 /// Decodes one frame at `at`: uridecodebin → videoconvert → videoscale → RGB caps → appsink,
 /// prerolled in `Paused`, then a key-unit seek and the new preroll sample.
 fn decode_frame(uri: &str, media: &Media, at: Duration) -> Result<image::RgbImage, String> {
     let pipeline = gst::Pipeline::with_name("library-thumbnail");
     let guard = NullOnDrop(pipeline.clone());
-    let decode = gst::ElementFactory::make("uridecodebin")
-        .property("uri", uri)
-        .build()
-        .map_err(|_| "GStreamer element uridecodebin missing (gst-plugins-base)".to_string())?;
-    let convert = make("videoconvert")?;
-    let scale = gst::ElementFactory::make("videoscale")
-        // The size below keeps the aspect up to rounding; borders would show as thin lines.
-        .property("add-borders", false)
-        .build()
-        .map_err(|_| "GStreamer element videoscale missing (gst-plugins-base)".to_string())?;
-    let filter = gst::ElementFactory::make("capsfilter")
-        .property("caps", frame_caps(media.display_size))
-        .build()
-        .map_err(|_| "GStreamer element capsfilter missing".to_string())?;
+    let decode = gst_util::make_with("uridecodebin", |b| b.property("uri", uri))
+        .map_err(|e| e.to_string())?;
+    let convert = gst_util::make("videoconvert").map_err(|e| e.to_string())?;
+    // The size below keeps the aspect up to rounding; borders would show as thin lines.
+    let scale = gst_util::make_with("videoscale", |b| b.property("add-borders", false))
+        .map_err(|e| e.to_string())?;
+    let filter =
+        gst_util::capsfilter(&frame_caps(media.display_size)).map_err(|e| e.to_string())?;
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .max_buffers(1)
@@ -688,10 +677,8 @@ fn decode_frame(uri: &str, media: &Media, at: Duration) -> Result<image::RgbImag
     });
 
     let deadline = Instant::now() + THUMBNAIL_TIMEOUT;
-    pipeline
-        .set_state(gst::State::Paused)
-        .map_err(|_| bus_error(&pipeline).unwrap_or_else(|| "cannot start decoding".into()))?;
-    wait_async_done(&pipeline, deadline)?;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    gst_util::preroll(&pipeline, left()).map_err(decode_error)?;
     if !at.is_zero() && media.seekable {
         // Key unit: the nearest keyframe is good enough for a thumbnail and needs no decoding
         // of the frames after it.
@@ -700,12 +687,11 @@ fn decode_frame(uri: &str, media: &Media, at: Duration) -> Result<image::RgbImag
             clock_time(at),
         );
         if seeked.is_ok() {
-            wait_async_done(&pipeline, deadline)?;
+            gst_util::wait_async_done(&pipeline, left()).map_err(decode_error)?;
         }
     }
-    let left = deadline.saturating_duration_since(Instant::now());
     let sample = sink
-        .try_pull_preroll(clock_time(left))
+        .try_pull_preroll(clock_time(left()))
         .ok_or_else(|| "no frame decoded".to_string())?;
     let frame = sample_to_rgb(&sample)?;
     drop(guard);
@@ -741,28 +727,12 @@ fn fit(size: (f64, f64), bounds: (u32, u32)) -> (u32, u32) {
     (w, h)
 }
 
-/// Waits for the pipeline to finish a state change or seek; the error is the pipeline's own.
-fn wait_async_done(pipeline: &gst::Pipeline, deadline: Instant) -> Result<(), String> {
-    let bus = pipeline.bus().ok_or("pipeline without a bus")?;
-    let left = deadline.saturating_duration_since(Instant::now());
-    match bus.timed_pop_filtered(
-        clock_time(left),
-        &[gst::MessageType::AsyncDone, gst::MessageType::Error],
-    ) {
-        Some(msg) => match msg.view() {
-            gst::MessageView::Error(e) => Err(e.error().message().to_string()),
-            _ => Ok(()),
-        },
-        None => Err(format!("no frame within {} s", THUMBNAIL_TIMEOUT.as_secs())),
-    }
-}
-
-/// The first error waiting on the pipeline's bus, if any.
-fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
-    let msg = pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
-    match msg.view() {
-        gst::MessageView::Error(e) => Some(e.error().message().to_string()),
-        _ => None,
+/// Why decoding the thumbnail frame stopped, in the dashboard's words.
+fn decode_error(e: PrerollError) -> String {
+    match e {
+        PrerollError::Failed(message) => message,
+        PrerollError::Refused => "cannot start decoding".into(),
+        PrerollError::TimedOut(_) => format!("no frame within {} s", THUMBNAIL_TIMEOUT.as_secs()),
     }
 }
 
@@ -834,11 +804,6 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
         let _ = std::fs::remove_file(&tmp);
     })?;
     Ok(path.to_path_buf())
-}
-
-/// A std duration as a GStreamer clock time.
-fn clock_time(d: Duration) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Squeezes an error onto one line for the dashboard.

@@ -145,7 +145,12 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             chat.spawn_log(path, stop.clone());
         }
         // The composite's chat column follows the same chat the page shows.
-        let _overlay = cowatch::overlay::chat::spawn_renderer(chat.clone(), pipeline.clone());
+        let _panel = cowatch::panel::spawn(
+            chat.clone(),
+            pipeline.clone(),
+            cowatch::overlay::chat::EmoteCache::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
         let app = web::app(web::AppState {
             pipeline: pipeline.clone(),
             broadcaster,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use cowatch::chat::model::{Clear, ClearKind, RoomModes, from_twitch};
 use cowatch::chat::{Chat, ChatConfig, ChatEvent};
-use cowatch::overlay::chat::spawn_renderer;
+use cowatch::overlay::chat::EmoteCache;
+use cowatch::panel;
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::layout::{Layout, Rect};
 use cowatch::pipeline::source::WebcamSource;
@@ -113,7 +114,12 @@ fn chat_area_shows_chat_at_the_bottom_and_nothing_when_nothing_was_said() {
     let _context = runtime.enter();
     let pipeline = Pipeline::start(settings(&movie, WebcamSource::None, "side-panel")).unwrap();
     let chat = Chat::new(ChatConfig::default());
-    let renderer = spawn_renderer(chat.clone(), pipeline.clone());
+    let renderer = panel::spawn(
+        chat.clone(),
+        pipeline.clone(),
+        EmoteCache::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
     let viewer = Viewer::watch(&pipeline);
     let side = Layout::builtin("side-panel").unwrap();
     let area = side.chat.unwrap();

@@ -2,17 +2,18 @@
 
 use image::{Rgba, RgbaImage};
 
-use crate::pipeline::layout::{Color, Layout};
+use crate::geometry::{Color, Rect};
 
-/// The bottom layer: canvas colour, with the chat area painted as a panel.
-pub fn background(layout: &Layout) -> RgbaImage {
-    let mut img = solid(layout.width, layout.height, layout.background);
-    if let Some(chat) = layout.chat {
-        let fill = rgba(layout.chat_background);
+/// The bottom layer: a `width` × `height` canvas in `color`, with the chat area (where it
+/// sits, and its own colour) painted as a panel.
+pub fn background(width: u32, height: u32, color: Color, chat: Option<(Rect, Color)>) -> RgbaImage {
+    let mut img = solid(width, height, color);
+    if let Some((chat, chat_color)) = chat {
+        let fill = rgba(chat_color);
         let x0 = chat.x.max(0) as u32;
         let y0 = chat.y.max(0) as u32;
-        for y in y0..(y0 + chat.height).min(layout.height) {
-            for x in x0..(x0 + chat.width).min(layout.width) {
+        for y in y0..(y0 + chat.height).min(height) {
+            for x in x0..(x0 + chat.width).min(width) {
                 img.put_pixel(x, y, fill);
             }
         }
@@ -33,22 +34,27 @@ fn rgba(c: Color) -> Rgba<u8> {
 mod tests {
     use super::*;
 
+    /// The side-panel layout's canvas colour, chat area and chat colour.
+    const CANVAS: Color = Color {
+        r: 0x0e,
+        g: 0x0e,
+        b: 0x10,
+    };
+    const CHAT: Rect = Rect::new(960, 180, 320, 540);
+    const CHAT_COLOR: Color = Color {
+        r: 0x18,
+        g: 0x18,
+        b: 0x1b,
+    };
+
     #[test]
     fn chat_panel_is_painted_only_where_the_layout_puts_it() {
-        let layout = Layout::builtin("side-panel").unwrap();
-        let img = background(&layout);
-        let chat = layout.chat.unwrap();
-        let (cx, cy) = chat.center();
-        assert_eq!(
-            img.get_pixel(cx as u32, cy as u32).0,
-            rgba(layout.chat_background).0
-        );
-        let (mx, my) = layout.movie.center();
-        assert_eq!(
-            img.get_pixel(mx as u32, my as u32).0,
-            rgba(layout.background).0
-        );
-        let inset = background(&Layout::builtin("inset").unwrap());
+        let img = background(1280, 720, CANVAS, Some((CHAT, CHAT_COLOR)));
+        let (cx, cy) = CHAT.center();
+        assert_eq!(img.get_pixel(cx as u32, cy as u32).0, rgba(CHAT_COLOR).0);
+        let (mx, my) = Rect::new(0, 0, 960, 720).center();
+        assert_eq!(img.get_pixel(mx as u32, my as u32).0, rgba(CANVAS).0);
+        let inset = background(1280, 720, CANVAS, None);
         assert!(inset.pixels().all(|p| p == inset.get_pixel(0, 0)));
     }
 }

@@ -1,6 +1,9 @@
-//! Pictures the pipeline shows besides the movie and the webcam: slates and static layers.
-//! They are drawn to RGBA with the `image` crate, off the video thread, only when they change.
-//! The chat panel of layouts with a chat area ([`chat`]) is redrawn as the chat moves.
+//! Pictures the pipeline shows besides the movie and the webcam: slates and static layers
+//! ([`slate`], [`frames`]) and the chat panel of layouts with a chat area ([`chat`]). They are
+//! drawn to RGBA with the `image` crate, off the video thread, only when they change.
+//!
+//! The overlay only draws: it knows rectangles and colours ([`crate::geometry`]) and the chat's
+//! event model, never the pipeline that shows its pictures.
 
 pub mod chat;
 pub mod frames;

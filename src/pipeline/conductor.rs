@@ -1,9 +1,12 @@
 //! The conductor: one thread that owns the composite and the feeds and applies every change to
-//! them in order. Controls, feed failures and timers all arrive as [`Command`]s, so no two
+//! them in order. Controls, feed reports and timers all arrive as [`Command`]s, so no two
 //! changes ever race (a seek during a movie swap, a webcam loss during a layout switch).
+//!
+//! Controls reach it already checked ([`super::controls`]); what only the running pipeline
+//! knows (is a movie loaded, how long is it) is checked here.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,16 +15,20 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use gst::prelude::*;
 
-use super::canvas::{Canvas, ChatArea};
+use super::canvas::Canvas;
+use super::controls::{self, AudioChange};
 use super::ducking::Ducker;
-use super::feed::{self, Feed, FeedEvent, FeedKind};
+use super::feed::{self, Feed, FeedKind, FeedReport, Heartbeat, MovieSlots, Reporter};
+use super::health::MovieHealth;
 use super::layout::Layout;
 use super::output::OutputStats;
 use super::source::{MicSource, MovieSource, WebcamSource};
 use super::{
-    ErrorReport, Health, HealthEvent, MicState, MovieState, PipelineError, PipelineState,
-    WebcamState,
+    ErrorReport, Health, HealthEvent, MicState, MovieState, OutputHealth, PipelineError,
+    PipelineState, Settings, WebcamState,
 };
+use crate::gst_util::{self, BusEvent};
+use crate::overlay::chat::ChatArea;
 use crate::overlay::slate::SlateKind;
 
 /// How often timers run: ducking, keepalives, the webcam watchdog, health.
@@ -57,24 +64,15 @@ pub enum Command {
     Webcam(bool, Reply),
     /// Microphone muted (true) or open.
     MicMute(bool, Reply),
-    /// The movie's volume (0.0 to 1.5), before ducking.
-    Volume(f64, Reply),
-    /// How many dB the movie ducks under the voice.
-    DuckDb(f64, Reply),
+    /// The movie's volume (before ducking) and/or ducking depth.
+    Audio(AudioChange, Reply),
     /// A chat panel drawn by the overlay (`None`: the plain panel). Nobody waits for an answer:
     /// the renderer must never wait on the video side.
     ChatPanel(Option<image::RgbaImage>),
     /// A feed's bus spoke.
-    Feed {
-        /// Which feed.
-        kind: FeedKind,
-        /// Which instance of it.
-        generation: u64,
-        /// What it said.
-        event: FeedEvent,
-    },
+    Feed(FeedReport),
     /// The composite's bus spoke.
-    Composite(FeedEvent),
+    Composite(BusEvent),
     /// Stop everything, finishing the recording.
     Shutdown(oneshot::Sender<()>),
 }
@@ -87,57 +85,145 @@ pub struct Shared {
     pub events: broadcast::Sender<HealthEvent>,
 }
 
+/// What the handle keeps of the conductor: the way in, and what it publishes.
+pub struct Link {
+    /// Where commands go.
+    pub commands: Sender<Command>,
+    /// Health, refreshed every tick.
+    pub shared: Arc<Shared>,
+    /// The chat area of the current layout; closed when the conductor ends.
+    pub chat_area: watch::Receiver<Option<ChatArea>>,
+}
+
 /// Everything the conductor owns.
 pub struct Conductor {
-    pub(super) canvas: Canvas,
-    pub(super) layout: Layout,
-    pub(super) movie: Option<Feed>,
-    pub(super) movie_source: MovieSource,
-    pub(super) movie_state: MovieState,
-    pub(super) loop_movie: bool,
-    pub(super) webcam_source: WebcamSource,
-    pub(super) webcam: Option<Feed>,
-    pub(super) webcam_state: WebcamState,
-    pub(super) webcam_last_frame: Arc<AtomicU64>,
-    pub(super) webcam_since: Instant,
-    pub(super) mic_source: MicSource,
-    pub(super) mic: Option<Feed>,
-    pub(super) mic_state: MicState,
-    pub(super) mic_level: Arc<AtomicI32>,
-    pub(super) ducker: Ducker,
-    pub(super) movie_gain: f64,
+    /// Where its commands arrive.
+    inbox: Receiver<Command>,
+    /// A way into `inbox` for feed reports and the movie loader. Because the conductor holds
+    /// it, the inbox never closes under it: it stops on [`Command::Shutdown`].
+    commands: Sender<Command>,
+    canvas: Canvas,
+    layout: Layout,
+    movie: Option<Feed>,
+    movie_source: MovieSource,
+    movie_state: MovieState,
+    loop_movie: bool,
+    webcam_source: WebcamSource,
+    webcam: Option<Feed>,
+    webcam_state: WebcamState,
+    /// Beaten by every webcam frame; the watchdog reads it.
+    webcam_heartbeat: Arc<Heartbeat>,
+    /// When the webcam was last started or lost, for the retry.
+    webcam_since: Instant,
+    mic_source: MicSource,
+    mic: Option<Feed>,
+    mic_state: MicState,
+    /// The mic's loudness (dBFS × 100), written by its feed; drives the ducking.
+    mic_level: Arc<AtomicI32>,
+    ducker: Ducker,
+    movie_gain: f64,
     /// The streamer's movie volume, applied on top of ducking.
-    pub(super) movie_volume: f64,
+    movie_volume: f64,
     /// The current ducking depth, for health.
-    pub(super) duck_db: f64,
-    pub(super) state: PipelineState,
-    pub(super) errors: Vec<ErrorReport>,
-    pub(super) started: Instant,
-    pub(super) stats: Arc<OutputStats>,
-    pub(super) shared: Arc<Shared>,
-    pub(super) commands: Sender<Command>,
-    pub(super) encoder: String,
-    pub(super) bitrate_kbps: u32,
+    duck_db: f64,
+    state: PipelineState,
+    errors: Vec<ErrorReport>,
+    started: Instant,
+    stats: Arc<OutputStats>,
+    shared: Arc<Shared>,
+    encoder: String,
+    bitrate_kbps: u32,
     /// The chat area of the current layout, for the chat overlay; dropped with the conductor,
     /// which tells the overlay the pipeline has stopped.
-    pub(super) chat_area: watch::Sender<Option<ChatArea>>,
+    chat_area: watch::Sender<Option<ChatArea>>,
 }
 
 impl Conductor {
-    /// Runs until [`Command::Shutdown`] or until every handle is gone.
-    pub fn run(mut self, rx: Receiver<Command>) {
+    /// A conductor for the composite `canvas`, set up as `settings` say (nothing runs yet:
+    /// see [`Conductor::spawn`]), and the link the handle keeps. `stats` are the output's
+    /// counters, shown in health.
+    pub fn new(canvas: Canvas, settings: &Settings, stats: Arc<OutputStats>) -> (Self, Link) {
+        let (commands, inbox) = mpsc::channel();
+        let composite = commands.clone();
+        gst_util::forward_bus(&canvas.pipeline, move |event| {
+            let _ = composite.send(Command::Composite(event));
+        });
+        let shared = Arc::new(Shared {
+            health: Mutex::new(Health::placeholder(settings)),
+            events: broadcast::channel(64).0,
+        });
+        let (chat_area, chat_area_rx) = watch::channel(settings.layout.chat_area());
+        let link = Link {
+            commands: commands.clone(),
+            shared: shared.clone(),
+            chat_area: chat_area_rx,
+        };
+        let conductor = Self {
+            inbox,
+            commands,
+            canvas,
+            layout: settings.layout.clone(),
+            movie: None,
+            movie_source: settings.movie.clone(),
+            movie_state: MovieState::Paused,
+            loop_movie: settings.loop_movie,
+            webcam_source: settings.webcam.clone(),
+            webcam: None,
+            webcam_state: WebcamState::None,
+            webcam_heartbeat: Arc::new(Heartbeat::new()),
+            webcam_since: Instant::now(),
+            mic_source: settings.mic.clone(),
+            mic: None,
+            mic_state: MicState::None,
+            mic_level: Arc::new(AtomicI32::new(-10_000)),
+            ducker: Ducker::new(settings.duck_db),
+            movie_gain: 1.0,
+            movie_volume: 1.0,
+            duck_db: settings.duck_db,
+            state: PipelineState::Starting,
+            errors: Vec::new(),
+            started: Instant::now(),
+            stats,
+            shared,
+            encoder: settings.encoder.name.clone(),
+            bitrate_kbps: settings.bitrate_kbps,
+            chat_area,
+        };
+        (conductor, link)
+    }
+
+    /// Opens the movie, starts the composite and the feeds, and runs the conductor on a
+    /// thread of its own until [`Command::Shutdown`]. On failure the composite is stopped
+    /// and the error says why.
+    pub fn spawn(mut self) -> Result<(), PipelineError> {
+        if let Err(e) = self.start() {
+            let _ = self.canvas.pipeline.set_state(gst::State::Null);
+            return Err(e);
+        }
+        std::thread::Builder::new()
+            .name("conductor".into())
+            .spawn(move || self.run())
+            .map(drop)
+            .map_err(|e| PipelineError::Internal(format!("cannot start the conductor: {e}")))
+    }
+
+    /// Runs until [`Command::Shutdown`] or until every sender is gone.
+    fn run(mut self) {
         let mut last_tick = Instant::now();
         loop {
-            match rx.recv_timeout(TICK.saturating_sub(last_tick.elapsed())) {
+            match self
+                .inbox
+                .recv_timeout(TICK.saturating_sub(last_tick.elapsed()))
+            {
                 Ok(Command::Shutdown(done)) => {
-                    self.shutdown(&rx);
+                    self.shutdown();
                     let _ = done.send(());
                     return;
                 }
                 Ok(command) => self.handle(command),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.shutdown(&rx);
+                    self.shutdown();
                     return;
                 }
             }
@@ -173,32 +259,20 @@ impl Conductor {
                 self.answer(reply, Ok(()));
             }
             Command::Webcam(on, reply) => {
-                let result = self.set_webcam(on);
-                self.answer(reply, result);
-            }
-            Command::MicMute(muted, reply) => {
-                let result = self.set_mic_muted(muted);
-                self.answer(reply, result);
-            }
-            Command::Volume(volume, reply) => {
-                self.movie_volume = volume;
-                self.apply_movie_gain();
-                self.publish();
+                self.set_webcam(on);
                 self.answer(reply, Ok(()));
             }
-            Command::DuckDb(db, reply) => {
-                self.ducker.set_amount(db);
-                self.duck_db = db;
-                self.publish();
+            Command::MicMute(muted, reply) => {
+                self.set_mic_muted(muted);
+                self.answer(reply, Ok(()));
+            }
+            Command::Audio(change, reply) => {
+                self.set_audio(change);
                 self.answer(reply, Ok(()));
             }
             Command::ChatPanel(panel) => self.canvas.set_chat_panel(&self.layout, panel),
-            Command::Feed {
-                kind,
-                generation,
-                event,
-            } => {
-                self.feed_event(kind, generation, event);
+            Command::Feed(report) => {
+                self.feed_event(report);
                 self.publish();
             }
             Command::Composite(event) => {
@@ -216,7 +290,14 @@ impl Conductor {
     }
 
     /// Starts everything; called once, before the loop.
-    pub(super) fn start(&mut self) -> Result<(), PipelineError> {
+    fn start(&mut self) -> Result<(), PipelineError> {
+        let size = (self.layout.movie.width, self.layout.movie.height);
+        self.movie = Some(feed::open_movie(
+            &self.movie_source,
+            size,
+            self.movie_slots(),
+            self.reporter(),
+        )?);
         self.canvas.apply_layout(&self.layout);
         self.canvas
             .pipeline
@@ -237,8 +318,7 @@ impl Conductor {
             self.show_intermission("");
             return Ok(());
         };
-        self.canvas.movie.activate(feed.generation);
-        self.canvas.movie_audio.activate(feed.generation);
+        self.movie_slots().activate(feed.generation);
         feed.pipeline.set_state(gst::State::Playing).map_err(|_| {
             PipelineError::Movie(format!("cannot play {}", self.movie_source.title()))
         })?;
@@ -250,8 +330,7 @@ impl Conductor {
         let feed = self.movie.as_ref().ok_or(PipelineError::NoMovie)?;
         if self.movie_state == MovieState::Ended {
             feed.seek(gst::ClockTime::ZERO)?;
-            self.canvas.movie.activate(feed.generation);
-            self.canvas.movie_audio.activate(feed.generation);
+            self.movie_slots().activate(feed.generation);
         }
         feed.pipeline
             .set_state(gst::State::Playing)
@@ -274,20 +353,11 @@ impl Conductor {
 
     fn seek(&mut self, position: gst::ClockTime) -> Result<(), PipelineError> {
         let feed = self.movie.as_ref().ok_or(PipelineError::NoMovie)?;
-        if let Some(duration) = feed.duration
-            && position > duration
-        {
-            return Err(PipelineError::Control(format!(
-                "position {:.1} s is past the end of the movie ({:.1} s)",
-                position.seconds_f64(),
-                duration.seconds_f64()
-            )));
-        }
+        controls::within_movie(position, feed.duration)?;
         feed.seek(position)?;
         if self.movie_state == MovieState::Ended {
             // Back from the intermission slate.
-            self.canvas.movie.activate(feed.generation);
-            self.canvas.movie_audio.activate(feed.generation);
+            self.movie_slots().activate(feed.generation);
             self.movie_state = MovieState::Playing;
             let _ = feed.pipeline.set_state(gst::State::Playing);
         }
@@ -295,17 +365,32 @@ impl Conductor {
     }
 
     fn load(&mut self, source: MovieSource, reply: Reply) {
-        let video = self.canvas.movie.clone();
-        let audio = self.canvas.movie_audio.clone();
+        tracing::info!(movie = %source.title(), "opening movie");
+        let slots = self.movie_slots();
+        let report = self.reporter();
         let commands = self.commands.clone();
-        let source_for_thread = source.clone();
         let size = (self.layout.movie.width, self.layout.movie.height);
         // Opening can take seconds (network, probing): the composite must not wait for it.
         std::thread::spawn(move || {
-            let result = feed::open_movie(&source_for_thread, size, video, audio, commands.clone());
-            let _ = commands.send(Command::Loaded(Box::new(result), source_for_thread, reply));
+            let result = feed::open_movie(&source, size, slots, report);
+            let _ = commands.send(Command::Loaded(Box::new(result), source, reply));
         });
-        tracing::info!(movie = %source.title(), "opening movie");
+    }
+
+    /// The movie's slots, for a movie feed to push into.
+    fn movie_slots(&self) -> MovieSlots {
+        MovieSlots {
+            video: self.canvas.movie.clone(),
+            audio: self.canvas.movie_audio.clone(),
+        }
+    }
+
+    /// Where feeds report: back into this conductor's inbox, from GStreamer's threads.
+    fn reporter(&self) -> Reporter {
+        let commands = self.commands.clone();
+        Arc::new(move |report| {
+            let _ = commands.send(Command::Feed(report));
+        })
     }
 
     fn loaded(
@@ -338,7 +423,7 @@ impl Conductor {
             feed.set_video_size((self.layout.movie.width, self.layout.movie.height));
         }
         // The overlay draws the panel again at the new size as soon as it hears of it.
-        let area = ChatArea::of(&self.layout);
+        let area = self.layout.chat_area();
         self.chat_area.send_if_modified(|current| {
             let changed = *current != area;
             *current = area;
@@ -359,33 +444,22 @@ impl Conductor {
         tracing::info!(layout = %self.layout.name, "layout switched");
     }
 
-    fn set_webcam(&mut self, on: bool) -> Result<(), PipelineError> {
+    /// Turns the webcam on or off; the handle has checked that "on" has a webcam to start.
+    fn set_webcam(&mut self, on: bool) {
         if on {
-            if matches!(self.webcam_source, WebcamSource::None) {
-                return Err(PipelineError::Control(
-                    "no webcam is configured (--webcam none)".into(),
-                ));
-            }
             if self.webcam.is_none() {
                 self.start_webcam();
             }
         } else {
-            if let Some(feed) = self.webcam.take() {
-                feed.stop();
-            }
+            stop(&mut self.webcam);
             self.webcam_state = WebcamState::Off;
             self.canvas
                 .show_webcam_slate(&self.layout, SlateKind::CameraOff);
         }
-        Ok(())
     }
 
-    fn set_mic_muted(&mut self, muted: bool) -> Result<(), PipelineError> {
-        if matches!(self.mic_source, MicSource::None) {
-            return Err(PipelineError::Control(
-                "no mic is configured (--mic none)".into(),
-            ));
-        }
+    /// Mutes or opens the mic; the handle has checked that there is one.
+    fn set_mic_muted(&mut self, muted: bool) {
         self.canvas.mic_pad.set_property("mute", muted);
         if self.mic_state != MicState::Lost {
             self.mic_state = if muted {
@@ -394,7 +468,17 @@ impl Conductor {
                 MicState::Live
             };
         }
-        Ok(())
+    }
+
+    fn set_audio(&mut self, change: AudioChange) {
+        if let Some(volume) = change.volume {
+            self.movie_volume = volume;
+            self.apply_movie_gain();
+        }
+        if let Some(db) = change.duck_db {
+            self.ducker.set_amount(db);
+            self.duck_db = db;
+        }
     }
 
     fn start_webcam(&mut self) {
@@ -405,13 +489,12 @@ impl Conductor {
             return;
         };
         self.webcam_since = Instant::now();
-        self.webcam_last_frame
-            .store(feed::now_ms(), Ordering::Relaxed);
+        self.webcam_heartbeat.beat();
         match feed::open_webcam(
             description,
             self.canvas.webcam.clone(),
-            self.commands.clone(),
-            self.webcam_last_frame.clone(),
+            self.reporter(),
+            self.webcam_heartbeat.clone(),
         ) {
             Ok(feed) => {
                 self.webcam = Some(feed);
@@ -422,9 +505,7 @@ impl Conductor {
     }
 
     fn webcam_lost(&mut self, reason: &str) {
-        if let Some(feed) = self.webcam.take() {
-            feed.stop();
-        }
+        stop(&mut self.webcam);
         if self.webcam_state != WebcamState::Lost {
             tracing::warn!(reason, "webcam lost; showing the camera-off slate");
             self.emit(HealthEvent::WebcamLost {
@@ -445,7 +526,7 @@ impl Conductor {
         match feed::open_mic(
             description,
             self.canvas.mic.clone(),
-            self.commands.clone(),
+            self.reporter(),
             self.mic_level.clone(),
         ) {
             Ok(feed) => {
@@ -457,14 +538,17 @@ impl Conductor {
     }
 
     fn mic_lost(&mut self, reason: &str) {
-        if let Some(feed) = self.mic.take() {
-            feed.stop();
-        }
+        stop(&mut self.mic);
         tracing::warn!(reason, "mic lost; continuing with movie sound only");
         self.mic_state = MicState::Lost;
     }
 
-    fn feed_event(&mut self, kind: FeedKind, generation: u64, event: FeedEvent) {
+    fn feed_event(&mut self, report: FeedReport) {
+        let FeedReport {
+            kind,
+            generation,
+            event,
+        } = report;
         let current = match kind {
             FeedKind::Movie => self.movie.as_ref(),
             FeedKind::Webcam => self.webcam.as_ref(),
@@ -474,12 +558,12 @@ impl Conductor {
         if current != Some(generation) {
             return; // A feed we already replaced.
         }
-        if let FeedEvent::Error { element, message } = &event {
+        if let BusEvent::Error { element, message } = &event {
             tracing::error!(feed = ?kind, element, message, "feed error");
             self.record_error(element, message);
         }
         match (kind, event) {
-            (FeedKind::Movie, FeedEvent::Eos) if self.loop_movie => {
+            (FeedKind::Movie, BusEvent::Eos) if self.loop_movie => {
                 if let Some(feed) = &self.movie
                     && feed.seek(gst::ClockTime::ZERO).is_ok()
                 {
@@ -488,15 +572,15 @@ impl Conductor {
                 }
                 self.movie_ended("");
             }
-            (FeedKind::Movie, FeedEvent::Eos) => self.movie_ended(""),
-            (FeedKind::Movie, FeedEvent::Error { message, .. }) => {
+            (FeedKind::Movie, BusEvent::Eos) => self.movie_ended(""),
+            (FeedKind::Movie, BusEvent::Error { message, .. }) => {
                 self.movie_ended(&format!("the movie failed: {message}"));
                 self.movie_state = MovieState::Failed;
             }
-            (FeedKind::Webcam, FeedEvent::Eos) => self.webcam_lost("the webcam stream ended"),
-            (FeedKind::Webcam, FeedEvent::Error { message, .. }) => self.webcam_lost(&message),
-            (FeedKind::Mic, FeedEvent::Eos) => self.mic_lost("the mic stream ended"),
-            (FeedKind::Mic, FeedEvent::Error { message, .. }) => self.mic_lost(&message),
+            (FeedKind::Webcam, BusEvent::Eos) => self.webcam_lost("the webcam stream ended"),
+            (FeedKind::Webcam, BusEvent::Error { message, .. }) => self.webcam_lost(&message),
+            (FeedKind::Mic, BusEvent::Eos) => self.mic_lost("the mic stream ended"),
+            (FeedKind::Mic, BusEvent::Error { message, .. }) => self.mic_lost(&message),
         }
     }
 
@@ -511,8 +595,8 @@ impl Conductor {
             .show_movie_slate(&self.layout, SlateKind::Intermission, caption);
     }
 
-    fn composite_event(&mut self, event: FeedEvent) {
-        if let FeedEvent::Error { element, message } = event {
+    fn composite_event(&mut self, event: BusEvent) {
+        if let BusEvent::Error { element, message } = event {
             tracing::error!(element, message, "composite pipeline error");
             self.record_error(&element, &message);
             self.state = PipelineState::Failed;
@@ -550,12 +634,8 @@ impl Conductor {
             slot.keepalive(now);
         }
         match self.webcam_state {
-            WebcamState::Live => {
-                let silent =
-                    feed::now_ms().saturating_sub(self.webcam_last_frame.load(Ordering::Relaxed));
-                if silent > WEBCAM_TIMEOUT.as_millis() as u64 {
-                    self.webcam_lost("no frames from the webcam");
-                }
+            WebcamState::Live if self.webcam_heartbeat.silence() > WEBCAM_TIMEOUT => {
+                self.webcam_lost("no frames from the webcam");
             }
             WebcamState::Lost if self.webcam_since.elapsed() >= WEBCAM_RETRY => {
                 tracing::info!("trying the webcam again");
@@ -586,7 +666,7 @@ impl Conductor {
         let health = Health {
             state: self.state,
             uptime_s: self.started.elapsed().as_secs_f64(),
-            movie: super::MovieHealth {
+            movie: MovieHealth {
                 title: self.movie_source.title(),
                 state: self.movie_state,
                 position_s: position.map(|p| p.seconds_f64()),
@@ -601,13 +681,13 @@ impl Conductor {
             layout: self.layout.name.clone(),
             encoder: self.encoder.clone(),
             bitrate_kbps: self.bitrate_kbps,
-            output: super::OutputHealth::from(&*self.stats),
+            output: OutputHealth::from(&*self.stats),
             errors: self.errors.clone(),
         };
         *self.shared.health.lock().unwrap() = health;
     }
 
-    fn shutdown(&mut self, rx: &Receiver<Command>) {
+    fn shutdown(&mut self) {
         for feed in [self.movie.take(), self.webcam.take(), self.mic.take()]
             .into_iter()
             .flatten()
@@ -618,13 +698,20 @@ impl Conductor {
         self.canvas.pipeline.send_event(gst::event::Eos::new());
         let deadline = Instant::now() + Duration::from_secs(3);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(Command::Composite(FeedEvent::Eos)) | Err(_) => break,
+            match self.inbox.recv_timeout(left) {
+                Ok(Command::Composite(BusEvent::Eos)) | Err(_) => break,
                 Ok(_) => {}
             }
         }
         let _ = self.canvas.pipeline.set_state(gst::State::Null);
         self.state = PipelineState::Stopped;
         self.publish();
+    }
+}
+
+/// Stops the feed in `slot`, if any, leaving it empty.
+fn stop(slot: &mut Option<Feed>) {
+    if let Some(feed) = slot.take() {
+        feed.stop();
     }
 }

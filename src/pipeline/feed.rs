@@ -2,12 +2,13 @@
 //! appsinks pushing into the composite's [`Slot`]s.
 //!
 //! Keeping them apart is what lets the movie pause, seek or be replaced, and the webcam die,
-//! while the composite keeps its clock and its encoder running.
+//! while the composite keeps its clock and its encoder running. A feed knows nothing of the
+//! conductor: what its bus says goes out as a [`FeedReport`] through the [`Reporter`] it was
+//! opened with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer_app as gst_app;
@@ -15,11 +16,11 @@ use gstreamer_app as gst_app;
 use gst::prelude::*;
 
 use super::PipelineError;
-use super::conductor::Command;
 use super::slot::Slot;
 use super::source::MovieSource;
+use crate::gst_util::{self, BusEvent, PrerollError};
 
-/// Which feed a bus message came from.
+/// Which feed a report came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedKind {
     /// The movie.
@@ -30,18 +31,50 @@ pub enum FeedKind {
     Mic,
 }
 
-/// What a feed's bus reported, forwarded to the conductor.
+/// What a feed's bus said, tagged so that reports from a feed already replaced are recognised.
 #[derive(Debug)]
-pub enum FeedEvent {
-    /// The stream ended.
-    Eos,
-    /// An element failed.
-    Error {
-        /// Path of the failing element.
-        element: String,
-        /// GStreamer's message.
-        message: String,
-    },
+pub struct FeedReport {
+    /// Which feed.
+    pub kind: FeedKind,
+    /// Which instance of it (its [`Feed::generation`]).
+    pub generation: u64,
+    /// What it said.
+    pub event: BusEvent,
+}
+
+/// Where a feed sends its reports, from GStreamer's threads.
+pub type Reporter = Arc<dyn Fn(FeedReport) + Send + Sync>;
+
+/// When a feed last delivered a frame: beaten on the feed's streaming thread, read by the
+/// watchdog.
+pub struct Heartbeat {
+    /// What the beats count from.
+    origin: Instant,
+    /// Milliseconds from `origin` to the last beat (an atomic: streaming threads write it).
+    last_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    /// A heartbeat that beat just now.
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a beat now.
+    pub fn beat(&self) {
+        self.last_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub fn silence(&self) -> Duration {
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// How long a movie may take to open before we call it undecodable.
@@ -82,9 +115,12 @@ impl Feed {
 
     /// Flushing seek to `position`, keeping the feed's stop point.
     pub fn seek(&self, position: gst::ClockTime) -> Result<(), PipelineError> {
-        let stop = match self.stop {
-            Some(stop) => gst::GenericFormattedValue::from(stop),
-            None => gst::GenericFormattedValue::from(gst::ClockTime::NONE),
+        let (stop_type, stop) = match self.stop {
+            Some(stop) => (gst::SeekType::Set, gst::GenericFormattedValue::from(stop)),
+            None => (
+                gst::SeekType::None,
+                gst::GenericFormattedValue::from(gst::ClockTime::NONE),
+            ),
         };
         self.pipeline
             .seek(
@@ -92,14 +128,27 @@ impl Feed {
                 gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
                 gst::SeekType::Set,
                 position,
-                if self.stop.is_some() {
-                    gst::SeekType::Set
-                } else {
-                    gst::SeekType::None
-                },
+                stop_type,
                 stop,
             )
             .map_err(|_| PipelineError::Control("the movie cannot seek".into()))
+    }
+}
+
+/// The movie's two slots in the composite.
+#[derive(Clone)]
+pub struct MovieSlots {
+    /// Its pictures.
+    pub video: Arc<Slot>,
+    /// Its sound.
+    pub audio: Arc<Slot>,
+}
+
+impl MovieSlots {
+    /// Lets the movie feed of `generation` show (and be heard) from now on.
+    pub fn activate(&self, generation: u64) {
+        self.video.activate(generation);
+        self.audio.activate(generation);
     }
 }
 
@@ -108,66 +157,37 @@ impl Feed {
 pub fn open_movie(
     source: &MovieSource,
     size: (u32, u32),
-    video: Arc<Slot>,
-    audio: Arc<Slot>,
-    events: Sender<Command>,
+    slots: MovieSlots,
+    report: Reporter,
 ) -> Result<Feed, PipelineError> {
     let pipeline = gst::Pipeline::with_name("movie");
     let generation = Slot::reserve_generation();
-    let mut stop = None;
-    match source {
+    let stop = match source {
         MovieSource::Uri { uri } => {
-            let decode = make("uridecodebin3")?;
-            decode.set_property("uri", uri);
-            pipeline.add(&decode).map_err(internal)?;
-            let weak = pipeline.downgrade();
-            decode.connect_pad_added(move |_, pad| {
-                let Some(pipeline) = weak.upgrade() else {
-                    return;
-                };
-                let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-                let name = caps
-                    .structure(0)
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_default();
-                let result = if name.starts_with("video/") {
-                    attach_video_sink(&pipeline, pad, video.clone(), generation, size)
-                } else if name.starts_with("audio/") {
-                    attach_audio_sink(&pipeline, pad, audio.clone(), generation, None)
-                } else {
-                    attach_fakesink(&pipeline, pad)
-                };
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "cannot attach movie stream {name}");
-                }
-            });
+            decode_uri(&pipeline, uri, slots, generation, size)?;
+            None
         }
         MovieSource::Generated {
-            video: vdesc,
-            audio: adesc,
+            video,
+            audio,
             seconds,
         } => {
-            let vsrc = source_bin(vdesc, "videoconvert", "demo movie video")?;
-            let asrc = source_bin(adesc, "audioconvert", "demo movie audio")?;
-            pipeline.add_many([&vsrc, &asrc]).map_err(internal)?;
-            attach_video_sink(
-                &pipeline,
-                &vsrc.static_pad("src").expect("ghost src pad"),
-                video,
-                generation,
-                size,
-            )?;
-            attach_audio_sink(
-                &pipeline,
-                &asrc.static_pad("src").expect("ghost src pad"),
-                audio,
-                generation,
-                None,
-            )?;
-            stop = Some(gst::ClockTime::from_seconds(*seconds));
+            generate(&pipeline, (video, audio), slots, generation, size)?;
+            Some(gst::ClockTime::from_seconds(*seconds))
         }
+    };
+    if let Err(e) = gst_util::preroll(&pipeline, PREROLL_TIMEOUT) {
+        let _ = pipeline.set_state(gst::State::Null);
+        let reason = match e {
+            PrerollError::Failed(message) => message,
+            PrerollError::Refused => "it failed to open".into(),
+            PrerollError::TimedOut(t) => format!("it did not open within {} s", t.as_secs()),
+        };
+        return Err(PipelineError::Movie(format!(
+            "cannot play movie {}: {reason}",
+            source.location()
+        )));
     }
-    preroll(&pipeline, &source.location())?;
     let mut feed = Feed {
         pipeline,
         generation,
@@ -179,58 +199,94 @@ pub fn open_movie(
         feed.seek(gst::ClockTime::ZERO)?;
     }
     feed.duration = stop.or_else(|| feed.pipeline.query_duration::<gst::ClockTime>());
-    forward_bus(&feed.pipeline, FeedKind::Movie, generation, events);
+    forward_reports(&feed.pipeline, FeedKind::Movie, generation, report);
     Ok(feed)
 }
 
-/// Starts the webcam feed. `last_frame_ms` receives the time of every frame for the watchdog.
+/// A movie from a URI: `uridecodebin3`, whose streams are attached as they appear.
+fn decode_uri(
+    pipeline: &gst::Pipeline,
+    uri: &str,
+    slots: MovieSlots,
+    generation: u64,
+    size: (u32, u32),
+) -> Result<(), PipelineError> {
+    let decode = gst_util::make_with("uridecodebin3", |b| b.property("uri", uri))?;
+    pipeline.add(&decode).map_err(PipelineError::internal)?;
+    let weak = pipeline.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let name = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default();
+        let result = if name.starts_with("video/") {
+            attach_video_sink(&pipeline, pad, slots.video.clone(), generation, size)
+        } else if name.starts_with("audio/") {
+            attach_audio_sink(&pipeline, pad, slots.audio.clone(), generation, None)
+        } else {
+            attach_fakesink(&pipeline, pad)
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot attach movie stream {name}");
+        }
+    });
+    Ok(())
+}
+
+/// The demo's movie: a picture and a tone from two source descriptions.
+fn generate(
+    pipeline: &gst::Pipeline,
+    (video, audio): (&str, &str),
+    slots: MovieSlots,
+    generation: u64,
+    size: (u32, u32),
+) -> Result<(), PipelineError> {
+    let vsrc = source_bin(video, "videoconvert", "demo movie video")?;
+    let asrc = source_bin(audio, "audioconvert", "demo movie audio")?;
+    pipeline
+        .add_many([&vsrc, &asrc])
+        .map_err(PipelineError::internal)?;
+    let src_pad = |bin: &gst::Bin| bin.static_pad("src").expect("ghost src pad");
+    attach_video_sink(pipeline, &src_pad(&vsrc), slots.video, generation, size)?;
+    attach_audio_sink(pipeline, &src_pad(&asrc), slots.audio, generation, None)
+}
+
+/// Starts the webcam feed. Every frame beats `heartbeat`, for the watchdog.
 pub fn open_webcam(
     description: &str,
     slot: Arc<Slot>,
-    events: Sender<Command>,
-    last_frame: Arc<AtomicU64>,
+    report: Reporter,
+    heartbeat: Arc<Heartbeat>,
 ) -> Result<Feed, PipelineError> {
     let pipeline = gst::Pipeline::with_name("webcam");
     let src = source_bin(description, "videoconvert", "webcam source")?;
-    let scale = make("videoscale")?;
+    let scale = gst_util::make("videoscale")?;
     // Cameras can be 4K; the webcam rectangle never is, so cap the size early.
-    let caps = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .field("width", gst::IntRange::new(2, 1280))
-                .field("height", gst::IntRange::new(2, 720))
-                .build(),
-        )
-        .build()
-        .map_err(internal)?;
+    let caps = gst_util::capsfilter(
+        &gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", gst::IntRange::new(2, 1280))
+            .field("height", gst::IntRange::new(2, 720))
+            .build(),
+    )?;
     let generation = Slot::reserve_generation();
     slot.activate(generation);
     // Drop rather than queue: a late camera frame is worth nothing.
-    let sink = slot_sink(slot, generation, 2, true, move |_| {
-        last_frame.store(now_ms(), Ordering::Relaxed);
-    });
-    pipeline
-        .add_many([src.upcast_ref(), &scale, &caps, sink.upcast_ref()])
-        .map_err(internal)?;
-    gst::Element::link_many([src.upcast_ref(), &scale, &caps, sink.upcast_ref()]).map_err(
-        |_| {
-            PipelineError::Config(format!(
-                "webcam source `{description}` does not produce video"
-            ))
-        },
-    )?;
-    forward_bus(&pipeline, FeedKind::Webcam, generation, events);
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| PipelineError::Source(format!("webcam `{description}` failed to start")))?;
-    Ok(Feed {
-        pipeline,
-        generation,
-        stop: None,
-        duration: None,
-    })
+    let sink = slot_sink(slot, generation, 2, true, move |_| heartbeat.beat());
+    gst_util::add_chain(
+        &pipeline,
+        &[src.upcast_ref(), &scale, &caps, sink.upcast_ref()],
+    )
+    .map_err(|_| {
+        PipelineError::Config(format!(
+            "webcam source `{description}` does not produce video"
+        ))
+    })?;
+    play_live(pipeline, FeedKind::Webcam, generation, report, description)
 }
 
 /// Starts the microphone feed. `level` receives the loudness of each buffer (dBFS × 100),
@@ -238,22 +294,38 @@ pub fn open_webcam(
 pub fn open_mic(
     description: &str,
     slot: Arc<Slot>,
-    events: Sender<Command>,
+    report: Reporter,
     level: Arc<AtomicI32>,
 ) -> Result<Feed, PipelineError> {
     let pipeline = gst::Pipeline::with_name("mic");
     let src = source_bin(description, "audioconvert", "mic source")?;
-    pipeline.add(&src).map_err(internal)?;
+    pipeline.add(&src).map_err(PipelineError::internal)?;
     let generation = Slot::reserve_generation();
     slot.activate(generation);
     let pad = src.static_pad("src").ok_or_else(|| {
         PipelineError::Config(format!("mic source `{description}` has no output"))
     })?;
     attach_audio_sink(&pipeline, &pad, slot, generation, Some(level))?;
-    forward_bus(&pipeline, FeedKind::Mic, generation, events);
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| PipelineError::Source(format!("mic `{description}` failed to start")))?;
+    play_live(pipeline, FeedKind::Mic, generation, report, description)
+}
+
+/// Forwards the reports of a live device feed and plays it.
+fn play_live(
+    pipeline: gst::Pipeline,
+    kind: FeedKind,
+    generation: u64,
+    report: Reporter,
+    description: &str,
+) -> Result<Feed, PipelineError> {
+    forward_reports(&pipeline, kind, generation, report);
+    pipeline.set_state(gst::State::Playing).map_err(|_| {
+        let device = if kind == FeedKind::Mic {
+            "mic"
+        } else {
+            "webcam"
+        };
+        PipelineError::Source(format!("{device} `{description}` failed to start"))
+    })?;
     Ok(Feed {
         pipeline,
         generation,
@@ -278,20 +350,11 @@ fn source_bin(description: &str, tail: &str, what: &str) -> Result<gst::Bin, Pip
         .and_then(|t| t.static_pad("src"))
         .ok_or_else(|| PipelineError::Internal(format!("{what}: no output")))?;
     let ghost = gst::GhostPad::builder_with_target(&tail_src)
-        .map_err(internal)?
+        .map_err(PipelineError::internal)?
         .name("src")
         .build();
-    bin.add_pad(&ghost).map_err(internal)?;
+    bin.add_pad(&ghost).map_err(PipelineError::internal)?;
     Ok(bin)
-}
-
-/// Milliseconds on a monotonic clock shared by the feeds and the watchdog.
-pub fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
 }
 
 fn attach_video_sink(
@@ -301,20 +364,15 @@ fn attach_video_sink(
     generation: u64,
     size: (u32, u32),
 ) -> Result<(), PipelineError> {
-    let queue = make("queue")?;
-    let convert = make("videoconvert")?;
+    let queue = gst_util::make("queue")?;
+    let convert = gst_util::make("videoconvert")?;
     // Letterboxed to the movie rectangle and converted to the canvas format here, on the
     // feed's own thread: the compositor then only copies the frame, and the two cores share
     // the work.
-    let scale = gst::ElementFactory::make("videoscale")
-        .property("add-borders", true)
-        .build()
-        .map_err(internal)?;
-    let caps = gst::ElementFactory::make("capsfilter")
-        .name(MOVIE_SIZE)
-        .property("caps", movie_caps(size))
-        .build()
-        .map_err(internal)?;
+    let scale = gst_util::make_with("videoscale", |b| b.property("add-borders", true))?;
+    let caps = gst_util::make_with("capsfilter", |b| {
+        b.name(MOVIE_SIZE).property("caps", movie_caps(size))
+    })?;
     let sink = slot_sink(slot, generation, 2, false, |_| {});
     link_branch(
         pipeline,
@@ -337,13 +395,10 @@ fn attach_audio_sink(
     generation: u64,
     level: Option<Arc<AtomicI32>>,
 ) -> Result<(), PipelineError> {
-    let queue = make("queue")?;
-    let convert = make("audioconvert")?;
-    let resample = make("audioresample")?;
-    let caps = gst::ElementFactory::make("capsfilter")
-        .property("caps", super::canvas::audio_caps())
-        .build()
-        .map_err(internal)?;
+    let queue = gst_util::make("queue")?;
+    let convert = gst_util::make("audioconvert")?;
+    let resample = gst_util::make("audioresample")?;
+    let caps = gst_util::capsfilter(&super::canvas::audio_caps())?;
     let sink = slot_sink(slot, generation, 8, false, move |sample| {
         if let (Some(level), Some(buffer)) = (&level, sample.buffer()) {
             level.store(loudness_centi_db(buffer), Ordering::Relaxed);
@@ -384,25 +439,23 @@ fn slot_sink(
 }
 
 fn attach_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), PipelineError> {
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .property("async", false)
-        .build()
-        .map_err(internal)?;
+    let sink = gst_util::make_with("fakesink", |b| {
+        b.property("sync", false).property("async", false)
+    })?;
     link_branch(pipeline, pad, &[&sink])
 }
 
+/// Adds a chain of elements to a playing pipeline and feeds it from `pad`.
 fn link_branch(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     elements: &[&gst::Element],
 ) -> Result<(), PipelineError> {
-    pipeline
-        .add_many(elements.iter().copied())
-        .map_err(internal)?;
-    gst::Element::link_many(elements.iter().copied()).map_err(internal)?;
+    gst_util::add_chain(pipeline, elements).map_err(PipelineError::internal)?;
     for element in elements {
-        element.sync_state_with_parent().map_err(internal)?;
+        element
+            .sync_state_with_parent()
+            .map_err(PipelineError::internal)?;
     }
     let sink_pad = elements[0]
         .static_pad("sink")
@@ -428,74 +481,13 @@ fn loudness_centi_db(buffer: &gst::BufferRef) -> i32 {
     (db * 100.0).round().max(-10_000.0) as i32
 }
 
-/// Waits for the pipeline to preroll; an error or a timeout means the movie cannot be played.
-fn preroll(pipeline: &gst::Pipeline, title: &str) -> Result<(), PipelineError> {
-    let fail = |reason: String| {
-        let _ = pipeline.set_state(gst::State::Null);
-        Err(PipelineError::Movie(format!(
-            "cannot play movie {title}: {reason}"
-        )))
-    };
-    if pipeline.set_state(gst::State::Paused).is_err() {
-        return fail(first_error(pipeline).unwrap_or_else(|| "it failed to open".into()));
-    }
-    let bus = pipeline.bus().expect("pipelines have a bus");
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(PREROLL_TIMEOUT.as_secs()),
-        &[gst::MessageType::AsyncDone, gst::MessageType::Error],
-    );
-    match msg.as_ref().map(|m| m.view()) {
-        Some(gst::MessageView::AsyncDone(_)) => Ok(()),
-        Some(gst::MessageView::Error(err)) => fail(err.error().to_string()),
-        _ => fail(format!(
-            "it did not open within {} s",
-            PREROLL_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-fn first_error(pipeline: &gst::Pipeline) -> Option<String> {
-    let bus = pipeline.bus()?;
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_mseconds(500),
-        &[gst::MessageType::Error],
-    )?;
-    match msg.view() {
-        gst::MessageView::Error(err) => Some(err.error().to_string()),
-        _ => None,
-    }
-}
-
-/// Sends the feed's errors and EOS to the conductor, tagged so stale feeds are recognised.
-fn forward_bus(pipeline: &gst::Pipeline, kind: FeedKind, generation: u64, events: Sender<Command>) {
-    let bus = pipeline.bus().expect("pipelines have a bus");
-    bus.set_sync_handler(move |_, msg| {
-        let event = match msg.view() {
-            gst::MessageView::Eos(_) => Some(FeedEvent::Eos),
-            gst::MessageView::Error(err) => Some(FeedEvent::Error {
-                element: msg
-                    .src()
-                    .map(|s| s.path_string().to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-                message: err.error().to_string(),
-            }),
-            _ => None,
-        };
-        if let Some(event) = event {
-            let _ = events.send(Command::Feed {
-                kind,
-                generation,
-                event,
-            });
-        }
-        gst::BusSyncReply::Drop
+/// Sends the feed's errors and EOS to `report`, tagged so stale feeds are recognised.
+fn forward_reports(pipeline: &gst::Pipeline, kind: FeedKind, generation: u64, report: Reporter) {
+    gst_util::forward_bus(pipeline, move |event| {
+        report(FeedReport {
+            kind,
+            generation,
+            event,
+        });
     });
-}
-
-fn make(factory: &str) -> Result<gst::Element, PipelineError> {
-    super::canvas::make(factory)
-}
-
-fn internal(e: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Internal(e.to_string())
 }

@@ -9,11 +9,22 @@
 //!
 //! [`Pipeline`] is the handle the rest of the program holds. It knows nothing of HTTP or
 //! viewers: it offers RTP, keyframes on request, controls and health.
+//!
+//! - The handle checks what a control asks ([`controls`]: ranges, seek positions, devices, the
+//!   go-live plan) and sends the conductor a command.
+//! - `conductor`: the one thread that applies commands to the composite (`canvas`) and the
+//!   feeds (`feed`), runs the timers and publishes [`Health`] (`health`).
+//! - A feed reports what its bus says as a `FeedReport`, through a callback the conductor
+//!   gives it; feeds know nothing of the conductor.
+//! - The composite shows pictures drawn by [`crate::overlay`]; the chat panel's are handed in
+//!   through [`Pipeline::set_chat_panel`] (by the `panel` module).
 
 mod canvas;
 mod conductor;
+pub mod controls;
 mod ducking;
 mod feed;
+mod health;
 pub mod layout;
 pub mod output;
 pub mod presets;
@@ -22,22 +33,27 @@ pub mod source;
 pub mod timecode;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
-use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use gst::prelude::*;
 
-pub use canvas::{ChatArea, FPS};
+use crate::gst_util::MissingElement;
+use crate::overlay::chat::ChatArea;
+pub use canvas::FPS;
 use conductor::{Command, Conductor, Shared};
+pub use controls::{AudioChange, Devices, GoLivePlan};
+pub use health::{
+    ErrorReport, Health, HealthEvent, MicState, MovieHealth, MovieState, OutputHealth,
+    PipelineState, WebcamState,
+};
 use layout::Layout;
-use output::{CodecParams, Output, OutputStats, RtpPacket};
+use output::{CodecParams, Output, RtpPacket};
 use presets::EncoderPreset;
 use source::{MicSource, MovieSource, WebcamSource};
 
@@ -62,6 +78,10 @@ pub enum PipelineError {
     /// A control cannot be applied now.
     #[error("{0}")]
     Control(String),
+    /// An argument the pipeline refuses: out of range, past the end of the movie, a switch
+    /// for a device that is not there. Asking again with the same argument cannot succeed.
+    #[error("{0}")]
+    Invalid(String),
     /// No movie is loaded.
     #[error("no movie is loaded")]
     NoMovie,
@@ -71,6 +91,19 @@ pub enum PipelineError {
     /// Something that should not happen; the message names it.
     #[error("internal pipeline error: {0}")]
     Internal(String),
+}
+
+impl PipelineError {
+    /// An error from GStreamer glue that should not fail.
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<MissingElement> for PipelineError {
+    fn from(e: MissingElement) -> Self {
+        Self::MissingPlugin(e.to_string())
+    }
 }
 
 /// What the pipeline is asked to do. Cloned freely; the pipeline keeps its own copy.
@@ -104,175 +137,8 @@ pub const DEFAULT_BITRATE_KBPS: u32 = 2500;
 /// Default ducking amount.
 pub const DEFAULT_DUCK_DB: f64 = 12.0;
 
-/// Overall state of the composite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PipelineState {
-    /// Being built.
-    Starting,
-    /// Producing output.
-    Live,
-    /// The composite itself failed; see `errors`.
-    Failed,
-    /// Shut down.
-    Stopped,
-}
-
-/// State of the movie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MovieState {
-    /// Playing.
-    Playing,
-    /// Paused by the host; viewers see the frozen frame.
-    Paused,
-    /// Reached its end; viewers see the intermission slate.
-    Ended,
-    /// Failed mid-way; viewers see the intermission slate.
-    Failed,
-}
-
-/// State of the webcam.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WebcamState {
-    /// Frames are flowing.
-    Live,
-    /// It failed or went silent; the slate shows and it is retried.
-    Lost,
-    /// Turned off by the host.
-    Off,
-    /// None configured.
-    None,
-}
-
-/// State of the microphone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MicState {
-    /// Mixed in.
-    Live,
-    /// Muted by the host.
-    Muted,
-    /// It failed; movie sound only.
-    Lost,
-    /// None configured.
-    None,
-}
-
-/// One error from an element, as `/healthz` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorReport {
-    /// Path of the element that failed.
-    pub element: String,
-    /// GStreamer's message.
-    pub message: String,
-    /// Seconds since start.
-    pub at_s: f64,
-}
-
-/// The movie part of [`Health`].
-#[derive(Debug, Clone, Serialize)]
-pub struct MovieHealth {
-    /// Name of the movie.
-    pub title: String,
-    /// Playing, paused, ended.
-    pub state: MovieState,
-    /// Position in the movie.
-    pub position_s: Option<f64>,
-    /// Length of the movie, when known.
-    pub duration_s: Option<f64>,
-    /// Whether it starts over at its end.
-    pub looping: bool,
-}
-
-/// The output part of [`Health`].
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputHealth {
-    /// Encoded video frames so far.
-    pub video_frames: u64,
-    /// Keyframes among them.
-    pub keyframes: u64,
-    /// Video RTP packets.
-    pub video_packets: u64,
-    /// Audio RTP packets.
-    pub audio_packets: u64,
-    /// Running time of the last encoded frame; only ever grows.
-    pub last_video_pts_s: f64,
-}
-
-impl From<&OutputStats> for OutputHealth {
-    fn from(s: &OutputStats) -> Self {
-        Self {
-            video_frames: s.video_frames.load(Ordering::Relaxed),
-            keyframes: s.keyframes.load(Ordering::Relaxed),
-            video_packets: s.video_packets.load(Ordering::Relaxed),
-            audio_packets: s.audio_packets.load(Ordering::Relaxed),
-            last_video_pts_s: s.last_video_pts_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        }
-    }
-}
-
-/// A snapshot of the pipeline, served as `/healthz`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Health {
-    /// Overall state.
-    pub state: PipelineState,
-    /// Seconds since start.
-    pub uptime_s: f64,
-    /// The movie.
-    pub movie: MovieHealth,
-    /// The webcam.
-    pub webcam: WebcamState,
-    /// The microphone.
-    pub mic: MicState,
-    /// Gain applied to the movie sound by ducking (1.0 = not ducked).
-    pub movie_gain: f64,
-    /// The streamer's movie volume (1.0 = as decoded).
-    pub movie_volume: f64,
-    /// How many dB the movie ducks under the voice.
-    pub duck_db: f64,
-    /// Current layout name.
-    pub layout: String,
-    /// Video encoder preset.
-    pub encoder: String,
-    /// Video bitrate.
-    pub bitrate_kbps: u32,
-    /// What left the pipeline.
-    pub output: OutputHealth,
-    /// The latest element errors, oldest first.
-    pub errors: Vec<ErrorReport>,
-}
-
-/// Something that happened, for whoever listens (logs, the host page).
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum HealthEvent {
-    /// An element failed.
-    Error {
-        /// Element path.
-        element: String,
-        /// Message.
-        message: String,
-    },
-    /// The webcam failed; the slate shows.
-    WebcamLost {
-        /// Why.
-        reason: String,
-    },
-    /// The movie reached its end.
-    MovieEnded,
-    /// The movie started over.
-    MovieLooped,
-    /// Another movie is playing.
-    MovieLoaded {
-        /// Its name.
-        title: String,
-    },
-}
-
 /// Handle to the running pipeline. Cheap to clone; the pipeline stops when
-/// [`Pipeline::shutdown`] is called or the last handle is dropped.
+/// [`Pipeline::shutdown`] is called.
 #[derive(Clone)]
 pub struct Pipeline {
     inner: Arc<Inner>,
@@ -287,8 +153,10 @@ struct Inner {
     audio_sink_pad: gst::Pad,
     video_codec: output::RtpCodec,
     audio_codec: output::RtpCodec,
-    /// What the conductor announces as the chat area; handed out to the chat overlay.
+    /// What the conductor announces as the chat area; handed out to the chat panel.
     chat_area: watch::Receiver<Option<ChatArea>>,
+    /// The devices configured at start, for checking switches before they are sent.
+    devices: Devices,
 }
 
 impl Pipeline {
@@ -305,79 +173,30 @@ impl Pipeline {
             settings.timecode,
             &output,
         )?;
-        let (tx, rx) = mpsc::channel();
-        forward_composite_bus(&canvas.pipeline, tx.clone());
-        let movie = feed::open_movie(
-            &settings.movie,
-            (settings.layout.movie.width, settings.layout.movie.height),
-            canvas.movie.clone(),
-            canvas.movie_audio.clone(),
-            tx.clone(),
-        )?;
-        let shared = Arc::new(Shared {
-            health: Mutex::new(placeholder_health(&settings)),
-            events: broadcast::channel(64).0,
-        });
-        let (chat_area_tx, chat_area) = watch::channel(ChatArea::of(&settings.layout));
-        let inner = Inner {
-            chat_area,
-            commands: Mutex::new(tx.clone()),
-            shared: shared.clone(),
-            output: output.clone(),
-            encoder_src: canvas.outputs.encoder_src.clone(),
-            video_sink_pad: canvas
-                .outputs
-                .video_sink
-                .static_pad("sink")
-                .expect("sink pad"),
-            audio_sink_pad: canvas
-                .outputs
-                .audio_sink
-                .static_pad("sink")
-                .expect("sink pad"),
-            video_codec: canvas.outputs.video_codec.clone(),
-            audio_codec: canvas.outputs.audio_codec.clone(),
-        };
-        let mut conductor = Conductor {
-            canvas,
-            layout: settings.layout.clone(),
-            movie: Some(movie),
-            movie_source: settings.movie.clone(),
-            movie_state: MovieState::Paused,
-            loop_movie: settings.loop_movie,
-            webcam_source: settings.webcam.clone(),
-            webcam: None,
-            webcam_state: WebcamState::None,
-            webcam_last_frame: Arc::new(AtomicU64::new(0)),
-            webcam_since: Instant::now(),
-            mic_source: settings.mic.clone(),
-            mic: None,
-            mic_state: MicState::None,
-            mic_level: Arc::new(AtomicI32::new(-10_000)),
-            ducker: ducking::Ducker::new(settings.duck_db),
-            movie_gain: 1.0,
-            movie_volume: 1.0,
-            duck_db: settings.duck_db,
-            state: PipelineState::Starting,
-            errors: Vec::new(),
-            started: Instant::now(),
-            stats: output.stats.clone(),
-            shared,
-            commands: tx,
-            encoder: settings.encoder.name.clone(),
-            bitrate_kbps: settings.bitrate_kbps,
-            chat_area: chat_area_tx,
-        };
-        if let Err(e) = conductor.start() {
-            let _ = conductor.canvas.pipeline.set_state(gst::State::Null);
-            return Err(e);
-        }
-        std::thread::Builder::new()
-            .name("conductor".into())
-            .spawn(move || conductor.run(rx))
-            .map_err(|e| PipelineError::Internal(format!("cannot start the conductor: {e}")))?;
+        let outputs = &canvas.outputs;
+        let sink_pad = |sink: &gstreamer_app::AppSink| sink.static_pad("sink").expect("sink pad");
+        let (video_sink_pad, audio_sink_pad) =
+            (sink_pad(&outputs.video_sink), sink_pad(&outputs.audio_sink));
+        let (encoder_src, video_codec, audio_codec) = (
+            outputs.encoder_src.clone(),
+            outputs.video_codec.clone(),
+            outputs.audio_codec.clone(),
+        );
+        let (conductor, link) = Conductor::new(canvas, &settings, output.stats.clone());
+        conductor.spawn()?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                commands: Mutex::new(link.commands),
+                shared: link.shared,
+                output,
+                encoder_src,
+                video_sink_pad,
+                audio_sink_pad,
+                video_codec,
+                audio_codec,
+                chat_area: link.chat_area,
+                devices: Devices::of(&settings),
+            }),
         })
     }
 
@@ -391,10 +210,16 @@ impl Pipeline {
         self.request(Command::Pause).await
     }
 
-    /// Moves the movie to `position`.
+    /// Moves the movie to `position`; refused ([`PipelineError::Invalid`]) past its end.
     pub async fn seek(&self, position: Duration) -> Result<(), PipelineError> {
-        let position = gst::ClockTime::from_nseconds(position.as_nanos() as u64);
+        let position = controls::seek_position(position)?;
         self.request(|r| Command::Seek(position, r)).await
+    }
+
+    /// Moves the movie to `position_s` seconds, a number from outside (an API call):
+    /// refused unless finite, 0 or more and not past the end.
+    pub async fn seek_seconds(&self, position_s: f64) -> Result<(), PipelineError> {
+        self.seek(controls::seek_seconds(position_s)?).await
     }
 
     /// Replaces the movie. The current one keeps playing until the new one is ready; if the
@@ -408,34 +233,48 @@ impl Pipeline {
         self.request(|r| Command::Layout(Box::new(layout), r)).await
     }
 
-    /// Turns the webcam on or off (off shows the camera-off slate).
+    /// Turns the webcam on or off (off shows the camera-off slate); "on" is refused when
+    /// no webcam is configured.
     pub async fn set_webcam(&self, on: bool) -> Result<(), PipelineError> {
+        self.inner.devices.check_webcam(on)?;
         self.request(|r| Command::Webcam(on, r)).await
     }
 
-    /// Mutes or unmutes the microphone.
+    /// Mutes or unmutes the microphone; refused when no mic is configured.
     pub async fn set_mic_muted(&self, muted: bool) -> Result<(), PipelineError> {
+        self.inner.devices.check_mic()?;
         self.request(|r| Command::MicMute(muted, r)).await
     }
 
-    /// Sets the movie's volume, 0.0 (silent) to 1.5; ducking still applies on top.
-    pub async fn set_volume(&self, volume: f64) -> Result<(), PipelineError> {
-        if !(0.0..=1.5).contains(&volume) {
-            return Err(PipelineError::Control(format!(
-                "volume {volume} is out of range: use 0.0 to 1.5"
-            )));
-        }
-        self.request(|r| Command::Volume(volume, r)).await
+    /// Sets the movie's volume ([`controls::VOLUME_RANGE`]; ducking still applies on top)
+    /// and/or how many dB it ducks while the mic carries voice ([`controls::DUCK_DB_RANGE`]).
+    /// Both are checked before either is applied.
+    pub async fn set_audio(
+        &self,
+        volume: Option<f64>,
+        duck_db: Option<f64>,
+    ) -> Result<(), PipelineError> {
+        let change = AudioChange::checked(volume, duck_db)?;
+        self.request(|r| Command::Audio(change, r)).await
     }
 
-    /// Sets how many dB the movie ducks while the mic carries voice (0 to 60).
-    pub async fn set_duck_db(&self, db: f64) -> Result<(), PipelineError> {
-        if !(0.0..=60.0).contains(&db) {
-            return Err(PipelineError::Control(format!(
-                "ducking of {db} dB is out of range: use 0 to 60"
-            )));
+    /// Goes live: checks the whole `plan` before anything changes, then loads the movie,
+    /// switches the layout, the webcam and the mic, in that order, and plays.
+    pub async fn go_live(&self, plan: GoLivePlan) -> Result<(), PipelineError> {
+        let plan = plan.checked(self.inner.devices)?;
+        if let Some(movie) = plan.movie {
+            self.load(movie).await?;
         }
-        self.request(|r| Command::DuckDb(db, r)).await
+        if let Some(layout) = plan.layout {
+            self.set_layout(layout).await?;
+        }
+        if let Some(on) = plan.webcam {
+            self.set_webcam(on).await?;
+        }
+        if let Some(on) = plan.mic {
+            self.set_mic_muted(!on).await?;
+        }
+        self.play().await
     }
 
     /// Shows `image` in the layout's chat area (`None`: the plain panel) until the next call
@@ -519,58 +358,4 @@ impl Pipeline {
             .send(command)
             .map_err(|_| PipelineError::Stopped)
     }
-}
-
-fn placeholder_health(settings: &Settings) -> Health {
-    Health {
-        state: PipelineState::Starting,
-        uptime_s: 0.0,
-        movie: MovieHealth {
-            title: settings.movie.title(),
-            state: MovieState::Paused,
-            position_s: None,
-            duration_s: None,
-            looping: settings.loop_movie,
-        },
-        webcam: WebcamState::None,
-        mic: MicState::None,
-        movie_gain: 1.0,
-        movie_volume: 1.0,
-        duck_db: settings.duck_db,
-        layout: settings.layout.name.clone(),
-        encoder: settings.encoder.name.clone(),
-        bitrate_kbps: settings.bitrate_kbps,
-        output: OutputHealth::from(&OutputStats::default()),
-        errors: Vec::new(),
-    }
-}
-
-/// Sends the composite's errors and EOS to the conductor.
-fn forward_composite_bus(pipeline: &gst::Pipeline, tx: mpsc::Sender<Command>) {
-    let bus = pipeline.bus().expect("pipelines have a bus");
-    bus.set_sync_handler(move |_, msg| {
-        let event = match msg.view() {
-            gst::MessageView::Eos(_) => Some(feed::FeedEvent::Eos),
-            gst::MessageView::Error(err) => Some(feed::FeedEvent::Error {
-                element: msg
-                    .src()
-                    .map(|s| s.path_string().to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-                message: err.error().to_string(),
-            }),
-            gst::MessageView::Warning(w) => {
-                tracing::warn!(
-                    element = %msg.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
-                    message = %w.error(),
-                    "composite warning"
-                );
-                None
-            }
-            _ => None,
-        };
-        if let Some(event) = event {
-            let _ = tx.send(Command::Composite(event));
-        }
-        gst::BusSyncReply::Drop
-    });
 }

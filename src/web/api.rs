@@ -5,8 +5,6 @@
 //! Credentials: `Authorization: Bearer <host or moderator key>`. A call without a key that
 //! needs one is `401`; a key that does not grant the role is `403`.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -20,9 +18,9 @@ use super::AppState;
 use super::error::AppError;
 use crate::moderation::{Action, Actor};
 use crate::party::Role;
-use crate::pipeline::PipelineError;
 use crate::pipeline::layout::Layout;
 use crate::pipeline::source::MovieSource;
+use crate::pipeline::{GoLivePlan, PipelineError};
 
 /// Who is calling, from the `Authorization` header.
 pub struct Caller {
@@ -103,14 +101,6 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, AppError> {
 
 fn ok() -> Response {
     Json(json!({ "ok": true })).into_response()
-}
-
-fn pipeline_error(e: PipelineError) -> AppError {
-    let status = match e {
-        PipelineError::Stopped | PipelineError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    AppError::new(status, e.to_string())
 }
 
 // ── party state ──────────────────────────────────────────────────────────────────────────
@@ -208,14 +198,14 @@ pub async fn chat(
 /// `POST /api/control/play`.
 pub async fn play(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
-    state.pipeline.play().await.map_err(pipeline_error)?;
+    state.pipeline.play().await?;
     Ok(ok())
 }
 
 /// `POST /api/control/pause`.
 pub async fn pause(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
-    state.pipeline.pause().await.map_err(pipeline_error)?;
+    state.pipeline.pause().await?;
     Ok(ok())
 }
 
@@ -235,25 +225,7 @@ pub async fn seek(
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
     let Seek { position_s } = body(request)?;
-    if !position_s.is_finite() || position_s < 0.0 {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "position_s must be a number of seconds, 0 or more",
-        ));
-    }
-    if let Some(duration) = state.pipeline.health().movie.duration_s
-        && position_s > duration
-    {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            format!("position {position_s:.1} s is past the end ({duration:.1} s)"),
-        ));
-    }
-    state
-        .pipeline
-        .seek(Duration::from_secs_f64(position_s))
-        .await
-        .map_err(pipeline_error)?;
+    state.pipeline.seek_seconds(position_s).await?;
     Ok(ok())
 }
 
@@ -278,6 +250,14 @@ pub async fn load(
 }
 
 async fn load_title(state: &AppState, id: &str) -> Result<(), AppError> {
+    let source = movie_of(state, id)?;
+    state.pipeline.load(source).await?;
+    state.party.set_current_title(Some(id.to_owned()));
+    Ok(())
+}
+
+/// The movie of library title `id`.
+fn movie_of(state: &AppState, id: &str) -> Result<MovieSource, AppError> {
     let library = state.library.as_ref().ok_or_else(no_library)?;
     let path = library.path_of(id).ok_or_else(|| {
         AppError::new(
@@ -285,10 +265,7 @@ async fn load_title(state: &AppState, id: &str) -> Result<(), AppError> {
             format!("no title {id:?} in the library"),
         )
     })?;
-    let source = MovieSource::parse(&path.to_string_lossy()).map_err(pipeline_error)?;
-    state.pipeline.load(source).await.map_err(pipeline_error)?;
-    state.party.set_current_title(Some(id.to_owned()));
-    Ok(())
+    Ok(MovieSource::parse(&path.to_string_lossy())?)
 }
 
 fn no_library() -> AppError {
@@ -329,11 +306,7 @@ pub async fn layout(
     let LayoutChoice { layout } = body(request)?;
     let layout =
         Layout::load(&layout).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    state
-        .pipeline
-        .set_layout(layout)
-        .await
-        .map_err(pipeline_error)?;
+    state.pipeline.set_layout(layout).await?;
     Ok(ok())
 }
 
@@ -353,11 +326,7 @@ pub async fn webcam(
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
     let Toggle { on } = body(request)?;
-    state
-        .pipeline
-        .set_webcam(on)
-        .await
-        .map_err(pipeline_error)?;
+    state.pipeline.set_webcam(on).await?;
     Ok(ok())
 }
 
@@ -369,11 +338,7 @@ pub async fn mic(
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
     let Toggle { on } = body(request)?;
-    state
-        .pipeline
-        .set_mic_muted(!on)
-        .await
-        .map_err(pipeline_error)?;
+    state.pipeline.set_mic_muted(!on).await?;
     Ok(ok())
 }
 
@@ -397,39 +362,7 @@ pub async fn audio(
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
     let Audio { volume, duck_db } = body(request)?;
-    if volume.is_none() && duck_db.is_none() {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "give volume and/or duck_db",
-        ));
-    }
-    // Both are checked before either is applied, so a bad value changes nothing.
-    if let Some(v) = volume
-        && !(0.0..=1.5).contains(&v)
-    {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            format!("volume {v} is out of range: use 0.0 to 1.5"),
-        ));
-    }
-    if let Some(db) = duck_db
-        && !(0.0..=60.0).contains(&db)
-    {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            format!("duck_db {db} is out of range: use 0 to 60"),
-        ));
-    }
-    if let Some(v) = volume {
-        state.pipeline.set_volume(v).await.map_err(pipeline_error)?;
-    }
-    if let Some(db) = duck_db {
-        state
-            .pipeline
-            .set_duck_db(db)
-            .await
-            .map_err(pipeline_error)?;
-    }
+    state.pipeline.set_audio(volume, duck_db).await?;
     Ok(ok())
 }
 
@@ -459,55 +392,25 @@ pub async fn start(
 ) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
     let go = body(request)?;
-    // Everything is checked before anything changes.
-    let layout = match &go.layout {
-        Some(name) => Some(
-            Layout::load(name)
-                .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
-        ),
-        None => None,
+    let plan = GoLivePlan {
+        movie: go
+            .title
+            .as_deref()
+            .map(|id| movie_of(&state, id))
+            .transpose()?,
+        layout: go
+            .layout
+            .as_deref()
+            .map(Layout::load)
+            .transpose()
+            .map_err(PipelineError::from)?,
+        webcam: go.webcam,
+        mic: go.mic,
     };
-    // A switch for a device that is not there: "off" is already true, "on" cannot be.
-    let health = state.pipeline.health();
-    let no_webcam = health.webcam == crate::pipeline::WebcamState::None;
-    let no_mic = health.mic == crate::pipeline::MicState::None;
-    if go.webcam == Some(true) && no_webcam {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "no webcam is configured (start cowatch with --webcam)",
-        ));
+    state.pipeline.go_live(plan).await?;
+    if let Some(id) = go.title {
+        state.party.set_current_title(Some(id));
     }
-    if go.mic == Some(true) && no_mic {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "no mic is configured (start cowatch with --mic)",
-        ));
-    }
-    if let Some(id) = &go.title {
-        load_title(&state, id).await?;
-    }
-    if let Some(layout) = layout {
-        state
-            .pipeline
-            .set_layout(layout)
-            .await
-            .map_err(pipeline_error)?;
-    }
-    if let Some(on) = go.webcam.filter(|_| !no_webcam) {
-        state
-            .pipeline
-            .set_webcam(on)
-            .await
-            .map_err(pipeline_error)?;
-    }
-    if let Some(on) = go.mic.filter(|_| !no_mic) {
-        state
-            .pipeline
-            .set_mic_muted(!on)
-            .await
-            .map_err(pipeline_error)?;
-    }
-    state.pipeline.play().await.map_err(pipeline_error)?;
     state.party.set_live(true);
     Ok(ok())
 }
@@ -516,7 +419,7 @@ pub async fn start(
 /// party unless chat logging is on).
 pub async fn end(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     caller.require(Role::Host)?;
-    state.pipeline.pause().await.map_err(pipeline_error)?;
+    state.pipeline.pause().await?;
     state.party.set_live(false);
     state.chat.end_party();
     Ok(ok())

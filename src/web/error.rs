@@ -7,6 +7,7 @@ use crate::broadcast::BroadcastError;
 use crate::chat::PostError;
 use crate::moderation::ModError;
 use crate::party::{ChatError, SessionError};
+use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 
 /// An error a handler returns; becomes a status and a one-line reason.
@@ -98,6 +99,22 @@ impl From<ModError> for AppError {
             ModError::Invalid(_) => StatusCode::BAD_REQUEST,
             ModError::NotFound(_) => StatusCode::NOT_FOUND,
             ModError::Store(e) => return e.into(),
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<PipelineError> for AppError {
+    fn from(e: PipelineError) -> Self {
+        let status = match &e {
+            PipelineError::Invalid(_) | PipelineError::Layout(_) => StatusCode::BAD_REQUEST,
+            PipelineError::Stopped | PipelineError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PipelineError::Movie(_)
+            | PipelineError::Source(_)
+            | PipelineError::Config(_)
+            | PipelineError::MissingPlugin(_)
+            | PipelineError::Control(_)
+            | PipelineError::NoMovie => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, e.to_string())
     }

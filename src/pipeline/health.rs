@@ -1,0 +1,203 @@
+//! What the pipeline reports: the state of each part, a health snapshot for `/healthz` and
+//! the events for whoever listens. Written by the conductor, read through the handle.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::Settings;
+use super::output::OutputStats;
+
+/// Overall state of the composite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineState {
+    /// Being built.
+    Starting,
+    /// Producing output.
+    Live,
+    /// The composite itself failed; see `errors`.
+    Failed,
+    /// Shut down.
+    Stopped,
+}
+
+/// State of the movie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovieState {
+    /// Playing.
+    Playing,
+    /// Paused by the host; viewers see the frozen frame.
+    Paused,
+    /// Reached its end; viewers see the intermission slate.
+    Ended,
+    /// Failed mid-way; viewers see the intermission slate.
+    Failed,
+}
+
+/// State of the webcam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebcamState {
+    /// Frames are flowing.
+    Live,
+    /// It failed or went silent; the slate shows and it is retried.
+    Lost,
+    /// Turned off by the host.
+    Off,
+    /// None configured.
+    None,
+}
+
+/// State of the microphone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MicState {
+    /// Mixed in.
+    Live,
+    /// Muted by the host.
+    Muted,
+    /// It failed; movie sound only.
+    Lost,
+    /// None configured.
+    None,
+}
+
+/// One error from an element, as `/healthz` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    /// Path of the element that failed.
+    pub element: String,
+    /// GStreamer's message.
+    pub message: String,
+    /// Seconds since start.
+    pub at_s: f64,
+}
+
+/// The movie part of [`Health`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MovieHealth {
+    /// Name of the movie.
+    pub title: String,
+    /// Playing, paused, ended.
+    pub state: MovieState,
+    /// Position in the movie.
+    pub position_s: Option<f64>,
+    /// Length of the movie, when known.
+    pub duration_s: Option<f64>,
+    /// Whether it starts over at its end.
+    pub looping: bool,
+}
+
+/// The output part of [`Health`].
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputHealth {
+    /// Encoded video frames so far.
+    pub video_frames: u64,
+    /// Keyframes among them.
+    pub keyframes: u64,
+    /// Video RTP packets.
+    pub video_packets: u64,
+    /// Audio RTP packets.
+    pub audio_packets: u64,
+    /// Running time of the last encoded frame; only ever grows.
+    pub last_video_pts_s: f64,
+}
+
+impl From<&OutputStats> for OutputHealth {
+    fn from(s: &OutputStats) -> Self {
+        Self {
+            video_frames: s.video_frames.load(Ordering::Relaxed),
+            keyframes: s.keyframes.load(Ordering::Relaxed),
+            video_packets: s.video_packets.load(Ordering::Relaxed),
+            audio_packets: s.audio_packets.load(Ordering::Relaxed),
+            last_video_pts_s: s.last_video_pts_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// A snapshot of the pipeline, served as `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Overall state.
+    pub state: PipelineState,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// The movie.
+    pub movie: MovieHealth,
+    /// The webcam.
+    pub webcam: WebcamState,
+    /// The microphone.
+    pub mic: MicState,
+    /// Gain applied to the movie sound by ducking (1.0 = not ducked).
+    pub movie_gain: f64,
+    /// The streamer's movie volume (1.0 = as decoded).
+    pub movie_volume: f64,
+    /// How many dB the movie ducks under the voice.
+    pub duck_db: f64,
+    /// Current layout name.
+    pub layout: String,
+    /// Video encoder preset.
+    pub encoder: String,
+    /// Video bitrate.
+    pub bitrate_kbps: u32,
+    /// What left the pipeline.
+    pub output: OutputHealth,
+    /// The latest element errors, oldest first.
+    pub errors: Vec<ErrorReport>,
+}
+
+/// Something that happened, for whoever listens (logs, the host page).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum HealthEvent {
+    /// An element failed.
+    Error {
+        /// Element path.
+        element: String,
+        /// Message.
+        message: String,
+    },
+    /// The webcam failed; the slate shows.
+    WebcamLost {
+        /// Why.
+        reason: String,
+    },
+    /// The movie reached its end.
+    MovieEnded,
+    /// The movie started over.
+    MovieLooped,
+    /// Another movie is playing.
+    MovieLoaded {
+        /// Its name.
+        title: String,
+    },
+}
+
+impl Health {
+    /// What `/healthz` shows while the pipeline is being built.
+    pub fn placeholder(settings: &Settings) -> Health {
+        Health {
+            state: PipelineState::Starting,
+            uptime_s: 0.0,
+            movie: MovieHealth {
+                title: settings.movie.title(),
+                state: MovieState::Paused,
+                position_s: None,
+                duration_s: None,
+                looping: settings.loop_movie,
+            },
+            webcam: WebcamState::None,
+            mic: MicState::None,
+            movie_gain: 1.0,
+            movie_volume: 1.0,
+            duck_db: settings.duck_db,
+            layout: settings.layout.name.clone(),
+            encoder: settings.encoder.name.clone(),
+            bitrate_kbps: settings.bitrate_kbps,
+            output: OutputHealth::from(&OutputStats::default()),
+            errors: Vec::new(),
+        }
+    }
+}
