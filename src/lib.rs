@@ -36,4 +36,5 @@ pub mod pipeline;
 pub mod probe;
 pub mod shutdown;
 pub mod store;
+pub mod util;
 pub mod web;
