@@ -44,4 +44,5 @@ pub mod pipeline;
 pub mod probe;
 pub mod shutdown;
 pub mod store;
+pub mod util;
 pub mod web;
