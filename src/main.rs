@@ -13,7 +13,8 @@ use cowatch::moderation::helix::Helix;
 use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
 use cowatch::store::Store;
-use cowatch::{bench, probe, shutdown, web};
+use cowatch::tools::{bench, probe};
+use cowatch::{shutdown, web};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -43,8 +44,8 @@ fn main() -> ExitCode {
         Command::Demo(options) => run_party(options, true),
         Command::Party(options) => run_party(options, false),
         Command::Probe { url, seconds } => probe::main(&url, seconds),
-        Command::Ctl { server, action } => cowatch::ctl::main(&server, action),
-        Command::TwitchReplay(options) => cowatch::chat::capture::main(options),
+        Command::Ctl { server, action } => cowatch::tools::ctl::main(&server, action),
+        Command::TwitchReplay(options) => cowatch::tools::replay::main(options),
         Command::Bench {
             which: BenchCommand::Pipeline { seconds, runs },
         } => bench::pipeline(seconds, runs),

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cowatch::chat::bridge::{Bridge, BridgeConfig, Secret};
-use cowatch::chat::test_server::TestServer;
 use cowatch::chat::{Chat, ChatConfig, Connection};
+use cowatch::tools::replay::tmi::TestServer;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast::Receiver;

@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cowatch::bench::cdp::Browser;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
-use cowatch::chat::test_server::TestServer;
 use cowatch::chat::{Chat, ChatConfig};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
 use cowatch::moderation::test_helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
+use cowatch::tools::cdp::Browser;
+use cowatch::tools::replay::tmi::TestServer;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 

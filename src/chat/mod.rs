@@ -3,8 +3,6 @@
 //! - [`model`]: the typed events and their JSON.
 //! - [`bridge`]: the Twitch IRC link (`twitch-irc`), which feeds the hub and relays party
 //!   messages to Twitch under Twitch's rate limits.
-//! - [`capture`]: raw Twitch captures replayed at their pace (`cowatch twitch-replay`).
-//! - [`test_server`]: a Twitch-protocol server on 127.0.0.1 for tests and `bench chat`.
 //!
 //! The [`Chat`] hub keeps the backlog late joiners get, the room modes and the link state,
 //! numbers every event, serialises it once and hands it to every subscriber (the WebSocket
@@ -12,9 +10,7 @@
 //! viewers.
 
 pub mod bridge;
-pub mod capture;
 pub mod model;
-pub mod test_server;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::cdp::{Browser, CHROMIUM};
 use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
-use crate::probe::{ProbeOptions, ProbeReport, probe};
+use crate::tools::cdp::{Browser, CHROMIUM};
+use crate::tools::probe::{ProbeOptions, ProbeReport, probe};
 
 /// What `cowatch bench broadcast` measures; the flags of the subcommand.
 #[derive(Debug, Clone)]

@@ -11,7 +11,6 @@
 //! however it ends.
 
 mod broadcast;
-pub mod cdp;
 mod chat;
 mod pipeline;
 

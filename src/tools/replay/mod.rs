@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::test_server::TestServer;
+pub mod tmi;
+
 use crate::config::ReplayOptions;
+use tmi::TestServer;
 
 /// A capture, read once.
 pub struct Capture {

@@ -30,8 +30,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
-use crate::chat::capture::Capture;
-use crate::chat::test_server::TestServer;
+use crate::tools::replay::Capture;
+use crate::tools::replay::tmi::TestServer;
 
 /// What `cowatch bench chat` measures; the flags of the subcommand.
 #[derive(Debug, Clone)]
@@ -1143,7 +1143,7 @@ fn verdict(pass: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::capture::{command, tag};
+    use crate::tools::replay::{command, tag};
 
     const PRIVMSG: &str = "@badge-info=;id=abc;room-id=1;tmi-sent-ts=1000;user-id=7 \
                            :u!u@u.tmi.twitch.tv PRIVMSG #xqcow :hi id=x";
