@@ -24,6 +24,7 @@
 
 pub mod broadcast;
 pub mod chat;
+pub mod cli;
 pub mod config;
 pub mod library;
 pub mod moderation;

@@ -3,10 +3,102 @@
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::config::{CtlCommand, Switch};
+/// Options of `cowatch ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// The party's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CtlCommand,
+}
 
-/// Runs one `ctl` action against `server` and prints the answer.
-pub fn main(server: &str, action: CtlCommand) -> anyhow::Result<()> {
+/// `cowatch ctl` actions; each is one `/api/` call (see the README's API list).
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// The party's state.
+    Status,
+    /// Resume the movie.
+    Play,
+    /// Pause the movie.
+    Pause,
+    /// Jump to a position: seconds, or m:ss / h:mm:ss.
+    Seek {
+        /// Where to.
+        position: String,
+    },
+    /// The next title of the library.
+    Next,
+    /// Play a title of the library (its id, from `cowatch ctl library`).
+    Load {
+        /// Title id.
+        title: String,
+    },
+    /// Switch layout: side-panel, inset.
+    Layout {
+        /// Layout name.
+        name: String,
+    },
+    /// Webcam on or off.
+    Webcam {
+        /// on or off.
+        state: Switch,
+    },
+    /// Mic on or off.
+    Mic {
+        /// on or off.
+        state: Switch,
+    },
+    /// Movie volume, 0.0 to 1.5.
+    Volume {
+        /// The volume.
+        volume: f64,
+    },
+    /// How many dB the movie ducks under your voice, 0 to 60.
+    Duck {
+        /// dB.
+        db: f64,
+    },
+    /// Go live (optionally with a library title).
+    Start {
+        /// Title id.
+        title: Option<String>,
+    },
+    /// End the party.
+    End,
+    /// The media library.
+    Library,
+    /// Who is watching.
+    Viewers,
+    /// Moderator links: list them, or add one.
+    Mods {
+        /// Mint a link for this person.
+        #[arg(long)]
+        add: Option<String>,
+        /// Revoke this link id.
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    /// A moderator action as JSON, e.g. '{"action":"slow","seconds":30}'.
+    Mod {
+        /// The action.
+        action: String,
+    },
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Runs one `ctl` action against the server and prints the answer.
+pub fn main(args: CtlArgs) -> anyhow::Result<()> {
+    let CtlArgs { server, action } = args;
     let key = std::env::var("COWATCH_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());
@@ -14,7 +106,7 @@ pub fn main(server: &str, action: CtlCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(call(server, key.as_deref(), method, &path, body))?;
+    let answer = runtime.block_on(call(&server, key.as_deref(), method, &path, body))?;
     println!("{answer}");
     Ok(())
 }

@@ -25,15 +25,19 @@ use crate::tools::cdp::{Browser, CHROMIUM};
 use crate::tools::probe::{ProbeOptions, ProbeReport, probe};
 
 /// What `cowatch bench broadcast` measures; the flags of the subcommand.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BroadcastOptions {
-    /// Sequential joins per run for the time to first keyframe.
+    /// Sequential viewer joins per run for the time to first frame.
+    #[arg(long, default_value_t = 20)]
     pub joins: usize,
-    /// Concurrent viewer counts for the fan-out cost.
+    /// Concurrent viewer counts to measure the fan-out cost at.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100")]
     pub viewers: Vec<usize>,
-    /// Length of each latency and fan-out measurement window.
+    /// Seconds of each latency and fan-out measurement window.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// Runs of everything; the report shows medians over them.
+    /// Runs of everything; the report shows medians.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
 }
 

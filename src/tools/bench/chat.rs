@@ -34,17 +34,24 @@ use crate::tools::replay::Capture;
 use crate::tools::replay::tmi::TestServer;
 
 /// What `cowatch bench chat` measures; the flags of the subcommand.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ChatBenchOptions {
-    /// WebSocket clients reading `/chat`.
+    /// WebSocket clients reading /chat.
+    #[arg(long, default_value_t = 500)]
     pub clients: usize,
-    /// Replay rates, as multiples of the capture's real rate.
+    /// Replay rates, as multiples of the capture's real rate (about 10.8 messages/s).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     pub rates: Vec<f64>,
-    /// Longest replay at one rate, in seconds of wall time.
+    /// Longest replay at one rate, in seconds of wall time (1x replays only the start of
+    /// the capture, which lasts 463 s).
+    #[arg(long, default_value_t = 60)]
     pub max_seconds: u64,
-    /// Runs of everything; the report shows medians over them.
+    /// Runs of everything; the report shows medians.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// The capture to replay; `None` looks for the xqcow capture in `../shared`.
+    /// Raw Twitch IRC lines to replay, one a line (default: the xqcow capture in
+    /// ../shared/data/twitch).
+    #[arg(long, value_name = "PATH")]
     pub capture: Option<PathBuf>,
 }
 

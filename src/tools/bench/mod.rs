@@ -26,7 +26,36 @@ use anyhow::{Context, bail};
 
 pub use broadcast::{BroadcastOptions, broadcast};
 pub use chat::{ChatBenchOptions, chat};
-pub use pipeline::pipeline;
+pub use pipeline::{PipelineOptions, pipeline};
+
+/// Options of `cowatch bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub which: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// CPU cost of composite + encode against ffmpeg doing the same work.
+    Pipeline(PipelineOptions),
+    /// Time to first frame, glass-to-glass latency in Chromium, and fan-out CPU per viewer.
+    Broadcast(BroadcastOptions),
+    /// A real Twitch capture replayed through the bridge to many WebSocket clients:
+    /// messages/s, delivery latency, loss, and the server's CPU and memory.
+    Chat(ChatBenchOptions),
+}
+
+/// Runs the benchmark chosen and prints its report.
+pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    match args.which {
+        BenchCommand::Pipeline(options) => pipeline(&options),
+        BenchCommand::Broadcast(options) => broadcast(&options),
+        BenchCommand::Chat(options) => chat(&options),
+    }
+}
 
 /// How long cowatch may take to say it is live.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -26,9 +26,21 @@ const BITRATE_KBPS: u32 = 2500;
 /// while it starts up.
 const SPARE_INPUT_S: u64 = 5;
 
+/// What `cowatch bench pipeline` measures; the flags of the subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineOptions {
+    /// Seconds of output per run.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Runs per contender; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
 /// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
 /// contender, `seconds` of output each, and the ratio of the medians.
-pub fn pipeline(seconds: u64, runs: usize) -> anyhow::Result<()> {
+pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
+    let PipelineOptions { seconds, runs } = *options;
     if seconds == 0 || runs == 0 {
         bail!("--seconds and --runs must both be at least 1");
     }

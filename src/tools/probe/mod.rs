@@ -1263,11 +1263,23 @@ fn ms(d: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-/// Runs the probe against `url` for `seconds` and prints its report.
+/// Options of `cowatch probe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// The WHEP endpoint, e.g. http://127.0.0.1:8080/whep.
+    pub url: String,
+    /// How long to watch.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+/// Runs the probe against the URL for the seconds given and prints its report.
 ///
 /// Fails (after printing what it measured) when the server refuses the offer or when no
 /// keyframe arrived, because a viewer in either situation never sees a picture.
-pub fn main(url: &str, seconds: u64) -> anyhow::Result<()> {
+pub fn main(args: ProbeArgs) -> anyhow::Result<()> {
+    let ProbeArgs { url, seconds } = args;
+    let url = url.as_str();
     // A URL the probe cannot use is the whole answer; no header line before it.
     HttpUrl::parse(url)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
