@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::twitch::TestServer;
 use cowatch::chat::bridge::{Bridge, BridgeConfig, Secret};
 use cowatch::chat::{Chat, ChatConfig, Connection};
-use cowatch::tools::replay::tmi::TestServer;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast::Receiver;

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::twitch::TestServer;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
 use cowatch::chat::{Chat, ChatConfig, ChatEvent, Origin};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
 use cowatch::tools::cdp::Browser;
-use cowatch::tools::replay::tmi::TestServer;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 

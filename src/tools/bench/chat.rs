@@ -4,7 +4,7 @@
 //! This process plays Twitch and the viewers; the server under test is a `cowatch demo`
 //! child bridged to it:
 //!
-//! - a [`TestServer`] (on a runtime of its own) replays a real capture of #xqcow (2019) at
+//! - a [`TmiServer`] (on a runtime of its own) replays a real capture of #xqcow (2019) at
 //!   several multiples of its real rate to the child's Twitch bridge;
 //! - N WebSocket clients read the child's `/chat` and time each message from the moment its
 //!   line was handed to the test server to the moment a client read the frame carrying it.
@@ -14,7 +14,7 @@
 //! replay is told apart from the backlog of the ones before it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
 use crate::tools::replay::Capture;
-use crate::tools::replay::tmi::TestServer;
+use crate::tools::replay::tmi::TmiServer;
 
 /// What `cowatch bench chat` measures; the flags of the subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -120,7 +120,7 @@ pub fn chat(options: &ChatBenchOptions) -> anyhow::Result<()> {
         .build()
         .context("cannot start the test server's runtime")?;
     let tmi = tmi_runtime
-        .block_on(TestServer::start())
+        .block_on(TmiServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
         .context("cannot start the Twitch test server")?;
     let mut server = Server::start(&scratch.0, tmi.addr())?;
     if !tmi_runtime.block_on(tmi.wait_joined(CHANNEL, JOIN_TIMEOUT)) {
@@ -856,7 +856,7 @@ struct Sent {
 /// Hands each line to the test server when it is due, in batches every [`SEND_PERIOD`],
 /// recording each message's send time right before its batch goes.
 async fn send_lines(
-    tmi: &TestServer,
+    tmi: &TmiServer,
     plan: &Plan,
     replay: &Replay,
     window: &mut Window<'_>,
@@ -981,7 +981,7 @@ impl Outcome {
 /// Replays `plan` to the clients and measures it.
 fn replay(
     server: &Server,
-    tmi: &TestServer,
+    tmi: &TmiServer,
     tmi_runtime: &Runtime,
     clients: &Clients,
     plan: &Plan,

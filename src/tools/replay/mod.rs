@@ -17,7 +17,7 @@ pub mod capture;
 pub mod tmi;
 
 pub use capture::{Capture, CaptureLine, command, tag};
-use tmi::TestServer;
+use tmi::TmiServer;
 
 /// Options of `cowatch twitch-replay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,7 +50,7 @@ pub fn main(options: ReplayArgs) -> anyhow::Result<()> {
     let capture = Capture::load(&options.file)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let server = TestServer::start_on(options.listen)
+        let server = TmiServer::start(options.listen)
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", options.listen))?;
         let channel = options.channel.trim_start_matches('#').to_lowercase();
