@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::helix::{Recorded, TestHelix, TestHelixConfig};
 use common::twitch::TestServer;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
 use cowatch::chat::{Chat, ChatConfig};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
-use cowatch::moderation::test_helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
 use cowatch::tools::cdp::Browser;

@@ -1,7 +1,6 @@
 //! Moderation: who may do what to the chat, what happened, and what Twitch is told.
 //!
 //! - [`helix`]: the Twitch Helix client for the actions that reach Twitch.
-//! - [`test_helix`]: a Helix stand-in on 127.0.0.1 for tests.
 //!
 //! [`Moderation`] owns the bans, blocked terms, party-chat rule and audit log (persisted
 //! through [`Store`], mirrored in memory so the per-message checks never touch the disk).
@@ -27,7 +26,6 @@
 //! terms.
 
 pub mod helix;
-pub mod test_helix;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod helix;
 pub mod twitch;
 
 use std::path::{Path, PathBuf};
