@@ -1,6 +1,7 @@
 //! `cowatch ctl`: the JSON API from a terminal, for scripts, Stream Deck buttons and bots.
 
 use anyhow::{Context, bail};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Options of `cowatch ctl`.
@@ -102,83 +103,119 @@ pub fn main(args: CtlArgs) -> anyhow::Result<()> {
     let key = std::env::var("COWATCH_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());
-    let (method, path, body) = request(action)?;
+    let request = Request::of(action)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(call(&server, key.as_deref(), method, &path, body))?;
+    let answer = runtime.block_on(request.send(&server, key.as_deref()))?;
     println!("{answer}");
     Ok(())
 }
 
-/// The call an action makes.
-fn request(action: CtlCommand) -> anyhow::Result<(reqwest::Method, String, Option<Value>)> {
-    use reqwest::Method;
-    let on = |s: Switch| matches!(s, Switch::On);
-    Ok(match action {
-        CtlCommand::Status => (Method::GET, "/api/party".into(), None),
-        CtlCommand::Play => (Method::POST, "/api/control/play".into(), None),
-        CtlCommand::Pause => (Method::POST, "/api/control/pause".into(), None),
-        CtlCommand::Seek { position } => (
-            Method::POST,
-            "/api/control/seek".into(),
-            Some(json!({ "position_s": parse_position(&position)? })),
-        ),
-        CtlCommand::Next => (Method::POST, "/api/control/next".into(), None),
-        CtlCommand::Load { title } => (
-            Method::POST,
-            "/api/control/load".into(),
-            Some(json!({ "title": title })),
-        ),
-        CtlCommand::Layout { name } => (
-            Method::POST,
-            "/api/control/layout".into(),
-            Some(json!({ "layout": name })),
-        ),
-        CtlCommand::Webcam { state } => (
-            Method::POST,
-            "/api/control/webcam".into(),
-            Some(json!({ "on": on(state) })),
-        ),
-        CtlCommand::Mic { state } => (
-            Method::POST,
-            "/api/control/mic".into(),
-            Some(json!({ "on": on(state) })),
-        ),
-        CtlCommand::Volume { volume } => (
-            Method::POST,
-            "/api/control/audio".into(),
-            Some(json!({ "volume": volume })),
-        ),
-        CtlCommand::Duck { db } => (
-            Method::POST,
-            "/api/control/audio".into(),
-            Some(json!({ "duck_db": db })),
-        ),
-        CtlCommand::Start { title } => (
-            Method::POST,
-            "/api/party/start".into(),
-            Some(json!({ "title": title })),
-        ),
-        CtlCommand::End => (Method::POST, "/api/party/end".into(), None),
-        CtlCommand::Library => (Method::GET, "/api/library".into(), None),
-        CtlCommand::Viewers => (Method::GET, "/api/viewers".into(), None),
-        CtlCommand::Mods { add, revoke } => match (add, revoke) {
-            (Some(label), None) => (
-                Method::POST,
-                "/api/moderators".into(),
-                Some(json!({ "label": label })),
-            ),
-            (None, Some(id)) => (Method::DELETE, format!("/api/moderators/{id}"), None),
-            (None, None) => (Method::GET, "/api/moderators".into(), None),
-            (Some(_), Some(_)) => bail!("give --add or --revoke, not both"),
-        },
-        CtlCommand::Mod { action } => {
-            let action: Value = serde_json::from_str(&action)
-                .context("the action is not JSON (e.g. '{\"action\":\"slow\",\"seconds\":30}')")?;
-            (Method::POST, "/api/mod".into(), Some(action))
+/// The one `/api/` call an action makes.
+struct Request {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+}
+
+impl Request {
+    fn get(path: &str) -> Self {
+        Self::new(Method::GET, path, None)
+    }
+
+    /// A POST with a JSON body, or none.
+    fn post(path: &str, body: Option<Value>) -> Self {
+        Self::new(Method::POST, path, body)
+    }
+
+    fn new(method: Method, path: &str, body: Option<Value>) -> Self {
+        Self {
+            method,
+            path: path.to_owned(),
+            body,
         }
-    })
+    }
+
+    fn of(action: CtlCommand) -> anyhow::Result<Self> {
+        let on = |state: Switch| json!({ "on": matches!(state, Switch::On) });
+        Ok(match action {
+            CtlCommand::Status => Self::get("/api/party"),
+            CtlCommand::Play => Self::post("/api/control/play", None),
+            CtlCommand::Pause => Self::post("/api/control/pause", None),
+            CtlCommand::Seek { position } => {
+                let body = json!({ "position_s": parse_position(&position)? });
+                Self::post("/api/control/seek", Some(body))
+            }
+            CtlCommand::Next => Self::post("/api/control/next", None),
+            CtlCommand::Load { title } => {
+                Self::post("/api/control/load", Some(json!({ "title": title })))
+            }
+            CtlCommand::Layout { name } => {
+                Self::post("/api/control/layout", Some(json!({ "layout": name })))
+            }
+            CtlCommand::Webcam { state } => Self::post("/api/control/webcam", Some(on(state))),
+            CtlCommand::Mic { state } => Self::post("/api/control/mic", Some(on(state))),
+            CtlCommand::Volume { volume } => {
+                Self::post("/api/control/audio", Some(json!({ "volume": volume })))
+            }
+            CtlCommand::Duck { db } => {
+                Self::post("/api/control/audio", Some(json!({ "duck_db": db })))
+            }
+            CtlCommand::Start { title } => {
+                Self::post("/api/party/start", Some(json!({ "title": title })))
+            }
+            CtlCommand::End => Self::post("/api/party/end", None),
+            CtlCommand::Library => Self::get("/api/library"),
+            CtlCommand::Viewers => Self::get("/api/viewers"),
+            CtlCommand::Mods { add, revoke } => match (add, revoke) {
+                (Some(label), None) => {
+                    Self::post("/api/moderators", Some(json!({ "label": label })))
+                }
+                (None, Some(id)) => {
+                    Self::new(Method::DELETE, &format!("/api/moderators/{id}"), None)
+                }
+                (None, None) => Self::get("/api/moderators"),
+                (Some(_), Some(_)) => bail!("give --add or --revoke, not both"),
+            },
+            CtlCommand::Mod { action } => {
+                let action: Value = serde_json::from_str(&action).context(
+                    "the action is not JSON (e.g. '{\"action\":\"slow\",\"seconds\":30}')",
+                )?;
+                Self::post("/api/mod", Some(action))
+            }
+        })
+    }
+
+    /// Sends the request to `server` (with `key` as the bearer) and returns the answer.
+    async fn send(self, server: &str, key: Option<&str>) -> anyhow::Result<String> {
+        let url = format!("{}{}", server.trim_end_matches('/'), self.path);
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()?;
+        let mut request = client.request(self.method, &url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = self.body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let hint = if status == reqwest::StatusCode::UNAUTHORIZED && key.is_none() {
+                " (set COWATCH_KEY to the key of your host or moderator link)"
+            } else {
+                ""
+            };
+            bail!("{status}: {}{hint}", text.trim());
+        }
+        Ok(text.trim().to_owned())
+    }
 }
 
 /// `90`, `1:30` or `1:01:30` → seconds.
@@ -197,41 +234,6 @@ fn parse_position(text: &str) -> anyhow::Result<f64> {
         seconds = seconds * 60.0 + value;
     }
     Ok(seconds)
-}
-
-async fn call(
-    server: &str,
-    key: Option<&str>,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<String> {
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(15))
-        .build()?;
-    let mut request = client.request(method, &url);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED && key.is_none() {
-            " (set COWATCH_KEY to the key of your host or moderator link)"
-        } else {
-            ""
-        };
-        bail!("{status}: {}{hint}", text.trim());
-    }
-    Ok(text.trim().to_owned())
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@
 //! - [`replay`]: `cowatch twitch-replay`, a Twitch-protocol server replaying a capture.
 //! - [`bench`]: `cowatch bench`, the benchmarks.
 //! - [`cdp`]: a headless Chromium driven over the DevTools protocol.
+//! - [`http`]: the HTTP client of the tools that talk to a party on this machine.
 
 pub mod bench;
 pub mod cdp;
+mod child;
 pub mod ctl;
+pub mod http;
 pub mod probe;
 pub mod replay;

@@ -1,18 +1,17 @@
 //! WHEP signalling over reqwest, on this machine only: POST the offer, read the answer and its
 //! `Location`, DELETE the session when done.
 //!
-//! A URL is refused unless it is plain `http://` and its host resolves to loopback addresses;
-//! the client resolves names to loopback addresses only, uses no proxy and follows no
-//! redirect, so nothing the probe says can leave the machine.
+//! A URL is refused unless it is plain `http://` and its host resolves to loopback addresses,
+//! and the client ([`http::local`]) resolves names to loopback addresses only, so nothing the
+//! probe says can leave the machine.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::{Client, Response, Url, header};
+use reqwest::{Response, Url, header};
 
 use super::CONNECT_TIMEOUT;
+use crate::tools::http;
 
 /// Largest HTTP response the probe accepts: an SDP answer is a few KiB, so anything far bigger
 /// is a misdirected URL rather than an answer.
@@ -48,7 +47,7 @@ impl Whep {
     pub(super) async fn offer(&self, sdp: &str) -> anyhow::Result<Answer> {
         let url = &self.url;
         let exchange = async {
-            let response = client()?
+            let response = http::local()?
                 .post(url.clone())
                 .header(header::CONTENT_TYPE, "application/sdp")
                 .header(header::ACCEPT, "application/sdp")
@@ -86,7 +85,7 @@ impl Whep {
         let exchange = async {
             // The Location may name another host: it must be this machine too.
             loopback_addrs(resource).await?;
-            let response = client()?
+            let response = http::local()?
                 .delete(resource.clone())
                 .send()
                 .await
@@ -148,49 +147,6 @@ async fn loopback_addrs(url: &Url) -> anyhow::Result<Vec<SocketAddr>> {
         bail!("{url}: {host} is not a loopback address; the probe only connects to this machine");
     }
     Ok(loopback)
-}
-
-/// The one HTTP client of every probe in the process. Building a client loads the system's
-/// TLS roots, which takes tens of milliseconds: too slow to do per viewer when a benchmark
-/// starts a hundred at once. It keeps no idle connection, so probes running on different
-/// tokio runtimes (tests) never share one.
-fn client() -> anyhow::Result<&'static Client> {
-    static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
-    let built = CLIENT.get_or_init(|| {
-        Client::builder()
-            .dns_resolver(Arc::new(LoopbackOnly))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent("cowatch-probe")
-            // Header names as the WHEP examples write them (`Content-Type`), not lower case.
-            .http1_title_case_headers()
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    built
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))
-}
-
-/// Resolves a name to its loopback addresses only, so even a name that also has others
-/// cannot take the probe off the machine. (Addresses in URLs are checked before use.)
-struct LoopbackOnly;
-
-impl Resolve for LoopbackOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|addr| addr.ip().is_loopback())
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("{} has no loopback address", name.as_str()).into());
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
 }
 
 /// The body as text, refusing one larger than [`MAX_RESPONSE_BYTES`].

@@ -102,8 +102,11 @@ mod tests {
         assert_eq!(tag(line, "tmi-sent-ts"), Some("1000"));
         assert_eq!(tag(line, "badge-info"), Some(""));
         assert_eq!(tag(line, "nope"), None);
+        // Only a whole key matches.
+        assert_eq!(tag(line, "sent-ts"), None);
         assert_eq!(command(line), "PRIVMSG");
         assert_eq!(command(":tmi.twitch.tv RECONNECT"), "RECONNECT");
+        assert_eq!(command(":tmi.twitch.tv CLEARCHAT #x"), "CLEARCHAT");
         assert_eq!(command("PING :tmi.twitch.tv"), "PING");
     }
 }
