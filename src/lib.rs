@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: command line and config file, merged into settings.
+//! - [`cli`]: the command line: the subcommands and their options.
+//! - [`config`]: the party's options (flags and config file), merged into settings.
 //! - [`party`]: who may do what: the host key, moderator links, invites, viewer sessions.
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.

@@ -6,9 +6,9 @@
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
-//! Whatever is measured runs as a child process ([`process`]), so its CPU time comes from the
+//! Whatever is measured runs as a child process (`process`), so its CPU time comes from the
 //! kernel and not from the program's own account of itself; every child is killed when a
-//! benchmark ends, however it ends. A cowatch under test is a [`server`].
+//! benchmark ends, however it ends. A cowatch under test is a `server`.
 
 mod broadcast;
 mod chat;

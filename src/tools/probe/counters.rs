@@ -161,7 +161,7 @@ impl Counters {
 /// Loss on one SSRC from its RTP sequence numbers.
 ///
 /// Sequence numbers are extended to 64 bits (so 65535 → 0 is a step of one) relative to the
-/// newest packet; a bitmap of the last [`SEQ_WINDOW`] numbers tells a first arrival from a
+/// newest packet; a bitmap of the last `SEQ_WINDOW` numbers tells a first arrival from a
 /// duplicate. Loss is "expected minus received" over the run from the first packet to the
 /// newest, so a late (reordered or retransmitted) packet fills its gap, and never goes negative.
 #[derive(Debug, Clone)]

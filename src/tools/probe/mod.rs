@@ -118,7 +118,7 @@ impl ProbeReport {
 /// Returns `Ok` with a non-2xx `status` (and the server's `reason`) when the server refuses the
 /// offer, so a benchmark can count refusals; returns `Err` when the server cannot be reached or
 /// speaks something other than WHEP. Every wait is bounded, so this always finishes within a
-/// few multiples of [`CONNECT_TIMEOUT`] plus `options.duration`.
+/// few multiples of `CONNECT_TIMEOUT` plus `options.duration`.
 pub async fn probe(options: &ProbeOptions) -> anyhow::Result<ProbeReport> {
     // Resolve before building anything so a wrong URL fails fast and nothing is sent anywhere
     // but loopback.
