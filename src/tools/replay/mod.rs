@@ -7,14 +7,14 @@
 //! The subcommand serves a capture to whoever joins the channel, at its own pace or faster.
 //! `cowatch bench chat` uses the same two parts to replay a capture to a party.
 
+pub mod capture;
+pub mod tmi;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-
-pub mod capture;
-pub mod tmi;
 
 pub use capture::{Capture, CaptureLine, command, tag};
 use tmi::TmiServer;
