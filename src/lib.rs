@@ -2,11 +2,11 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: command line and config file, merged into settings.
+//! - [`cli`]: the command line: the subcommands and their options.
+//! - [`config`]: the party's options (flags and config file), merged into settings.
 //! - [`party`]: who may do what: the host key, moderator links, invites, viewer sessions.
 //! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
 //!   encoded once, out as RTP; controls and health.
-//! - [`ctl`]: `cowatch ctl`, the API from a terminal.
 //! - [`chat`]: the Twitch chat bridge and the party's chat, as one stream of typed events.
 //! - [`moderation`]: moderator actions (applied in the party, forwarded to Twitch Helix),
 //!   blocked terms, party-chat rules, and the checks the chat hub runs on every message.
@@ -22,17 +22,16 @@
 //!   the pictures to the pipeline.
 //! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
 //! - [`web`]: the axum server: `/healthz` and the pages.
-//! - [`probe`]: a headless viewer on an independent WebRTC stack (webrtc-rs).
-//! - [`bench`]: the benchmarks behind `cowatch bench`.
+//! - [`tools`]: what runs behind the other subcommands: `probe`, `ctl`, `twitch-replay`,
+//!   `bench`. Nothing else uses them.
 //! - [`shutdown`]: the stop signal every task watches.
 //!
 //! Data flows one way: pipeline → RTP → viewers.
 
-pub mod bench;
 pub mod broadcast;
 pub mod chat;
+pub mod cli;
 pub mod config;
-pub mod ctl;
 pub mod geometry;
 pub mod gst_util;
 pub mod library;
@@ -41,8 +40,8 @@ pub mod overlay;
 pub mod panel;
 pub mod party;
 pub mod pipeline;
-pub mod probe;
 pub mod shutdown;
 pub mod store;
+pub mod tools;
 pub mod util;
 pub mod web;

@@ -2,34 +2,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::Bridge;
-use cowatch::config::{BenchCommand, Cli, Command, PartyOptions};
+use cowatch::cli::{Cli, Command};
+use cowatch::config::PartyOptions;
 use cowatch::library::Library;
 use cowatch::moderation::Moderation;
 use cowatch::moderation::helix::Helix;
 use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
 use cowatch::store::Store;
-use cowatch::{bench, probe, shutdown, web};
+use cowatch::{shutdown, tools, web};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::from_args() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // clap's report is a page; the user needs its first line.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see cowatch --help)");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -42,42 +31,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(options) => run_party(options, true),
         Command::Party(options) => run_party(options, false),
-        Command::Probe { url, seconds } => probe::main(&url, seconds),
-        Command::Ctl { server, action } => cowatch::ctl::main(&server, action),
-        Command::TwitchReplay(options) => cowatch::chat::capture::main(options),
-        Command::Bench {
-            which: BenchCommand::Pipeline { seconds, runs },
-        } => bench::pipeline(seconds, runs),
-        Command::Bench {
-            which:
-                BenchCommand::Broadcast {
-                    joins,
-                    viewers,
-                    seconds,
-                    runs,
-                },
-        } => bench::broadcast(&bench::BroadcastOptions {
-            joins,
-            viewers,
-            seconds,
-            runs,
-        }),
-        Command::Bench {
-            which:
-                BenchCommand::Chat {
-                    clients,
-                    rates,
-                    max_seconds,
-                    runs,
-                    capture,
-                },
-        } => bench::chat(&bench::ChatBenchOptions {
-            clients,
-            rates,
-            max_seconds,
-            runs,
-            capture,
-        }),
+        Command::Probe(args) => tools::probe::main(args),
+        Command::Bench(args) => tools::bench::main(args),
+        Command::TwitchReplay(args) => tools::replay::main(args),
+        Command::Ctl(args) => tools::ctl::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

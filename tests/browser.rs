@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cowatch::bench::cdp::Browser;
+use cowatch::tools::cdp::Browser;
 use serde_json::Value;
 
 /// A `cowatch demo` process on fixed ports, so it can be restarted where viewers expect it.

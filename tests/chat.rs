@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::twitch::TestServer;
 use cowatch::chat::bridge::{Bridge, BridgeConfig, Secret};
-use cowatch::chat::test_server::TestServer;
 use cowatch::chat::{Chat, ChatConfig, Connection};
 use futures_util::StreamExt;
 use serde_json::Value;

@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cowatch::bench::cdp::Browser;
+use common::twitch::TestServer;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
-use cowatch::chat::test_server::TestServer;
 use cowatch::chat::{Chat, ChatEvent, Origin};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
+use cowatch::tools::cdp::Browser;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;

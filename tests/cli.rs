@@ -141,3 +141,75 @@ fn health(addr: &str) -> serde_json::Value {
     );
     serde_json::from_str(body).unwrap()
 }
+
+/// The product's command line: exactly the party and its tools, nothing made for tests.
+#[test]
+fn help_lists_exactly_the_product_subcommands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "demo",
+            "party",
+            "probe",
+            "bench",
+            "twitch-replay",
+            "ctl",
+            "help"
+        ],
+        "{help}"
+    );
+}
+
+/// The stand-ins of Twitch's Helix API and of Twitch chat's test controls live in
+/// tests/common, never in the product: no source file under src/ names them.
+#[test]
+fn no_stand_in_is_in_the_product() {
+    const STAND_INS: [&str; 10] = [
+        "TestHelix",
+        "TestServer",
+        "test_helix",
+        "test_server",
+        "set_refuse_joins",
+        "set_bot_badges",
+        "join_attempts",
+        "wait_received",
+        "received_at",
+        "drop_connections",
+    ];
+    let mut files = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut sources = 0;
+    let mut found = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        sources += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        for name in STAND_INS.iter().filter(|name| text.contains(*name)) {
+            found.push(format!("{}: {name}", path.display()));
+        }
+    }
+    assert!(sources > 50, "only {sources} source files found under src/");
+    assert!(
+        found.is_empty(),
+        "stand-ins in the product:\n{}",
+        found.join("\n")
+    );
+}

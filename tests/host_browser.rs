@@ -14,11 +14,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{HOST_KEY, MOVIE_BLUE, MOVIE_RED, WEBCAM_GREEN};
-use cowatch::bench::cdp::Browser;
 use cowatch::broadcast::Broadcaster;
 use cowatch::library::Library;
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
+use cowatch::tools::cdp::Browser;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 

@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cowatch::bench::cdp::Browser;
+use common::helix::{Recorded, TestHelix, TestHelixConfig};
+use common::twitch::TestServer;
 use cowatch::broadcast::Broadcaster;
 use cowatch::chat::Chat;
 use cowatch::chat::bridge::{Bridge, BridgeConfig};
-use cowatch::chat::test_server::TestServer;
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
-use cowatch::moderation::test_helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
+use cowatch::tools::cdp::Browser;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;

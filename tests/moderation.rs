@@ -6,14 +6,16 @@
 //! and reach "Twitch" as exactly the documented request; Twitch's refusals must come back
 //! to the moderator and into the audit log; and everything must survive a restart.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::chat::model::{ChatMessage, ClearKind, Fragment, User};
 use cowatch::chat::{Chat, ChatConfig, ChatEvent, Origin, RoomModes, RoomState, now_ms};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
-use cowatch::moderation::test_helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::moderation::{
     Action, Actor, ModError, Moderation, PartyChatMode, Refusal, Role, Target,
 };
@@ -1143,4 +1145,12 @@ async fn the_stand_in_refuses_what_twitch_refuses() {
             .0,
         404
     );
+}
+
+#[test]
+fn the_stand_in_writes_rfc3339_dates() {
+    use common::helix::rfc3339;
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(1_632_857_251), "2021-09-28T19:27:31Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
 }

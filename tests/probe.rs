@@ -12,7 +12,7 @@ use common::{broadcaster, demo_settings, serve};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::presets::SourceCatalog;
 use cowatch::pipeline::source::WebcamSource;
-use cowatch::probe::{ProbeOptions, probe};
+use cowatch::tools::probe::{ProbeOptions, probe};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cowatch");
 

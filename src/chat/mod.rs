@@ -6,8 +6,6 @@
 //! - [`bridge`]: the Twitch IRC link (`twitch-irc`), which feeds the hub and relays party
 //!   messages to Twitch under Twitch's rate limits.
 //! - `log`: the optional chat log file.
-//! - [`capture`]: raw Twitch captures replayed at their pace (`cowatch twitch-replay`).
-//! - [`test_server`]: a Twitch-protocol server on 127.0.0.1 for tests and `bench chat`.
 //!
 //! The [`Chat`] hub keeps the backlog late joiners get, the room modes and the link state,
 //! numbers every event, serialises it once and hands it to every subscriber (the WebSocket
@@ -21,12 +19,10 @@
 //! ([`Chat::publish`]). Data flows one way: Twitch or party → gate → hub → viewers.
 
 pub mod bridge;
-pub mod capture;
 pub mod gate;
 mod log;
 pub mod model;
 pub mod post;
-pub mod test_server;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -8,7 +8,6 @@
 //!   party-chat rule, room modes, slow mode);
 //! - `audit`: the audit log, of ours and of Twitch's own moderators;
 //! - [`helix`]: the Twitch Helix client for the actions that reach Twitch;
-//! - [`test_helix`]: a Helix stand-in on 127.0.0.1 for tests.
 //!
 //! [`Moderation::open`] loads the bans, blocked terms and party-chat rule (persisted through
 //! [`Store`], mirrored in memory by the gate so the per-message checks never touch the
@@ -35,7 +34,6 @@ mod audit;
 mod forward;
 mod gate;
 pub mod helix;
-pub mod test_helix;
 
 use std::fmt;
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod helix;
+pub mod twitch;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -425,8 +428,8 @@ pub async fn serve_app(app: axum::Router) -> std::net::SocketAddr {
 /// Headless Chromium as a desktop viewer: a 1280x800 window, so the chat column sits beside
 /// the video, and Twitch's CDN blocked, so badge and emote fallbacks show whatever the
 /// machine's network.
-pub fn desktop_viewer() -> cowatch::bench::cdp::Browser {
-    let mut browser = cowatch::bench::cdp::Browser::launch().expect("chromium starts");
+pub fn desktop_viewer() -> cowatch::tools::cdp::Browser {
+    let mut browser = cowatch::tools::cdp::Browser::launch().expect("chromium starts");
     browser
         .call(
             "Network.setBlockedURLs",

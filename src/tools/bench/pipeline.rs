@@ -5,7 +5,6 @@
 //! depends on how either program reports itself.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use gstreamer as gst;
 
-use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
+use super::process::{Contender, STOP_TIMEOUT};
+use super::server::{Server, block_on};
+use super::{Scratch, median};
 use gst::prelude::*;
 
 /// Canvas of the benchmark: the side-panel layout's.
@@ -26,9 +27,21 @@ const BITRATE_KBPS: u32 = 2500;
 /// while it starts up.
 const SPARE_INPUT_S: u64 = 5;
 
+/// What `cowatch bench pipeline` measures; the flags of the subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineOptions {
+    /// Seconds of output per run.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Runs per contender; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
 /// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
 /// contender, `seconds` of output each, and the ratio of the medians.
-pub fn pipeline(seconds: u64, runs: usize) -> anyhow::Result<()> {
+pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
+    let PipelineOptions { seconds, runs } = *options;
     if seconds == 0 || runs == 0 {
         bail!("--seconds and --runs must both be at least 1");
     }
@@ -236,9 +249,8 @@ fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Meas
         "filesrc location=\"{}\" ! h264parse ! avdec_h264",
         inputs.webcam_h264.display()
     );
-    let stderr_path = dir.join("cowatch.stderr");
     let spawned = Instant::now();
-    let mut child = Contender::spawn(
+    let mut server = Server::start(
         Command::new(exe)
             .arg("party")
             .arg("--movie")
@@ -253,28 +265,15 @@ fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Meas
             ])
             .args(["--bitrate", &BITRATE_KBPS.to_string()])
             .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped()),
-        &stderr_path,
+            .env("RUST_LOG", "warn"),
+        &dir.join("cowatch.stderr"),
     )?;
-    let stdout = child.stdout()?;
-    let health_addr = wait_until_live(stdout, &stderr_path)?;
     let live = Instant::now();
-    let first = Health::fetch(health_addr).context("cannot read /healthz after start")?;
-    child.run_for(Duration::from_secs(seconds));
-    let last = Health::fetch(health_addr).context("cannot read /healthz before stop")?;
+    let first = Health::fetch(&server).context("cannot read /healthz after start")?;
+    server.process.run_for(Duration::from_secs(seconds));
+    let last = Health::fetch(&server).context("cannot read /healthz before stop")?;
     let out_s = live.elapsed().as_secs_f64();
-    child.signal(libc::SIGTERM)?;
-    let usage = child
-        .wait(STOP_TIMEOUT)
-        .context("cowatch did not stop cleanly after SIGTERM")?;
-    if !usage.success {
-        bail!(
-            "cowatch exited with {} after SIGTERM: {}",
-            usage.status,
-            tail(&stderr_path)
-        );
-    }
+    let usage = server.process.stop("cowatch")?;
     Ok(Measurement {
         contender: "cowatch",
         cpu_s: usage.cpu_s,
@@ -301,8 +300,8 @@ struct Health {
 
 impl Health {
     /// Reads `/healthz`.
-    fn fetch(addr: SocketAddr) -> anyhow::Result<Self> {
-        let json = get_json(addr, "/healthz")?;
+    fn fetch(server: &Server) -> anyhow::Result<Self> {
+        let json = block_on(server.health())?;
         let at = Instant::now();
         let text = |pointer: &str| {
             json.pointer(pointer)
@@ -396,7 +395,7 @@ fn run_ffmpeg(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Measu
         bail!(
             "ffmpeg exited with {}: {}",
             usage.status,
-            tail(&stderr_path)
+            child.last_words()
         );
     }
     let frames = frames

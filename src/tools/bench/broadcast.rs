@@ -12,28 +12,31 @@
 //! 3. fan-out cost: the server's CPU time (from `/proc`, so the kernel's account) with N probes
 //!    watching, against a window with none just before.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::cdp::{Browser, CHROMIUM};
-use super::{Contender, STOP_TIMEOUT, Scratch, get_json, median, tail, wait_until_live};
-use crate::probe::{ProbeOptions, ProbeReport, probe};
+use super::server::Server;
+use super::{Scratch, median, nearest_rank, verdict};
+use crate::tools::cdp::{Browser, CHROMIUM};
+use crate::tools::probe::{ProbeOptions, ProbeReport, probe};
 
 /// What `cowatch bench broadcast` measures; the flags of the subcommand.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BroadcastOptions {
-    /// Sequential joins per run for the time to first keyframe.
+    /// Sequential viewer joins per run for the time to first frame.
+    #[arg(long, default_value_t = 20)]
     pub joins: usize,
-    /// Concurrent viewer counts for the fan-out cost.
+    /// Concurrent viewer counts to measure the fan-out cost at.
+    #[arg(long, value_delimiter = ',', default_value = "25,50,100")]
     pub viewers: Vec<usize>,
-    /// Length of each latency and fan-out measurement window.
+    /// Seconds of each latency and fan-out measurement window.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// Runs of everything; the report shows medians over them.
+    /// Runs of everything; the report shows medians.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
 }
 
@@ -89,7 +92,15 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
     }
     let window = Duration::from_secs(seconds);
     let scratch = Scratch::new()?;
-    let server = Server::start(&scratch.0)?;
+    let mut server = Server::demo(
+        &scratch.0,
+        [
+            "--max-viewers",
+            &MAX_VIEWERS.to_string(),
+            // The clock strip the viewer page reads the latency from.
+            "--timecode",
+        ],
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,78 +141,20 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         });
     }
     report(&results, joins, viewers);
-    server.stop()
+    server.process.stop("the demo server")?;
+    Ok(())
 }
 
-/// The `cowatch demo` under test, as a child process that is killed if the benchmark fails.
-struct Server {
-    process: Contender,
-    /// Web address: the viewer page, `/whep` and `/healthz`.
-    http: SocketAddr,
-    /// Where its stderr goes, for error messages.
-    stderr_path: std::path::PathBuf,
-}
-
+/// What this benchmark asks of the demo server.
 impl Server {
-    /// Starts the demo on free loopback ports and waits until it produces video.
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot locate the cowatch executable")?;
-        let stderr_path = dir.join("server.stderr");
-        let mut process = Contender::spawn(
-            Command::new(exe)
-                .arg("demo")
-                // Port 0 for both: the kernel picks free ports, so no race with other programs,
-                // and the server prints (and advertises) what it got.
-                .args(["--listen", "127.0.0.1:0", "--webrtc-port", "0"])
-                .args(["--max-viewers", &MAX_VIEWERS.to_string()])
-                .arg("--timecode")
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped()),
-            &stderr_path,
-        )?;
-        let stdout = process.stdout()?;
-        let http = wait_until_live(stdout, &stderr_path).context("the demo server")?;
-        let server = Self {
-            process,
-            http,
-            stderr_path,
-        };
-        // Live means listening; the first encoded frames follow a moment later.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let health = server.health()?;
-            if health
-                .pointer("/output/video_frames")
-                .and_then(Value::as_u64)
-                .is_some_and(|n| n > 0)
-            {
-                break;
-            }
-            if Instant::now() >= deadline {
-                bail!("the demo server encoded no video within 20 s: {health}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(server)
-    }
-
     fn whep_url(&self) -> String {
         format!("http://{}/whep", self.http)
     }
 
-    /// `/healthz`, or an error quoting the server's last words when it has died.
-    fn health(&self) -> anyhow::Result<Value> {
-        get_json(self.http, "/healthz").map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the server's /healthz ({e:#}); server stderr: {}",
-                tail(&self.stderr_path)
-            )
-        })
-    }
-
     /// `/healthz` counter `viewers.<name>`.
-    fn viewer_stat(&self, name: &str) -> anyhow::Result<u64> {
-        self.health()?
+    async fn viewer_stat(&self, name: &str) -> anyhow::Result<u64> {
+        self.health()
+            .await?
             .pointer(&format!("/viewers/{name}"))
             .and_then(Value::as_u64)
             .with_context(|| format!("/healthz has no viewers.{name}"))
@@ -209,37 +162,19 @@ impl Server {
 
     /// Waits until no viewer session is left, so a measurement starts from an empty party.
     async fn drained(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        loop {
-            let left = self.viewer_stat("viewers")?;
-            if left == 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
+        let left = |health: &Value| health.pointer("/viewers/viewers").and_then(Value::as_u64);
+        self.poll_health(
+            DRAIN_TIMEOUT,
+            |health| left(health) == Some(0),
+            |health| match left(health) {
+                Some(left) => anyhow::anyhow!(
                     "{left} viewer session(s) still open {} s after their probes ended",
                     DRAIN_TIMEOUT.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops the server the way a user would, and checks that it stopped cleanly.
-    fn stop(mut self) -> anyhow::Result<()> {
-        self.process.signal(libc::SIGTERM)?;
-        let usage = self
-            .process
-            .wait(STOP_TIMEOUT)
-            .context("the demo server did not stop after SIGTERM")?;
-        if !usage.success {
-            bail!(
-                "the demo server exited with {} after SIGTERM: {}",
-                usage.status,
-                tail(&self.stderr_path)
-            );
-        }
-        Ok(())
+                ),
+                None => anyhow::anyhow!("/healthz has no viewers.viewers: {health}"),
+            },
+        )
+        .await
     }
 }
 
@@ -499,16 +434,16 @@ async fn fan_out(server: &Server, n: usize, window: Duration) -> anyhow::Result<
     let launched = Instant::now();
     let mut connected = 0;
     while launched.elapsed() < CONNECT_ALLOWANCE {
-        connected = server.viewer_stat("connected")?;
+        connected = server.viewer_stat("connected").await?;
         if connected >= n as u64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(FANOUT_SETTLE).await;
-    let drops_before = server.viewer_stat("send_drops")?;
+    let drops_before = server.viewer_stat("send_drops").await?;
     let cores = server_cores(server, window).await?;
-    let send_drops = server.viewer_stat("send_drops")? - drops_before;
+    let send_drops = server.viewer_stat("send_drops").await? - drops_before;
 
     let mut result = FanOut {
         viewers: n,
@@ -663,10 +598,6 @@ fn report(runs: &[Run], joins: usize, viewers: &[usize]) {
     }
 }
 
-fn verdict(pass: bool) -> &'static str {
-    if pass { "PASS" } else { "FAIL" }
-}
-
 /// Milliseconds for people; infinity stands for "never arrived".
 fn ms(value: f64) -> String {
     if value.is_infinite() {
@@ -687,11 +618,7 @@ fn ranked(values: &[Option<f64>]) -> Vec<f64> {
 fn percentile(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    nearest_rank(sorted.len(), p).map_or(f64::NAN, |i| sorted[i])
 }
 
 #[cfg(test)]

@@ -1,134 +1,26 @@
-//! Benchmarks printed as tables, behind `cowatch bench`.
-//!
-//! - `bench pipeline` ([`pipeline()`]): CPU cost of composite + encode against ffmpeg.
-//! - `bench broadcast` ([`broadcast()`]): time to first frame, glass-to-glass latency in a real
-//!   browser, and the CPU cost of fanning out to many viewers.
-//! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
-//!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
-//!
-//! Whatever is measured runs as a child process, so its CPU time comes from the kernel and not
-//! from the program's own account of itself; every child is killed when a benchmark ends,
-//! however it ends.
+//! A contender: a measured program run as a child process, so its CPU time comes from the
+//! kernel and not from the program's own account of itself. It is killed and reaped when the
+//! benchmark ends, however it ends.
 
-mod broadcast;
-pub mod cdp;
-mod chat;
-mod pipeline;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-pub use broadcast::{BroadcastOptions, broadcast};
-pub use chat::{ChatBenchOptions, chat};
-pub use pipeline::pipeline;
+use crate::tools::child;
 
-/// How long cowatch may take to say it is live.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a contender may take to exit once asked (or once its input time is up).
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a contender's peak memory is read.
 const RSS_SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 
-/// Median of `values` (mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-/// A scratch directory, removed when the benchmark ends however it ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("cowatch-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create scratch directory {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Reads cowatch's stdout until it is live; returns the address of its `/healthz`. The rest of
-/// stdout is drained on a thread so cowatch never blocks on a full pipe.
-fn wait_until_live(stdout: ChildStdout, stderr_path: &Path) -> anyhow::Result<SocketAddr> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                // Nobody listens any more; keep reading so the pipe never fills.
-                continue;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut live = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                bail!("cowatch was not live within {} s", START_TIMEOUT.as_secs())
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                bail!("cowatch exited before going live: {}", tail(stderr_path))
-            }
-        };
-        live |= line.trim() == "cowatch is live";
-        if let Some(url) = line.trim().strip_prefix("health:") {
-            if !live {
-                continue;
-            }
-            return parse_health_url(url.trim());
-        }
-    }
-}
-
-/// `http://127.0.0.1:40123/healthz` → `127.0.0.1:40123`.
-fn parse_health_url(url: &str) -> anyhow::Result<SocketAddr> {
-    url.strip_prefix("http://")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
-        .with_context(|| format!("cowatch printed an unexpected health address `{url}`"))
-}
-
-/// The last lines of a contender's stderr, on one line, for error messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(3);
-    let joined = lines[start..].join(" | ");
-    if joined.is_empty() {
-        "(no output on stderr)".into()
-    } else {
-        joined
-    }
-}
-
 /// A contender's process. Reaped with `wait4` for its rusage; killed and reaped on drop if the
 /// benchmark fails first, so no contender outlives it.
-struct Contender {
+pub(super) struct Contender {
     child: Child,
+    /// Where its stderr goes, for error messages.
+    stderr_path: PathBuf,
     reaped: bool,
     /// Highest `VmHWM` seen. `ru_maxrss` cannot serve: Linux carries the spawning process's
     /// peak over `exec`, so every contender would report at least the benchmark's own.
@@ -136,65 +28,53 @@ struct Contender {
 }
 
 /// What the kernel says a contender cost.
-struct Usage {
+pub(super) struct Usage {
     /// `ru_utime + ru_stime`.
-    cpu_s: f64,
+    pub(super) cpu_s: f64,
     /// Peak resident memory, from `/proc` (see [`Contender::peak_kib`]).
-    peak_rss_mib: f64,
+    pub(super) peak_rss_mib: f64,
     /// Exited with status 0.
-    success: bool,
+    pub(super) success: bool,
     /// How it ended, for messages.
-    status: String,
+    pub(super) status: String,
 }
 
 impl Contender {
-    fn spawn(command: &mut Command, stderr_path: &Path) -> anyhow::Result<Self> {
+    /// Starts `command` with its stderr in the file `stderr_path`.
+    pub(super) fn spawn(command: &mut Command, stderr_path: &Path) -> anyhow::Result<Self> {
         let stderr = std::fs::File::create(stderr_path)
             .with_context(|| format!("cannot create {}", stderr_path.display()))?;
         let program = command.get_program().to_string_lossy().into_owned();
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours. Drop cannot run when
-        // the benchmark is killed outright; the kernel then kills the contender instead, so no
-        // server is left holding its ports.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command
+        let child = child::dies_with_parent(command)
             .stdin(Stdio::null())
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {program}"))?;
         Ok(Self {
             child,
+            stderr_path: stderr_path.to_owned(),
             reaped: false,
             peak_kib: 0,
         })
     }
 
-    fn pid(&self) -> libc::pid_t {
+    pub(super) fn pid(&self) -> libc::pid_t {
         self.child.id() as libc::pid_t
     }
 
     /// User + system CPU seconds the contender has used so far, all threads, from
     /// `/proc/PID/stat`: unlike `wait4`, this can be read while it runs.
-    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+    pub(super) fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let path = format!("/proc/{}/stat", self.pid());
         let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
         let ticks = parse_stat_cpu_ticks(&stat).with_context(|| format!("unexpected {path}"))?;
-        // SAFETY: sysconf only reads a configuration value.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if per_second <= 0 {
-            bail!("sysconf(_SC_CLK_TCK) failed");
-        }
-        Ok(ticks as f64 / per_second as f64)
+        ticks_to_seconds(ticks)
     }
 
     /// CPU seconds used so far by the contender's threads whose name starts with `prefix`
     /// (`/proc/PID/task/*/stat`), to tell one part of a process from another; threads that
     /// have already exited are not counted.
-    fn threads_cpu_seconds(&self, prefix: &str) -> anyhow::Result<f64> {
+    pub(super) fn threads_cpu_seconds(&self, prefix: &str) -> anyhow::Result<f64> {
         let dir = format!("/proc/{}/task", self.pid());
         let mut ticks = 0;
         for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
@@ -210,20 +90,15 @@ impl Contender {
                 ticks += parse_stat_cpu_ticks(&stat).unwrap_or(0);
             }
         }
-        // SAFETY: sysconf only reads a configuration value.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if per_second <= 0 {
-            bail!("sysconf(_SC_CLK_TCK) failed");
-        }
-        Ok(ticks as f64 / per_second as f64)
+        ticks_to_seconds(ticks)
     }
 
-    fn stdout(&mut self) -> anyhow::Result<ChildStdout> {
+    pub(super) fn stdout(&mut self) -> anyhow::Result<ChildStdout> {
         self.child.stdout.take().context("no stdout pipe")
     }
 
     /// Lets the contender run for `duration`, sampling its memory meanwhile.
-    fn run_for(&mut self, duration: Duration) {
+    pub(super) fn run_for(&mut self, duration: Duration) {
         let end = Instant::now() + duration;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             self.sample_memory();
@@ -243,7 +118,7 @@ impl Contender {
 
     /// Resident memory now (`VmRSS`), in KiB; `None` once the contender is gone. Unlike
     /// [`Contender::peak_kib`], this can show the peak of one window of a long run.
-    fn rss_kib(&self) -> Option<u64> {
+    pub(super) fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
@@ -251,7 +126,7 @@ impl Contender {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+    pub(super) fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
         // SAFETY: kill has no memory effects; the pid is our unreaped child, so it cannot have
         // been recycled for another process.
         if unsafe { libc::kill(self.pid(), signal) } != 0 {
@@ -261,7 +136,7 @@ impl Contender {
     }
 
     /// Waits for the exit, at most `timeout`; a contender that overstays is killed.
-    fn wait(&mut self, timeout: Duration) -> anyhow::Result<Usage> {
+    pub(super) fn wait(&mut self, timeout: Duration) -> anyhow::Result<Usage> {
         let deadline = Instant::now() + timeout;
         let mut sampled = Instant::now();
         self.sample_memory();
@@ -281,7 +156,7 @@ impl Contender {
         }
     }
 
-    fn try_reap(&mut self) -> anyhow::Result<Option<Usage>> {
+    pub(super) fn try_reap(&mut self) -> anyhow::Result<Option<Usage>> {
         let mut status = 0;
         // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -301,6 +176,50 @@ impl Contender {
             success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             status: describe_status(status),
         }))
+    }
+}
+
+impl Contender {
+    /// The last lines of its stderr, on one line, for error messages.
+    pub(super) fn last_words(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let start = lines.len().saturating_sub(3);
+        let joined = lines[start..].join(" | ");
+        if joined.is_empty() {
+            "(no output on stderr)".into()
+        } else {
+            joined
+        }
+    }
+
+    /// An error quoting its last words if it has exited.
+    pub(super) fn check_alive(&mut self, what: &str) -> anyhow::Result<()> {
+        match self.try_reap()? {
+            None => Ok(()),
+            Some(usage) => bail!(
+                "{what} exited with {} during the benchmark: {}",
+                usage.status,
+                self.last_words()
+            ),
+        }
+    }
+
+    /// Stops it the way a user would (SIGTERM), checks that it stopped cleanly, and returns
+    /// what it cost.
+    pub(super) fn stop(&mut self, what: &str) -> anyhow::Result<Usage> {
+        self.signal(libc::SIGTERM)?;
+        let usage = self
+            .wait(STOP_TIMEOUT)
+            .with_context(|| format!("{what} did not stop after SIGTERM"))?;
+        if !usage.success {
+            bail!(
+                "{what} exited with {} after SIGTERM: {}",
+                usage.status,
+                self.last_words()
+            );
+        }
+        Ok(usage)
     }
 }
 
@@ -325,6 +244,16 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU seconds in `ticks` of the kernel's clock.
+pub(super) fn ticks_to_seconds(ticks: u64) -> anyhow::Result<f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if per_second <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok(ticks as f64 / per_second as f64)
+}
+
 fn describe_status(status: libc::c_int) -> String {
     if libc::WIFEXITED(status) {
         format!("exit code {}", libc::WEXITSTATUS(status))
@@ -335,44 +264,14 @@ fn describe_status(status: libc::c_int) -> String {
     }
 }
 
-/// GETs `path` from `addr` over plain HTTP/1.0, which needs no client library, and parses the
-/// body as JSON.
-fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .context("malformed HTTP response")?;
-    serde_json::from_str(body).with_context(|| format!("{path} is not JSON"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(Vec::new()).is_nan());
-    }
 
     #[test]
     fn stat_cpu_ticks_skip_a_tricky_name() {
         let stat = "1234 (co) wat ch) S 1 1234 1234 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 9";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(300));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
-    }
-
-    #[test]
-    fn health_url_becomes_an_address() {
-        let addr = parse_health_url("http://127.0.0.1:40123/healthz").unwrap();
-        assert_eq!(addr.to_string(), "127.0.0.1:40123");
-        assert!(parse_health_url("https://x/healthz").is_err());
     }
 }

@@ -21,6 +21,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
+use super::child;
+
 /// Where Debian's `chromium` package installs the browser.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -86,15 +88,8 @@ impl Browser {
             .stderr(Stdio::piped())
             // Its own process group, so Drop can end the renderers and helpers too.
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours. Should this process
-        // die without running Drop (SIGKILL, a signal with no handler), the kernel kills the
-        // browser, so no Chromium outlives its caller.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // No Chromium outlives its caller, even one killed before Drop could run.
+        child::dies_with_parent(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {

@@ -1,13 +1,9 @@
-//! Captures of raw Twitch IRC lines, replayed at their own pace or faster: `cowatch
-//! twitch-replay` (chat without Twitch on a developer's machine) and `cowatch bench chat`.
+//! Captures of raw Twitch IRC lines, replayed at their own pace or faster.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-
-use super::test_server::TestServer;
-use crate::config::ReplayOptions;
 
 /// A capture, read once.
 pub struct Capture {
@@ -95,58 +91,6 @@ pub fn command(line: &str) -> &str {
     rest.split(' ').next().unwrap_or_default()
 }
 
-/// `cowatch twitch-replay`: serves the capture to whoever joins the channel, at `rate`.
-pub fn main(options: ReplayOptions) -> anyhow::Result<()> {
-    if !(options.rate > 0.0 && options.rate <= 10_000.0) {
-        bail!(
-            "--rate {} is out of range: use more than 0, up to 10000",
-            options.rate
-        );
-    }
-    let capture = Capture::load(&options.file)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let server = TestServer::start_on(options.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--listen)", options.listen))?;
-        let channel = options.channel.trim_start_matches('#').to_lowercase();
-        println!(
-            "Twitch stand-in on {}: {} lines ({} messages, {:.0} s at 1x) for #{channel} at {}x",
-            server.addr(),
-            capture.lines.len(),
-            capture.messages(),
-            capture.span().as_secs_f64(),
-            options.rate
-        );
-        println!(
-            "  try: cowatch demo --twitch-channel {channel} --twitch-irc-addr {}",
-            server.addr()
-        );
-        loop {
-            println!("waiting for a party to join #{channel}…");
-            while !server
-                .wait_joined(&channel, Duration::from_secs(3600))
-                .await
-            {}
-            println!("joined; replaying");
-            let start = tokio::time::Instant::now();
-            for line in &capture.lines {
-                let at = Duration::from_secs_f64(line.at_ms as f64 / 1000.0 / options.rate);
-                tokio::time::sleep_until(start + at).await;
-                if server.send(&channel, &line.text).await == 0 {
-                    println!("the party left");
-                    break;
-                }
-            }
-            if !options.loop_replay {
-                println!("replay finished");
-                tokio::signal::ctrl_c().await.ok();
-                return Ok(());
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,8 +102,11 @@ mod tests {
         assert_eq!(tag(line, "tmi-sent-ts"), Some("1000"));
         assert_eq!(tag(line, "badge-info"), Some(""));
         assert_eq!(tag(line, "nope"), None);
+        // Only a whole key matches.
+        assert_eq!(tag(line, "sent-ts"), None);
         assert_eq!(command(line), "PRIVMSG");
         assert_eq!(command(":tmi.twitch.tv RECONNECT"), "RECONNECT");
+        assert_eq!(command(":tmi.twitch.tv CLEARCHAT #x"), "CLEARCHAT");
         assert_eq!(command("PING :tmi.twitch.tv"), "PING");
     }
 }
