@@ -47,6 +47,23 @@ pub enum ChatError {
     Session(#[from] SessionError),
 }
 
+/// Why a moderator link was not made or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum ModLinkError {
+    /// The label is empty or too long.
+    #[error("label must be 1 to {MAX_LABEL_CHARS} characters")]
+    BadLabel,
+    /// No live link has this id.
+    #[error("no live moderator link {0:?}")]
+    NotFound(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Longest moderator-link label: a name for the audit log, not a note.
+pub const MAX_LABEL_CHARS: usize = 50;
+
 /// The party handle; cheap to clone.
 #[derive(Clone)]
 pub struct Party {
@@ -143,6 +160,16 @@ impl Party {
         }
     }
 
+    /// Lets in whoever may watch: anyone at a public party; at an invite-only one, the holders
+    /// of the invite code and of a host or moderator key (who hand out the code themselves).
+    pub fn admit(&self, role: Role, invite: Option<&str>) -> Result<(), SessionError> {
+        if role != Role::Viewer || self.admits(invite) {
+            Ok(())
+        } else {
+            Err(SessionError::Uninvited)
+        }
+    }
+
     /// Whether viewers need an invite code.
     pub fn invite_only(&self) -> bool {
         self.inner.config.invite.is_some()
@@ -158,16 +185,25 @@ impl Party {
         &self.inner.config.host_key
     }
 
-    /// Mints a moderator link: returns the link record and its key (shown once).
-    pub fn add_moderator(&self, label: &str) -> Result<(ModLink, Key), StoreError> {
+    /// Mints a moderator link labelled `label` (trimmed, 1 to [`MAX_LABEL_CHARS`]
+    /// characters): returns the link record and its key (shown once).
+    pub fn add_moderator(&self, label: &str) -> Result<(ModLink, Key), ModLinkError> {
+        let label = label.trim();
+        if !(1..=MAX_LABEL_CHARS).contains(&label.chars().count()) {
+            return Err(ModLinkError::BadLabel);
+        }
         let key = Key::random();
         let link = self.inner.store.add_mod_link(label, key.expose())?;
         Ok((link, key))
     }
 
     /// Revokes a moderator link; its key stops working at once.
-    pub fn revoke_moderator(&self, id: &str) -> Result<bool, StoreError> {
-        self.inner.store.revoke_mod_link(id)
+    pub fn revoke_moderator(&self, id: &str) -> Result<(), ModLinkError> {
+        if self.inner.store.revoke_mod_link(id)? {
+            Ok(())
+        } else {
+            Err(ModLinkError::NotFound(id.to_owned()))
+        }
     }
 
     /// The moderator links (without keys).
@@ -179,6 +215,18 @@ impl Party {
     /// reloads keeps its time in the party).
     pub fn session(&self, token: Option<&str>) -> Result<Session, SessionError> {
         self.inner.sessions.start(token)
+    }
+
+    /// A page says hello: admitted as [`Party::admit`] says, then its session as
+    /// [`Party::session`] gives it.
+    pub fn open_session(
+        &self,
+        role: Role,
+        invite: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Session, SessionError> {
+        self.admit(role, invite)?;
+        self.session(token)
     }
 
     /// The session behind `token`.
@@ -260,7 +308,15 @@ mod tests {
         assert_eq!(p.role(Some(&"g".repeat(43))), Role::Viewer);
         let (link, key) = p.add_moderator("alice").unwrap();
         assert_eq!(p.role(Some(key.expose())), Role::Moderator);
-        assert!(p.revoke_moderator(&link.id).unwrap());
+        p.revoke_moderator(&link.id).unwrap();
+        assert!(matches!(
+            p.revoke_moderator(&link.id),
+            Err(ModLinkError::NotFound(_))
+        ));
+        assert!(matches!(
+            p.add_moderator(&"x".repeat(MAX_LABEL_CHARS + 1)),
+            Err(ModLinkError::BadLabel)
+        ));
         assert_eq!(p.role(Some(key.expose())), Role::Viewer);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -48,6 +48,9 @@ pub enum SessionError {
     /// Too many sessions.
     #[error("the party is full")]
     Full,
+    /// An invite-only party, and no (right) invite code.
+    #[error("this party needs an invite: ask the host for the link")]
+    Uninvited,
 }
 
 /// Every live session, by token. A std `Mutex`: every section is short and none awaits.
