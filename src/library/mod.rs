@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use serde::Serialize;
 
+use crate::util::lock::{Locked, RwLocked};
 use listing::list_videos;
 use probe::{Job, Outcome, probe_all};
 
@@ -340,17 +341,17 @@ impl Inner {
     /// Reads the entries; a poisoned lock still holds consistent data (writes are one
     /// assignment), so it is used as is.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
-        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+        self.entries.read_locked()
     }
 
     /// Writes the entries (see [`Inner::read`] about poisoning).
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Entry>> {
-        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+        self.entries.write_locked()
     }
 
     /// Locks the probe progress.
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+        self.progress.locked()
     }
 
     /// Applies `f` to the entry with this id.

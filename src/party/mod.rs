@@ -19,10 +19,8 @@ use std::time::Duration;
 
 use crate::chat::{self, Chat, PartyLine, PostError, Published};
 use crate::store::{ModLink, Store, StoreError};
+use crate::util::lock::Locked;
 
-/// The crate's one random-id helper lives in the store, where moderator link ids are made;
-/// re-exported for the invite code.
-pub use crate::store::random_token;
 pub use key::Key;
 pub use role::Role;
 pub use session::{Session, SessionError};
@@ -101,7 +99,7 @@ impl Party {
     }
 
     fn show(&self) -> MutexGuard<'_, Show> {
-        self.inner.show.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.show.locked()
     }
 
     /// Whether the party is on (it starts live; the host can end it and go live again).
@@ -283,7 +281,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "cowatch-party-{}-{}",
             std::process::id(),
-            random_token(4)
+            crate::util::id::random_token(4)
         ));
         let store = Store::open(&dir).unwrap();
         (
