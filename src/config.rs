@@ -337,7 +337,7 @@ impl PartyOptions {
         let invite = options
             .invite_only
             .unwrap_or(false)
-            .then(|| crate::party::Key::new(crate::party::random_token(9)));
+            .then(|| crate::party::Key::new(crate::util::id::random_token(9)));
         Ok(PartyConfig {
             helix,
             library: options.library.clone(),

@@ -11,19 +11,20 @@
 //! version, and opening a database applies the steps it has not seen yet, in a transaction.
 //!
 //! Moderator keys are never stored: only their SHA-256, compared in constant time.
-//!
-//! [`random_token`] is the crate's one maker of random ids and keys (moderator link ids
-//! here; keys, invite codes and session tokens in [`crate::party`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::util::id::random_token;
 
 use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::chat::{Origin, now_ms};
+use crate::chat::Origin;
+use crate::util::clock::unix_ms;
+use crate::util::lock::Locked;
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "cowatch.sqlite3";
@@ -223,7 +224,7 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic mid-statement leaves SQLite consistent (the statement is rolled back), so
         // a poisoned lock is used as is.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.conn.locked()
     }
 
     /// The schema version of the open database.
@@ -259,7 +260,7 @@ impl Store {
 
     /// Lifts a ban or timeout. Returns whether there was one (expired ones count as none).
     pub fn unban(&self, origin: Origin, login: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = unix_ms();
         let conn = self.conn();
         let active: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM bans WHERE origin = ?1 AND login = ?2
@@ -276,7 +277,7 @@ impl Store {
 
     /// Bans and timeouts in force now, newest first. Expired timeouts are deleted.
     pub fn bans(&self) -> Result<Vec<Ban>, StoreError> {
-        let now = now_ms();
+        let now = unix_ms();
         let conn = self.conn();
         conn.execute(
             "DELETE FROM bans WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
@@ -317,7 +318,7 @@ impl Store {
         let added = self.conn().execute(
             "INSERT INTO blocked_terms (term, term_key, by, at_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (term_key) DO NOTHING",
-            params![term, term_key(term), by, now_ms()],
+            params![term, term_key(term), by, unix_ms()],
         )?;
         Ok(added > 0)
     }
@@ -354,7 +355,7 @@ impl Store {
         let link = ModLink {
             id: random_token(8),
             label: label.to_owned(),
-            created_at_ms: now_ms(),
+            created_at_ms: unix_ms(),
             revoked_at_ms: None,
         };
         self.conn().execute(
@@ -373,7 +374,7 @@ impl Store {
     pub fn revoke_mod_link(&self, id: &str) -> Result<bool, StoreError> {
         let n = self.conn().execute(
             "UPDATE mod_links SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
-            params![id, now_ms()],
+            params![id, unix_ms()],
         )?;
         Ok(n > 0)
     }
@@ -556,19 +557,6 @@ fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// `bytes` random bytes as URL-safe base64 without padding: the crate's one maker of ids,
-/// keys and tokens, so they all fit in a link.
-///
-/// # Panics
-/// When the operating system's random number generator fails: no key is safe then, and
-/// handing out guessable ones would be worse than stopping.
-pub fn random_token(bytes: usize) -> String {
-    use base64::Engine;
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).expect("the operating system's random number generator failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,7 +579,7 @@ mod tests {
             reason: Some("spam".into()),
             expires_at_ms,
             by: "host".into(),
-            at_ms: now_ms(),
+            at_ms: unix_ms(),
         }
     }
 
@@ -639,7 +627,7 @@ mod tests {
     fn expired_bans_disappear() {
         let dir = scratch("expiry");
         let store = Store::open(&dir).unwrap();
-        let now = now_ms();
+        let now = unix_ms();
         store
             .ban(&ban(Origin::Party, "past", Some(now - 1)))
             .unwrap();
@@ -710,7 +698,7 @@ mod tests {
         for action in ["one", "two", "three"] {
             store
                 .record(&NewAuditEntry {
-                    at_ms: now_ms(),
+                    at_ms: unix_ms(),
                     actor_role: "moderator",
                     actor_name: "m",
                     action,

@@ -707,7 +707,7 @@ async fn bans_terms_links_party_rule_and_audit_survive_a_restart() {
         ] {
             moderation.apply(&host, action).await.unwrap();
         }
-        key = cowatch::store::random_token(16);
+        key = cowatch::util::id::random_token(16);
         moderation.store().add_mod_link("alice", &key).unwrap();
     }
 

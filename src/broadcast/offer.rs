@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
@@ -222,13 +221,7 @@ fn track(rtc: &mut Rtc, line: &MLine, codec: &str) -> Option<Track> {
 
 fn next_id() -> ViewerId {
     // Random, so one viewer cannot end another's session by guessing its URL.
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness is a broken machine; a counter still keeps sessions apart.
-        static COUNTER: AtomicU64 = AtomicU64::new(1);
-        return ViewerId(COUNTER.fetch_add(1, Ordering::Relaxed));
-    }
-    ViewerId(u64::from_le_bytes(bytes))
+    ViewerId(crate::util::id::random_u64())
 }
 
 fn first_line(s: &str) -> String {

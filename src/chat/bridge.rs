@@ -25,6 +25,7 @@ use twitch_irc::{ClientConfig, TwitchIRCClient};
 
 use super::model::{self, Connection, RoomModes};
 use super::{Chat, ChatEvent};
+use crate::util::lock::{Locked, RwLocked};
 
 /// Twitch's window for counting sent messages.
 pub const SEND_WINDOW: Duration = Duration::from_secs(30);
@@ -291,7 +292,7 @@ static IRC_ADDR: RwLock<Option<SocketAddr>> = RwLock::new(None);
 /// to is process-wide: one party, one upstream. (Tests share one test server for the same
 /// reason.)
 fn set_irc_addr(addr: SocketAddr) {
-    *IRC_ADDR.write().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    *IRC_ADDR.write_locked() = Some(addr);
 }
 
 /// Plain TCP to the address given with `--twitch-irc-addr`.
@@ -302,7 +303,7 @@ impl MakeConnection for PlainAddr {
     type Socket = TcpStream;
 
     async fn new_socket() -> Result<TcpStream, TCPTransportConnectError> {
-        let addr = *IRC_ADDR.read().unwrap_or_else(|p| p.into_inner());
+        let addr = *IRC_ADDR.read_locked();
         let addr = addr.ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no IRC address set")
         })?;
@@ -335,13 +336,13 @@ impl<C: MakeConnection + Send + Sync> MakeConnection for Backoff<C> {
     type Socket = C::Socket;
 
     async fn new_socket() -> Result<C::Socket, TCPTransportConnectError> {
-        let wait = backoff(*FAILURES.lock().unwrap_or_else(|p| p.into_inner()));
+        let wait = backoff(*FAILURES.locked());
         if !wait.is_zero() {
             tracing::info!("reconnecting to Twitch chat in {:.1} s", wait.as_secs_f32());
             tokio::time::sleep(wait).await;
         }
         let result = C::new_socket().await;
-        let mut failures = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = FAILURES.locked();
         match &result {
             Ok(_) => *failures = 0,
             Err(e) => {

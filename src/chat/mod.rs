@@ -26,12 +26,14 @@ pub mod post;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::util::clock::unix_ms;
+use crate::util::lock::Locked;
 pub use gate::{Gate, PartyLine, Refusal};
 pub use model::{ChatEvent, ChatMessage, Connection, Origin, RoomModes, RoomState};
 pub use post::{MAX_MESSAGE_CHARS, NickRule, PostError, is_nick_char, nick_rule, validate};
@@ -125,7 +127,7 @@ impl Chat {
             inner: Arc::new(Inner {
                 config,
                 gate,
-                started_ms: now_ms(),
+                started_ms: unix_ms(),
                 state: Mutex::new(State {
                     seq: 0,
                     backlog: VecDeque::new(),
@@ -143,7 +145,7 @@ impl Chat {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the backlog half-edited in a way that
         // matters more than losing chat, so a poisoned lock is used as is.
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.state.locked()
     }
 
     /// Applies an event to the backlog and state, and sends it to every subscriber, with no
@@ -200,7 +202,7 @@ impl Chat {
         let (nick, text) = validate(line.nick, line.text)?;
         let line = PartyLine { nick, text, ..line };
         if let Some(gate) = &self.inner.gate {
-            gate.admit_party(&line, &self.modes(), now_ms())?;
+            gate.admit_party(&line, &self.modes(), unix_ms())?;
         }
         let (n, relay) = {
             let mut state = self.state();
@@ -211,7 +213,7 @@ impl Chat {
             (state.party_posts, state.relay.clone())
         };
         let id = format!("party-{}-{n}", self.inner.started_ms);
-        let message = post::party_message(id, nick, text, now_ms());
+        let message = post::party_message(id, nick, text, unix_ms());
         let published = self.publish(ChatEvent::Message(message));
         if self.inner.config.relay_party
             && let Some(relay) = relay
@@ -243,7 +245,7 @@ impl Chat {
             target_login: None,
             target_user_id: None,
             duration_s: None,
-            timestamp_ms: now_ms(),
+            timestamp_ms: unix_ms(),
         }));
     }
 
@@ -320,12 +322,8 @@ fn published(seq: u64, event: ChatEvent) -> Published {
     }
 }
 
-/// Milliseconds since the epoch, the unit of Twitch's `tmi-sent-ts`.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+// TEMP until the tests read util::clock: the one clock under its old name.
+pub use crate::util::clock::unix_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

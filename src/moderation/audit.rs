@@ -10,8 +10,10 @@ use std::sync::Mutex;
 use super::action::{Action, Actor};
 use super::forward::{Echo, Echoes};
 use crate::chat::model::ClearKind;
-use crate::chat::{ChatEvent, RoomModes, now_ms};
+use crate::chat::{ChatEvent, RoomModes};
 use crate::store::{NewAuditEntry, Store};
+use crate::util::clock::unix_ms;
+use crate::util::lock::Locked;
 
 /// What an audit record says about one action besides who and what.
 #[derive(Debug, Default)]
@@ -61,7 +63,7 @@ impl Audit {
     /// Records what `actor` did and how it ended (`ok` or `error: …`).
     pub(super) fn action(&self, actor: &Actor, action: &str, record: &Record, result: &str) {
         self.write(&NewAuditEntry {
-            at_ms: now_ms(),
+            at_ms: unix_ms(),
             actor_role: actor.role.as_str(),
             actor_name: &actor.name,
             action,
@@ -74,7 +76,7 @@ impl Audit {
     /// Records what Twitch's own moderators did, as actor `twitch`. Call it for events that
     /// came from Twitch only.
     pub(super) fn observe(&self, event: &ChatEvent) {
-        let now = now_ms();
+        let now = unix_ms();
         let (action, target, detail) = match event {
             ChatEvent::Clear(c) => {
                 if self
@@ -109,11 +111,7 @@ impl Audit {
             }
             ChatEvent::RoomState(room) => {
                 let ours = self.echoes.consume(&Echo::Modes(room.modes.clone()), now);
-                let before = self
-                    .twitch_modes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .replace(room.modes.clone());
+                let before = self.twitch_modes.locked().replace(room.modes.clone());
                 let Some(before) = before else {
                     // The state Twitch sends on join: nobody did anything.
                     return;

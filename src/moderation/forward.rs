@@ -4,7 +4,9 @@
 use std::sync::{Mutex, MutexGuard};
 
 use super::helix::{ChatSettingsPatch, Helix, HelixError};
-use crate::chat::{RoomModes, now_ms};
+use crate::chat::RoomModes;
+use crate::util::clock::unix_ms;
+use crate::util::lock::Locked;
 
 /// How long a forwarded action waits for Twitch to echo it over IRC (CLEARCHAT/CLEARMSG).
 const ECHO_WINDOW_MS: i64 = 30_000;
@@ -53,12 +55,12 @@ pub(super) struct Echoes(Mutex<Vec<(Echo, i64)>>);
 impl Echoes {
     fn lock(&self) -> MutexGuard<'_, Vec<(Echo, i64)>> {
         // A panic mid-section loses at most one expected echo; a poisoned lock is used as is.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.locked()
     }
 
     /// Expects `echo` from now on, for [`ECHO_WINDOW_MS`].
     fn expect(&self, echo: Echo) -> Echo {
-        let now = now_ms();
+        let now = unix_ms();
         let mut echoes = self.lock();
         echoes.retain(|(_, until)| *until > now);
         echoes.push((echo.clone(), now + ECHO_WINDOW_MS));

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::action::PartyChatMode;
 use super::audit::Audit;
-use crate::chat::{self, ChatEvent, Origin, PartyLine, Refusal, RoomModes, now_ms};
+use crate::chat::{self, ChatEvent, Origin, PartyLine, Refusal, RoomModes};
 use crate::store::{self, Ban, Store, StoreError};
+use crate::util::clock::unix_ms;
+use crate::util::lock::Locked;
 
 /// Past this many nicknames, the slow-mode clock forgets the ones that may post again.
 const SLOW_TRACKED: usize = 4096;
@@ -70,7 +72,7 @@ impl MessageGate {
     fn rules(&self) -> MutexGuard<'_, Rules> {
         // Every section leaves the mirror consistent between statements; a panic in one
         // loses at most that one change, so a poisoned lock is used as is.
-        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+        self.rules.locked()
     }
 
     // ── what moderation changes ─────────────────────────────────────────────────────────
@@ -186,7 +188,7 @@ impl MessageGate {
             let key = ban_key(m.origin, &m.sender.login);
             if let Some(ban) = rules.bans.get(&key) {
                 match ban.expires_at_ms {
-                    Some(until) if until <= now_ms() => {
+                    Some(until) if until <= unix_ms() => {
                         rules.bans.remove(&key);
                     }
                     _ => return true,

@@ -39,8 +39,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::chat::{Chat, ChatConfig, ChatEvent, PartyLine, now_ms};
+use crate::chat::{Chat, ChatConfig, ChatEvent, PartyLine};
 use crate::store::{self, Ban, BlockedTerm, Store, StoreError};
+use crate::util::clock::unix_ms;
 use audit::{Audit, Record};
 use gate::MessageGate;
 use helix::Helix;
@@ -135,7 +136,7 @@ impl Moderation {
                 gate: &self.inner.gate,
                 channel: &channel,
                 actor,
-                now: now_ms(),
+                now: unix_ms(),
             }
             .apply(&action, &mut record)
         });
@@ -189,7 +190,7 @@ impl Moderation {
         text: &str,
         in_party_for: Duration,
     ) -> Result<(), Refusal> {
-        self.check_party_post_at(login, text, in_party_for, now_ms())
+        self.check_party_post_at(login, text, in_party_for, unix_ms())
     }
 
     /// [`check_party_post`](Self::check_party_post) at a given time (ms since the epoch),

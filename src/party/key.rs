@@ -2,7 +2,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::store::random_token;
+use crate::util::id::random_token;
 
 /// A secret: shown nowhere, not even in `Debug`.
 #[derive(Clone)]

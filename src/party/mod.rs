@@ -19,10 +19,8 @@ use std::time::Duration;
 
 use crate::chat::{self, Chat, PartyLine, PostError, Published};
 use crate::store::{ModLink, Store, StoreError};
+use crate::util::lock::Locked;
 
-/// The crate's one random-id helper lives in the store, where moderator link ids are made;
-/// re-exported for the invite code.
-pub use crate::store::random_token;
 pub use key::Key;
 pub use role::Role;
 pub use session::{Session, SessionError};
@@ -46,6 +44,23 @@ pub enum ChatError {
     #[error(transparent)]
     Session(#[from] SessionError),
 }
+
+/// Why a moderator link was not made or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum ModLinkError {
+    /// The label is empty or too long.
+    #[error("label must be 1 to {MAX_LABEL_CHARS} characters")]
+    BadLabel,
+    /// No live link has this id.
+    #[error("no live moderator link {0:?}")]
+    NotFound(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Longest moderator-link label: a name for the audit log, not a note.
+pub const MAX_LABEL_CHARS: usize = 50;
 
 /// The party handle; cheap to clone.
 #[derive(Clone)]
@@ -84,7 +99,7 @@ impl Party {
     }
 
     fn show(&self) -> MutexGuard<'_, Show> {
-        self.inner.show.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.show.locked()
     }
 
     /// Whether the party is on (it starts live; the host can end it and go live again).
@@ -143,6 +158,16 @@ impl Party {
         }
     }
 
+    /// Lets in whoever may watch: anyone at a public party; at an invite-only one, the holders
+    /// of the invite code and of a host or moderator key (who hand out the code themselves).
+    pub fn admit(&self, role: Role, invite: Option<&str>) -> Result<(), SessionError> {
+        if role != Role::Viewer || self.admits(invite) {
+            Ok(())
+        } else {
+            Err(SessionError::Uninvited)
+        }
+    }
+
     /// Whether viewers need an invite code.
     pub fn invite_only(&self) -> bool {
         self.inner.config.invite.is_some()
@@ -158,16 +183,25 @@ impl Party {
         &self.inner.config.host_key
     }
 
-    /// Mints a moderator link: returns the link record and its key (shown once).
-    pub fn add_moderator(&self, label: &str) -> Result<(ModLink, Key), StoreError> {
+    /// Mints a moderator link labelled `label` (trimmed, 1 to [`MAX_LABEL_CHARS`]
+    /// characters): returns the link record and its key (shown once).
+    pub fn add_moderator(&self, label: &str) -> Result<(ModLink, Key), ModLinkError> {
+        let label = label.trim();
+        if !(1..=MAX_LABEL_CHARS).contains(&label.chars().count()) {
+            return Err(ModLinkError::BadLabel);
+        }
         let key = Key::random();
         let link = self.inner.store.add_mod_link(label, key.expose())?;
         Ok((link, key))
     }
 
     /// Revokes a moderator link; its key stops working at once.
-    pub fn revoke_moderator(&self, id: &str) -> Result<bool, StoreError> {
-        self.inner.store.revoke_mod_link(id)
+    pub fn revoke_moderator(&self, id: &str) -> Result<(), ModLinkError> {
+        if self.inner.store.revoke_mod_link(id)? {
+            Ok(())
+        } else {
+            Err(ModLinkError::NotFound(id.to_owned()))
+        }
     }
 
     /// The moderator links (without keys).
@@ -179,6 +213,18 @@ impl Party {
     /// reloads keeps its time in the party).
     pub fn session(&self, token: Option<&str>) -> Result<Session, SessionError> {
         self.inner.sessions.start(token)
+    }
+
+    /// A page says hello: admitted as [`Party::admit`] says, then its session as
+    /// [`Party::session`] gives it.
+    pub fn open_session(
+        &self,
+        role: Role,
+        invite: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Session, SessionError> {
+        self.admit(role, invite)?;
+        self.session(token)
     }
 
     /// The session behind `token`.
@@ -235,7 +281,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "cowatch-party-{}-{}",
             std::process::id(),
-            random_token(4)
+            crate::util::id::random_token(4)
         ));
         let store = Store::open(&dir).unwrap();
         (
@@ -260,7 +306,15 @@ mod tests {
         assert_eq!(p.role(Some(&"g".repeat(43))), Role::Viewer);
         let (link, key) = p.add_moderator("alice").unwrap();
         assert_eq!(p.role(Some(key.expose())), Role::Moderator);
-        assert!(p.revoke_moderator(&link.id).unwrap());
+        p.revoke_moderator(&link.id).unwrap();
+        assert!(matches!(
+            p.revoke_moderator(&link.id),
+            Err(ModLinkError::NotFound(_))
+        ));
+        assert!(matches!(
+            p.add_moderator(&"x".repeat(MAX_LABEL_CHARS + 1)),
+            Err(ModLinkError::BadLabel)
+        ));
         assert_eq!(p.role(Some(key.expose())), Role::Viewer);
         let _ = std::fs::remove_dir_all(dir);
     }

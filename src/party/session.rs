@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::store::random_token;
+use crate::util::id::random_token;
+use crate::util::lock::Locked;
 
 /// Sessions idle this long are forgotten (a page refreshes its session every minute).
 const SESSION_IDLE: Duration = Duration::from_secs(10 * 60);
@@ -48,6 +49,9 @@ pub enum SessionError {
     /// Too many sessions.
     #[error("the party is full")]
     Full,
+    /// An invite-only party, and no (right) invite code.
+    #[error("this party needs an invite: ask the host for the link")]
+    Uninvited,
 }
 
 /// Every live session, by token. A std `Mutex`: every section is short and none awaits.
@@ -57,7 +61,7 @@ pub(super) struct Sessions(Mutex<HashMap<String, Session>>);
 impl Sessions {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
         // Each section leaves the map whole; a poisoned lock is used as is.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.locked()
     }
 
     /// Starts a session, or refreshes `token`'s when it is still known.

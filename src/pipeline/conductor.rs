@@ -30,6 +30,7 @@ use super::{
 use crate::gst_util::{self, BusEvent};
 use crate::overlay::chat::ChatArea;
 use crate::overlay::slate::SlateKind;
+use crate::util::lock::Locked;
 
 /// How often timers run: ducking, keepalives, the webcam watchdog, health.
 const TICK: Duration = Duration::from_millis(50);
@@ -684,7 +685,7 @@ impl Conductor {
             output: OutputHealth::from(&*self.stats),
             errors: self.errors.clone(),
         };
-        *self.shared.health.lock().unwrap() = health;
+        *self.shared.health.locked() = health;
     }
 
     fn shutdown(&mut self) {

@@ -45,6 +45,7 @@ use gst::prelude::*;
 
 use crate::gst_util::MissingElement;
 use crate::overlay::chat::ChatArea;
+use crate::util::lock::Locked;
 pub use canvas::FPS;
 use conductor::{Command, Conductor, Shared};
 pub use controls::{AudioChange, Devices, GoLivePlan};
@@ -325,7 +326,7 @@ impl Pipeline {
 
     /// The latest health snapshot (refreshed 20 times a second).
     pub fn health(&self) -> Health {
-        self.inner.shared.health.lock().unwrap().clone()
+        self.inner.shared.health.locked().clone()
     }
 
     /// Health events from now on.
@@ -353,8 +354,7 @@ impl Pipeline {
     fn send(&self, command: Command) -> Result<(), PipelineError> {
         self.inner
             .commands
-            .lock()
-            .unwrap()
+            .locked()
             .send(command)
             .map_err(|_| PipelineError::Stopped)
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer_app as gst_app;
 
+use crate::util::lock::Locked;
 use gst::prelude::*;
 
 /// How long a video slot may stay silent before its last frame is pushed again.
@@ -88,7 +89,7 @@ impl Slot {
     /// Accepts pushes from the feed tagged `generation` only; everything else is dropped from
     /// now on.
     pub fn activate(&self, generation: u64) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         state.generation = generation;
         state.next_audio_pts = None;
     }
@@ -98,7 +99,7 @@ impl Slot {
         let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer_owned()) else {
             return;
         };
-        if self.state.lock().unwrap().generation != generation {
+        if self.state.locked().generation != generation {
             return;
         }
         self.push(caps, buffer);
@@ -116,7 +117,7 @@ impl Slot {
             return;
         }
         let (caps, buffer) = {
-            let state = self.state.lock().unwrap();
+            let state = self.state.locked();
             match (&state.caps, &state.last, state.last_push) {
                 (Some(caps), Some(last), Some(at)) if now.duration_since(at) >= KEEPALIVE => {
                     (caps.clone(), last.clone())
@@ -129,7 +130,7 @@ impl Slot {
 
     /// The caps of the last pushed buffer.
     pub fn caps(&self) -> Option<gst::Caps> {
-        self.state.lock().unwrap().caps.clone()
+        self.state.locked().caps.clone()
     }
 
     fn push(&self, caps: &gst::CapsRef, mut buffer: gst::Buffer) {
@@ -139,7 +140,7 @@ impl Slot {
         };
         let caps_changed;
         {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.locked();
             caps_changed = state.caps.as_ref().map(|c| c.as_ref()) != Some(caps);
             if caps_changed {
                 state.caps = Some(caps.to_owned());

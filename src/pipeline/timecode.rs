@@ -20,11 +20,9 @@ pub const BLOCK: u32 = 16;
 
 /// Milliseconds since the UNIX epoch, modulo 2^BITS.
 pub fn now_ms() -> u64 {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    ms & ((1u64 << BITS) - 1)
+    // The wall clock, not a monotonic one: the page reading the strip compares it with its
+    // own `Date.now()`.
+    crate::util::clock::unix_ms() as u64 & ((1u64 << BITS) - 1)
 }
 
 /// Stamps every buffer leaving `pad` (raw I420) with the current time.

@@ -7,7 +7,7 @@
 //! turning one bug into a party that can no longer chat or play. [`Locked::locked`] says so
 //! once, for every lock in the crate.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// [`Mutex::lock`] under the crate's rule: a poisoned lock is used as it is.
 pub trait Locked<T: ?Sized> {
@@ -18,6 +18,25 @@ pub trait Locked<T: ?Sized> {
 impl<T: ?Sized> Locked<T> for Mutex<T> {
     fn locked(&self) -> MutexGuard<'_, T> {
         self.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// [`RwLock`] under the same rule.
+pub trait RwLocked<T: ?Sized> {
+    /// The read guard, whether or not an earlier writer panicked.
+    fn read_locked(&self) -> RwLockReadGuard<'_, T>;
+    /// The write guard, whether or not an earlier writer panicked.
+    fn write_locked(&self) -> RwLockWriteGuard<'_, T>;
+}
+
+impl<T: ?Sized> RwLocked<T> for RwLock<T> {
+    fn read_locked(&self) -> RwLockReadGuard<'_, T> {
+        self.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_locked(&self) -> RwLockWriteGuard<'_, T> {
+        self.write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

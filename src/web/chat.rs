@@ -5,28 +5,19 @@
 //! runs faster than a socket drains, the events waiting are sent together, which keeps the
 //! cost per event low for both ends at a busy channel's peak.
 
-use axum::extract::Query;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+use super::extract::Admitted;
 use crate::chat::{Chat, Published, Subscription};
 
 /// `GET /chat`: the event stream of the party's chat, one JSON object per text frame.
-pub async fn socket(
-    ws: WebSocketUpgrade,
-    State(state): State<AppState>,
-    Query(entry): Query<super::whep::Entry>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = super::whep::admit(&state, &entry, &headers) {
-        return refused.into_response();
-    }
+pub async fn socket(ws: WebSocketUpgrade, State(state): State<AppState>, _: Admitted) -> Response {
     // The page sends nothing but pings; tungstenite clears its whole read buffer (128 KiB
     // by default) on every read attempt, and this loop reads on every event it sends.
     ws.read_buffer_size(4096)

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use crate::broadcast::BroadcastError;
 use crate::chat::PostError;
 use crate::moderation::ModError;
-use crate::party::{ChatError, SessionError};
+use crate::party::{ChatError, ModLinkError, SessionError};
 use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 
@@ -66,6 +66,7 @@ impl From<SessionError> for AppError {
             SessionError::Unknown => StatusCode::UNAUTHORIZED,
             SessionError::NickTaken(_) => StatusCode::CONFLICT,
             SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::Uninvited => StatusCode::FORBIDDEN,
         };
         Self::new(status, e.to_string())
     }
@@ -101,6 +102,16 @@ impl From<ModError> for AppError {
             ModError::Store(e) => return e.into(),
         };
         Self::new(status, e.to_string())
+    }
+}
+
+impl From<ModLinkError> for AppError {
+    fn from(e: ModLinkError) -> Self {
+        match e {
+            ModLinkError::BadLabel => Self::new(StatusCode::BAD_REQUEST, e.to_string()),
+            ModLinkError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
+            ModLinkError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -4,11 +4,14 @@
 //!   ([`pages`]);
 //! - `/healthz` state as JSON, `/metrics` Prometheus text;
 //! - `/whep` WHEP signalling for any WebRTC player;
-//! - `/chat` the chat as a WebSocket event stream, `/api/chat` party messages in.
+//! - `/chat` the chat as a WebSocket event stream;
+//! - `/api/` the JSON API ([`api`]), its callers and bodies checked by [`extract`], its errors
+//!   mapped once in [`error`].
 
 mod api;
 mod chat;
 mod error;
+mod extract;
 mod pages;
 mod whep;
 
@@ -54,34 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/chat", get(chat::socket))
-        .route("/api/chat", post(api::chat))
-        .route("/api/party", get(api::party))
-        .route("/api/session", post(api::session))
-        .route("/api/control/play", post(api::play))
-        .route("/api/control/pause", post(api::pause))
-        .route("/api/control/seek", post(api::seek))
-        .route("/api/control/next", post(api::next))
-        .route("/api/control/load", post(api::load))
-        .route("/api/control/layout", post(api::layout))
-        .route("/api/control/webcam", post(api::webcam))
-        .route("/api/control/mic", post(api::mic))
-        .route("/api/control/audio", post(api::audio))
-        .route("/api/party/start", post(api::start))
-        .route("/api/party/end", post(api::end))
-        .route("/api/library", get(api::library))
-        .route("/api/library/{id}/thumbnail", get(api::thumbnail))
-        .route("/api/viewers", get(api::viewers))
-        .route(
-            "/api/moderators",
-            get(api::moderators).post(api::add_moderator),
-        )
-        .route(
-            "/api/moderators/{id}",
-            axum::routing::delete(api::revoke_moderator),
-        )
-        .route("/api/mod", post(api::moderate))
-        .route("/api/mod/audit", get(api::audit))
-        .route("/api/mod/state", get(api::mod_state))
+        .merge(api::routes())
         .route("/whep", post(whep::post).options(whep::options))
         .route(
             "/whep/{id}",

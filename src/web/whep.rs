@@ -2,45 +2,22 @@
 //! leave. Non-trickle: the answer carries our candidate, so PATCH is refused.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::AppError;
+use super::extract::Admitted;
 use crate::broadcast::ViewerId;
-
-/// How a viewer of an invite-only party shows it was invited: `?invite=CODE` on the URL
-/// (a WHEP player only knows URLs), or a host or moderator key as the Bearer token.
-#[derive(serde::Deserialize, Default)]
-pub struct Entry {
-    /// The invite code.
-    #[serde(default)]
-    invite: Option<String>,
-}
-
-/// Refuses a viewer an invite-only party did not invite.
-pub fn admit(state: &AppState, entry: &Entry, headers: &HeaderMap) -> Result<(), AppError> {
-    if state.party.admits(entry.invite.as_deref()) {
-        return Ok(());
-    }
-    if state.party.role(super::api::bearer(headers)) != crate::moderation::Role::Viewer {
-        return Ok(());
-    }
-    Err(AppError::new(
-        StatusCode::FORBIDDEN,
-        "this party needs an invite: ask the host for the link",
-    ))
-}
 
 /// `POST /whep`: a viewer's offer in, the answer out.
 pub async fn post(
     State(state): State<AppState>,
-    Query(entry): Query<Entry>,
+    _: Admitted,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    admit(&state, &entry, &headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1,6 +1,7 @@
 //! Mending Twitch lines from older servers, replays and recent-messages services, which
 //! lack tags `twitch-irc` insists on.
 
+use crate::util::clock::unix_ms;
 use twitch_irc::message::ServerMessage;
 
 /// Commands whose lines viewers see.
@@ -44,7 +45,7 @@ pub(super) fn repair(message: &ServerMessage) -> Option<ServerMessage> {
                     "badge-info" | "badges" | "emotes" | "color" | "flags" | "user-type" => {
                         String::new()
                     }
-                    "tmi-sent-ts" => crate::chat::now_ms().to_string(),
+                    "tmi-sent-ts" => unix_ms().to_string(),
                     "msg-param-cumulative-months" => tags
                         .get("msg-param-months")
                         .cloned()
@@ -52,7 +53,7 @@ pub(super) fn repair(message: &ServerMessage) -> Option<ServerMessage> {
                     "msg-param-gift-months" => "1".into(),
                     "msg-param-months" | "msg-param-should-share-streak" => "0".into(),
                     // Without an id nothing can delete it later, but it can still be shown.
-                    "id" => format!("noid-{}", crate::chat::now_ms()),
+                    "id" => format!("noid-{}", unix_ms()),
                     _ => {
                         tracing::debug!(key, "skipping a Twitch line without a needed tag");
                         return None;

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::util::lock::Locked;
 use image::imageops::FilterType;
 use image::{ImageFormat, ImageReader, Limits, RgbaImage};
 
@@ -64,7 +65,7 @@ impl EmoteCache {
             return None;
         }
         // A panic elsewhere cannot leave a half-written entry that matters: use it as is.
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = self.entries.locked();
         if let Some(entry) = entries.get(id) {
             match &entry.image {
                 Some(image) if image.height() == height => return Some(image.clone()),

@@ -16,6 +16,7 @@ use crate::gst_util;
 use crate::pipeline::PipelineError;
 use crate::pipeline::layout::{Layout, Rect};
 use crate::pipeline::slot::{CapsHook, Slot};
+use crate::util::lock::Locked;
 
 /// Extra time the mixers wait for their inputs: covers the jitter of feeds re-timestamped on
 /// arrival, so no audio is dropped as late.
@@ -158,7 +159,7 @@ impl WebcamFit {
         let crop = self.crop.clone();
         let target = self.target.clone();
         Box::new(move |caps: &gst::Caps| {
-            let target = *target.lock().unwrap();
+            let target = *target.locked();
             apply_crop(&crop, caps, target);
         })
     }
@@ -166,7 +167,7 @@ impl WebcamFit {
     /// Fits the webcam to `inner`; `caps` are the camera's current ones, if it sent any.
     pub fn fit(&self, inner: Rect, caps: Option<gst::Caps>) {
         let target = (inner.width, inner.height);
-        *self.target.lock().unwrap() = target;
+        *self.target.locked() = target;
         self.size.set_property("caps", sized(inner));
         if let Some(caps) = caps {
             apply_crop(&self.crop, &caps, target);

@@ -1,0 +1,173 @@
+//! The host's controls of the pipeline, and the quick action's "Go live" and "End party".
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::library::movie_of;
+use super::ok;
+use crate::pipeline::layout::Layout;
+use crate::pipeline::{GoLivePlan, PipelineError};
+use crate::web::AppState;
+use crate::web::error::AppError;
+use crate::web::extract::{AppJson, Host};
+
+/// `POST /api/control/play`.
+pub async fn play(State(state): State<AppState>, _: Host) -> Result<Json<Value>, AppError> {
+    state.pipeline.play().await?;
+    Ok(ok())
+}
+
+/// `POST /api/control/pause`.
+pub async fn pause(State(state): State<AppState>, _: Host) -> Result<Json<Value>, AppError> {
+    state.pipeline.pause().await?;
+    Ok(ok())
+}
+
+/// Body of `POST /api/control/seek`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seek {
+    /// Where to, in seconds from the start.
+    position_s: f64,
+}
+
+/// `POST /api/control/seek`.
+pub async fn seek(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(seek): AppJson<Seek>,
+) -> Result<Json<Value>, AppError> {
+    state.pipeline.seek_seconds(seek.position_s).await?;
+    Ok(ok())
+}
+
+/// Body of `POST /api/control/layout`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutChoice {
+    /// `side-panel`, `inset`, or a layout file's path.
+    layout: String,
+}
+
+/// `POST /api/control/layout`.
+pub async fn layout(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(choice): AppJson<LayoutChoice>,
+) -> Result<Json<Value>, AppError> {
+    let layout = Layout::load(&choice.layout).map_err(PipelineError::from)?;
+    state.pipeline.set_layout(layout).await?;
+    Ok(ok())
+}
+
+/// Body of the on/off toggles.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    /// On (true) or off.
+    on: bool,
+}
+
+/// `POST /api/control/webcam`.
+pub async fn webcam(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(toggle): AppJson<Toggle>,
+) -> Result<Json<Value>, AppError> {
+    state.pipeline.set_webcam(toggle.on).await?;
+    Ok(ok())
+}
+
+/// `POST /api/control/mic`.
+pub async fn mic(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(toggle): AppJson<Toggle>,
+) -> Result<Json<Value>, AppError> {
+    state.pipeline.set_mic_muted(!toggle.on).await?;
+    Ok(ok())
+}
+
+/// Body of `POST /api/control/audio`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audio {
+    /// Movie volume, 0.0 to 1.5.
+    #[serde(default)]
+    volume: Option<f64>,
+    /// Ducking depth in dB, 0 to 60.
+    #[serde(default)]
+    duck_db: Option<f64>,
+}
+
+/// `POST /api/control/audio`: movie volume and ducking.
+pub async fn audio(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(audio): AppJson<Audio>,
+) -> Result<Json<Value>, AppError> {
+    state
+        .pipeline
+        .set_audio(audio.volume, audio.duck_db)
+        .await?;
+    Ok(ok())
+}
+
+/// Body of `POST /api/party/start`, the quick action's "Go live".
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GoLive {
+    /// A title id; the current movie when absent.
+    #[serde(default)]
+    title: Option<String>,
+    /// Webcam on or off.
+    #[serde(default)]
+    webcam: Option<bool>,
+    /// Mic on or off.
+    #[serde(default)]
+    mic: Option<bool>,
+    /// Layout name.
+    #[serde(default)]
+    layout: Option<String>,
+}
+
+/// `POST /api/party/start`: loads the chosen title, sets webcam, mic and layout, plays
+/// ([`Pipeline::go_live`](crate::pipeline::Pipeline::go_live) checks it all first).
+pub async fn start(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(go): AppJson<GoLive>,
+) -> Result<Json<Value>, AppError> {
+    let plan = GoLivePlan {
+        movie: go
+            .title
+            .as_deref()
+            .map(|id| movie_of(&state, id))
+            .transpose()?,
+        layout: go
+            .layout
+            .as_deref()
+            .map(Layout::load)
+            .transpose()
+            .map_err(PipelineError::from)?,
+        webcam: go.webcam,
+        mic: go.mic,
+    };
+    state.pipeline.go_live(plan).await?;
+    if let Some(id) = go.title {
+        state.party.set_current_title(Some(id));
+    }
+    state.party.set_live(true);
+    Ok(ok())
+}
+
+/// `POST /api/party/end`: pauses, and forgets the party chat (it is not kept after a
+/// party unless chat logging is on).
+pub async fn end(State(state): State<AppState>, _: Host) -> Result<Json<Value>, AppError> {
+    state.pipeline.pause().await?;
+    state.party.set_live(false);
+    state.chat.end_party();
+    Ok(ok())
+}

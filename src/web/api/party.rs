@@ -1,0 +1,157 @@
+//! What anyone in the party may know, viewers' sessions and party chat, and the host's
+//! moderator links.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ok;
+use crate::party::Role;
+use crate::web::AppState;
+use crate::web::error::AppError;
+use crate::web::extract::{AppJson, Caller, Host, Moderator};
+
+/// `GET /api/party`: what anyone in the party may know.
+pub async fn party(State(state): State<AppState>) -> Json<Value> {
+    let health = state.pipeline.health();
+    Json(json!({
+        "live": state.party.is_live(),
+        "movie": health.movie,
+        "layout": health.layout,
+        "webcam": health.webcam,
+        "mic": health.mic,
+        "movie_volume": health.movie_volume,
+        "duck_db": health.duck_db,
+        "viewers": state.broadcaster.stats().connected,
+        "max_viewers": state.broadcaster.max_viewers(),
+        "invite_only": state.party.invite_only(),
+        "chat": state.chat.connection(),
+        "room": state.chat.modes(),
+        "party_chat": state.moderation.party_chat(),
+        "nick_rule": crate::chat::nick_rule(),
+    }))
+}
+
+/// Body of `POST /api/session`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// A token the page got before, to keep its time in the party across reloads.
+    #[serde(default)]
+    token: Option<String>,
+    /// The invite code of an invite-only party.
+    #[serde(default)]
+    invite: Option<String>,
+}
+
+/// `POST /api/session`: a viewer's page says hello; gets a session token and learns its
+/// role (from the `Authorization` key, if any).
+pub async fn session(
+    State(state): State<AppState>,
+    caller: Caller,
+    AppJson(request): AppJson<SessionRequest>,
+) -> Result<Json<Value>, AppError> {
+    let session = state.party.open_session(
+        caller.role,
+        request.invite.as_deref(),
+        request.token.as_deref(),
+    )?;
+    Ok(Json(json!({
+        "token": session.token,
+        "nick": session.nick,
+        "role": caller.role,
+        "moderator_name": (caller.role == Role::Moderator).then_some(caller.name),
+    })))
+}
+
+/// Body of `POST /api/chat`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyPost {
+    /// The session token from `POST /api/session`.
+    session: String,
+    /// The nickname to speak as (claimed for the session on first use).
+    nick: String,
+    /// What to say.
+    text: String,
+}
+
+/// `POST /api/chat`: a party viewer says something; 201 with the message as everyone sees
+/// it, or 4xx with the reason (bad nickname, too long, banned, slow mode…).
+pub async fn chat(
+    State(state): State<AppState>,
+    AppJson(post): AppJson<PartyPost>,
+) -> Result<impl IntoResponse, AppError> {
+    let published = state
+        .party
+        .post_chat(&state.chat, &post.session, &post.nick, &post.text)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        published.json.clone(),
+    ))
+}
+
+/// `GET /api/viewers`: how many watch, and the party nicknames.
+pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value> {
+    let nicknames: Vec<Value> = state
+        .party
+        .nicknames()
+        .into_iter()
+        .map(|(nick, since)| json!({ "nick": nick, "in_party_s": since.as_secs() }))
+        .collect();
+    Json(json!({
+        "watching": state.broadcaster.stats().connected,
+        "sessions": state.party.session_count(),
+        "nicknames": nicknames,
+    }))
+}
+
+/// `GET /api/moderators`.
+pub async fn moderators(State(state): State<AppState>, _: Host) -> Result<Json<Value>, AppError> {
+    Ok(Json(json!({ "moderators": state.party.moderators()? })))
+}
+
+/// Body of `POST /api/moderators`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewModerator {
+    /// Who it is for, shown in the audit log.
+    label: String,
+}
+
+/// `POST /api/moderators`: mints a moderator link; its key is in the answer once.
+pub async fn add_moderator(
+    State(state): State<AppState>,
+    _: Host,
+    headers: HeaderMap,
+    AppJson(request): AppJson<NewModerator>,
+) -> Result<impl IntoResponse, AppError> {
+    let (link, key) = state.party.add_moderator(&request.label)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": link.id,
+            "label": link.label,
+            "key": key.expose(),
+            "link": format!("http://{host}/#mod={}", key.expose()),
+        })),
+    ))
+}
+
+/// `DELETE /api/moderators/{id}`: the link stops working at once.
+pub async fn revoke_moderator(
+    State(state): State<AppState>,
+    _: Host,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    state.party.revoke_moderator(&id)?;
+    Ok(ok())
+}
