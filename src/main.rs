@@ -9,11 +9,12 @@ use cowatch::config::PartyOptions;
 use cowatch::library::Library;
 use cowatch::moderation::Moderation;
 use cowatch::moderation::helix::Helix;
+use cowatch::overlay::chat::EmoteCache;
 use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
+use cowatch::shutdown::Shutdown;
 use cowatch::store::Store;
-use cowatch::{shutdown, tools, web};
-use tokio_util::sync::CancellationToken;
+use cowatch::{panel, shutdown, tools, web};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_args() {
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long stopping may wait for the tasks to end before the pipeline is stopped anyway
+/// (the recording is finished in any case).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
     let config = options.resolve(demo)?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -53,12 +58,12 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let shutdown = Shutdown::new();
         let record = config.settings.record.clone();
         let pipeline = Pipeline::start(config.settings)?;
-        let stop = tokio_util::sync::CancellationToken::new();
         let broadcaster =
-            Broadcaster::start(config.broadcast.clone(), pipeline.clone(), stop.clone()).await?;
-        let addr = listener.local_addr()?;
+            Broadcaster::start(config.broadcast.clone(), pipeline.clone(), &shutdown).await?;
         let store = Store::open(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "data directory {} (--data-dir): {e}",
@@ -68,8 +73,6 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         let helix = config.helix.clone().map(Helix::new).transpose()?;
         // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
         let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
-        // Stops the chat's tasks (the Twitch link, the chat log) at shutdown.
-        let stop = CancellationToken::new();
         let party = Party::new(config.party.clone(), store);
         let library = match &config.library {
             Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
@@ -91,22 +94,22 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
         if let Some(path) = record {
             println!("  recording:   {}", path.display());
         }
-        // Kept alive for the whole party; dropping it disconnects from Twitch.
+        // Kept for the whole party: dropping it would end the Twitch link.
         let _bridge = config.twitch.clone().map(|twitch| {
             println!("  chat:        Twitch #{}", twitch.channel);
-            Bridge::start(twitch, chat.clone(), stop.clone())
+            Bridge::start(twitch, chat.clone(), &shutdown)
         });
         if config.log_chat {
             let path = config.data_dir.join("chat-log.jsonl");
             println!("  chat log:    {}", path.display());
-            chat.spawn_log(path, stop.clone());
+            chat.spawn_log(path, &shutdown);
         }
         // The composite's chat column follows the same chat the page shows.
-        let _panel = cowatch::panel::spawn(
+        panel::spawn(
             chat.clone(),
             pipeline.clone(),
-            cowatch::overlay::chat::EmoteCache::default(),
-            tokio_util::sync::CancellationToken::new(),
+            EmoteCache::default(),
+            &shutdown,
         );
         let app = web::app(web::AppState {
             pipeline: pipeline.clone(),
@@ -115,12 +118,22 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             party,
             moderation,
             library,
+            shutdown: shutdown.clone(),
         });
+        let stop = shutdown.token();
+        shutdown.spawn("signals", async move {
+            tokio::select! {
+                () = shutdown::signal() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        });
+        let stopping = shutdown.clone();
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown::signal())
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
             .await;
         tracing::info!("stopping");
-        stop.cancel();
+        shutdown.finish(STOP_GRACE).await;
+        // Last, so the recording gets everything the tasks sent until they stopped.
         pipeline.shutdown().await;
         served.map_err(|e| anyhow::anyhow!("web server: {e}"))
     })

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::{Chat, ChatEvent};
 use crate::overlay::chat::{ChatArea, EmoteCache, render_panel};
 use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
 
 /// Renders never follow each other closer than this: at 1,000 messages a second the panel
 /// shows the latest state five times a second instead of drawing every message.
@@ -30,19 +31,21 @@ pub const MIN_RENDER_INTERVAL: Duration = Duration::from_millis(200);
 /// backlog, which is exactly what is visible (cleared and deleted messages are already gone),
 /// so a lagging subscription loses nothing: it only triggers a redraw.
 ///
-/// Call it within a tokio runtime (it spawns a task there). The task ends when `cancel` is
-/// cancelled, the pipeline stops or the chat's live stream closes. It holds a clone of `chat`
+/// Call it within a tokio runtime (it spawns a task there). The task ends at shutdown, when
+/// the pipeline stops or when the chat's live stream closes. It holds a clone of `chat`
 /// to read the backlog, so while it runs the stream stays open.
 pub fn spawn(
     chat: Chat,
     pipeline: Pipeline,
     emotes: EmoteCache,
-    cancel: CancellationToken,
+    shutdown: &Shutdown,
 ) -> JoinHandle<()> {
     let area = pipeline.chat_area();
-    tokio::spawn(drive(chat, area, Arc::new(emotes), cancel, move |image| {
-        pipeline.set_chat_panel(image).is_ok()
-    }))
+    let show = move |image| pipeline.set_chat_panel(image).is_ok();
+    shutdown.spawn(
+        "chat-panel",
+        drive(chat, area, Arc::new(emotes), shutdown.token(), show),
+    )
 }
 
 /// The loop, apart from the pipeline so tests can watch what it shows: `show` gets each new

@@ -71,9 +71,21 @@ impl Shutdown {
         self.token.is_cancelled()
     }
 
+    /// A signal for one part that can also be stopped on its own (e.g. the Twitch link when
+    /// its handle is dropped): cancelled with this one, or by itself; its tasks are still
+    /// ones [`Shutdown::finish`] waits for.
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+            tasks: self.tasks.clone(),
+            running: self.running.clone(),
+        }
+    }
+
     /// Spawns `task` on the current tokio runtime as one of the tasks shutdown waits for.
-    /// `task` must return soon after [`Shutdown::cancelled`] fires.
-    pub fn spawn<F>(&self, name: &'static str, task: F)
+    /// `task` must return soon after [`Shutdown::cancelled`] fires. The handle is for callers
+    /// that want to know when it ended; dropping it changes nothing.
+    pub fn spawn<F>(&self, name: &'static str, task: F) -> tokio::task::JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -93,7 +105,7 @@ impl Shutdown {
                     tracing::error!(task = name, "task panicked: {}", panic_text(panic.as_ref()))
                 }
             }
-        });
+        })
     }
 
     /// Begins shutdown and waits for every task spawned through this signal, at most `grace`.
@@ -180,5 +192,25 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(shutdown.finish(Duration::from_secs(1)).await.is_empty());
         assert_eq!(panic_text(&"boom"), "boom");
+    }
+
+    #[tokio::test]
+    async fn a_child_stops_alone_or_with_its_parent() {
+        let shutdown = Shutdown::new();
+        let alone = shutdown.child();
+        let with_parent = shutdown.child();
+        let ended = |s: &Shutdown| {
+            let s2 = s.clone();
+            s.spawn("child", async move { s2.cancelled().await })
+        };
+        let (a, b) = (ended(&alone), ended(&with_parent));
+        alone.token().cancel();
+        tokio::time::timeout(Duration::from_secs(1), a)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!shutdown.is_cancelled() && !with_parent.is_cancelled());
+        assert!(shutdown.finish(Duration::from_secs(1)).await.is_empty());
+        assert!(b.is_finished());
     }
 }

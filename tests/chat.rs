@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use common::twitch::TestServer;
 use cowatch::chat::bridge::{Bridge, BridgeConfig, Secret};
 use cowatch::chat::{Chat, ChatConfig, Connection};
+use cowatch::shutdown::Shutdown;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::broadcast::Receiver;
-use tokio_util::sync::CancellationToken;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -45,7 +45,7 @@ async fn bridge_hub(channel: &str, chat: Chat) -> (TestServer, Chat, Bridge) {
             irc_addr: Some(server.addr()),
         },
         chat.clone(),
-        CancellationToken::new(),
+        &Shutdown::new(),
     );
     assert!(
         server.wait_joined(channel, Duration::from_secs(10)).await,
@@ -79,7 +79,7 @@ async fn next(
 fn privmsg(channel: &str, id: &str, login: &str, text: &str) -> String {
     format!(
         "@badge-info=;badges=;color=#1E90FF;display-name={login};emotes=;first-msg=0;flags=;id={id};mod=0;room-id=1;subscriber=0;tmi-sent-ts={};turbo=0;user-id=7;user-type= :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #{channel} :{text}",
-        cowatch::chat::now_ms()
+        cowatch::util::clock::unix_ms()
     )
 }
 
@@ -518,7 +518,7 @@ async fn party_messages_are_relayed_within_twitchs_rate_limit() {
             irc_addr: Some(server.addr()),
         },
         chat.clone(),
-        CancellationToken::new(),
+        &Shutdown::new(),
     );
     assert!(server.wait_joined(&channel, Duration::from_secs(10)).await);
     // 25 party viewers say one thing each: more than a normal account may send in 30 s.

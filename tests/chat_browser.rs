@@ -23,10 +23,10 @@ use cowatch::chat::bridge::{Bridge, BridgeConfig};
 use cowatch::chat::{Chat, ChatEvent, Origin};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
+use cowatch::shutdown::Shutdown;
 use cowatch::tools::cdp::Browser;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use tokio_util::sync::CancellationToken;
 
 /// How long a Twitch line may take from the test server to the page, measured in the page.
 const LINE_BUDGET: Duration = Duration::from_secs(1);
@@ -82,7 +82,7 @@ impl Party {
                         irc_addr: Some(server.addr()),
                     },
                     chat.clone(),
-                    CancellationToken::new(),
+                    &Shutdown::new(),
                 ));
                 assert!(
                     server.wait_joined(channel, Duration::from_secs(10)).await,
@@ -332,7 +332,7 @@ fn privmsg(channel: &str, id: &str, emotes: &str, text: &str) -> String {
         "@badge-info=;badges=moderator/1;color=#0000FF;display-name=Tester;emotes={emotes};\
          first-msg=0;flags=;id={id};mod=1;room-id=1;subscriber=0;tmi-sent-ts={ts};turbo=0;\
          user-id=42;user-type=mod :tester!tester@tester.tmi.twitch.tv PRIVMSG #{channel} :{text}",
-        ts = cowatch::chat::now_ms()
+        ts = cowatch::util::clock::unix_ms()
     )
 }
 
@@ -393,7 +393,7 @@ fn twitch_chat_renders_safely_loses_deleted_lines_and_survives_a_reconnect() {
 
     // 1. A real PRIVMSG with a moderator badge and an emote, neither of whose images can load.
     let hello = message_id();
-    let (sent, sent_ms) = (Instant::now(), cowatch::chat::now_ms());
+    let (sent, sent_ms) = (Instant::now(), cowatch::util::clock::unix_ms());
     party.twitch(&[privmsg(&channel, &hello, "25:6-10", "hello Kappa there")]);
     page.wait(
         sent,
@@ -491,11 +491,11 @@ fn twitch_chat_renders_safely_loses_deleted_lines_and_survives_a_reconnect() {
     }
 
     // 3. A moderator deletes message 1 (CLEARMSG).
-    let (sent, sent_ms) = (Instant::now(), cowatch::chat::now_ms());
+    let (sent, sent_ms) = (Instant::now(), cowatch::util::clock::unix_ms());
     party.twitch(&[format!(
         "@login=tester;room-id=1;target-msg-id={hello};tmi-sent-ts={} :tmi.twitch.tv CLEARMSG \
          #{channel} :hello Kappa there",
-        cowatch::chat::now_ms()
+        cowatch::util::clock::unix_ms()
     )]);
     page.wait(
         sent,
@@ -525,7 +525,7 @@ fn twitch_chat_renders_safely_loses_deleted_lines_and_survives_a_reconnect() {
         "@badge-info=;badges=;color=;display-name=Spammer;emotes=;flags=;id={spam};mod=0;\
          room-id=1;subscriber=0;tmi-sent-ts={};turbo=0;user-id=43;user-type= \
          :spammer!spammer@spammer.tmi.twitch.tv PRIVMSG #{channel} :buy followers",
-        cowatch::chat::now_ms()
+        cowatch::util::clock::unix_ms()
     ));
     lines.push(format!(
         "@emote-only=0;followers-only=10;r9k=1;room-id=1;slow=30;subs-only=1 \
@@ -538,7 +538,7 @@ fn twitch_chat_renders_safely_loses_deleted_lines_and_survives_a_reconnect() {
     lines.push(format!(
         "@ban-duration=600;room-id=1;target-user-id=43;tmi-sent-ts={} :tmi.twitch.tv CLEARCHAT \
          #{channel} :spammer",
-        cowatch::chat::now_ms()
+        cowatch::util::clock::unix_ms()
     ));
     party.twitch_and_settle(&lines);
     let ids: Vec<String> = party
@@ -677,7 +677,7 @@ fn twitch_chat_renders_safely_loses_deleted_lines_and_survives_a_reconnect() {
         server.join_attempts(&channel) - attempts - 1
     );
     let back = message_id();
-    let (sent, sent_ms) = (Instant::now(), cowatch::chat::now_ms());
+    let (sent, sent_ms) = (Instant::now(), cowatch::util::clock::unix_ms());
     party.twitch(&[privmsg(&channel, &back, "", "back again")]);
     page.wait(
         sent,
@@ -699,7 +699,7 @@ fn twitch_chat_renders_safely_loses_deleted_lines_and_survives_a_reconnect() {
     // 7. A moderator clears the whole chat.
     party.twitch(&[format!(
         "@room-id=1;tmi-sent-ts={} :tmi.twitch.tv CLEARCHAT #{channel}",
-        cowatch::chat::now_ms()
+        cowatch::util::clock::unix_ms()
     )]);
     page.wait(
         Instant::now(),

@@ -23,10 +23,10 @@ use cowatch::chat::bridge::{Bridge, BridgeConfig};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
+use cowatch::shutdown::Shutdown;
 use cowatch::tools::cdp::Browser;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use tokio_util::sync::CancellationToken;
 
 /// How long an action may take to show on another viewer's page.
 const ACTION_BUDGET: Duration = Duration::from_secs(1);
@@ -113,7 +113,7 @@ impl Party {
                     irc_addr: Some(server.addr()),
                 },
                 chat.clone(),
-                CancellationToken::new(),
+                &Shutdown::new(),
             );
             assert!(
                 server.wait_joined(&channel, Duration::from_secs(10)).await,
@@ -160,7 +160,7 @@ impl Party {
             "@badge-info=;badges=;color=#1E90FF;display-name=Spammer;emotes=;first-msg=0;flags=;\
              id={id};mod=0;room-id=1001;subscriber=0;tmi-sent-ts={ts};turbo=0;user-id={uid};\
              user-type= :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #{channel} :{text}",
-            ts = cowatch::chat::now_ms(),
+            ts = cowatch::util::clock::unix_ms(),
             uid = SPAMMER.1,
             login = SPAMMER.0,
             channel = self.channel,
@@ -470,7 +470,7 @@ fn a_moderator_deletes_bans_and_times_out_from_the_page() {
     }
 
     // 1. Delete the Twitch message: gone for the viewer within a second, and on Twitch.
-    let clicked_ms = cowatch::chat::now_ms();
+    let clicked_ms = cowatch::util::clock::unix_ms();
     moderator.click_tool(&twitch_id, "mod-delete");
     viewer.wait(
         "the deleted message leaves the viewer's page",

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use common::helix::{Recorded, TestHelix, TestHelixConfig};
 use cowatch::chat::model::{ChatMessage, ClearKind, Fragment, User};
-use cowatch::chat::{Chat, ChatConfig, ChatEvent, Origin, RoomModes, RoomState, now_ms};
+use cowatch::chat::{Chat, ChatConfig, ChatEvent, Origin, RoomModes, RoomState};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
 use cowatch::moderation::{
     Action, Actor, ModError, Moderation, PartyChatMode, Refusal, Role, Target,
 };
 use cowatch::store::Store;
+use cowatch::util::clock::unix_ms;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -134,7 +135,7 @@ fn twitch_message(id: &str, login: &str, user_id: &str, text: &str) -> ChatEvent
         bits: None,
         reply: None,
         msg_id: None,
-        timestamp_ms: now_ms(),
+        timestamp_ms: unix_ms(),
     })
 }
 
@@ -771,7 +772,7 @@ async fn party_posts_are_refused_for_the_right_reason() {
     let rig = rig("refusals").await;
     let m = &rig.moderation;
     let here = Duration::from_secs(3600);
-    let t0 = now_ms();
+    let t0 = unix_ms();
 
     m.apply(
         &host(),
@@ -801,13 +802,13 @@ async fn party_posts_are_refused_for_the_right_reason() {
     )
     .await
     .unwrap();
-    let refused = m.check_party_post_at("loud", "hi", here, now_ms());
+    let refused = m.check_party_post_at("loud", "hi", here, unix_ms());
     assert!(
         matches!(refused, Err(Refusal::TimedOut(s)) if (59..=60).contains(&s)),
         "{refused:?}"
     );
     assert_eq!(
-        m.check_party_post_at("loud", "hi", here, now_ms() + 61_000),
+        m.check_party_post_at("loud", "hi", here, unix_ms() + 61_000),
         Ok(())
     );
 
@@ -995,7 +996,7 @@ async fn twitch_moderators_actions_are_logged_once() {
             target_login: Some(login.into()),
             target_user_id: Some("3003".into()),
             duration_s: duration,
-            timestamp_ms: now_ms(),
+            timestamp_ms: unix_ms(),
         })
     };
     m.observe(&echo("onche", ClearKind::Timeout, Some(60)));

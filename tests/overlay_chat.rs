@@ -118,7 +118,7 @@ fn chat_area_shows_chat_at_the_bottom_and_nothing_when_nothing_was_said() {
         chat.clone(),
         pipeline.clone(),
         EmoteCache::default(),
-        tokio_util::sync::CancellationToken::new(),
+        &cowatch::shutdown::Shutdown::new(),
     );
     let viewer = Viewer::watch(&pipeline);
     let side = Layout::builtin("side-panel").unwrap();

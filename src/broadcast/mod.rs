@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
 
 pub use offer::ViewerId;
 
@@ -158,7 +158,7 @@ impl Broadcaster {
     pub async fn start(
         mut config: BroadcastConfig,
         pipeline: Pipeline,
-        shutdown: CancellationToken,
+        shutdown: &Shutdown,
     ) -> Result<Self, BroadcastError> {
         offer::init_crypto();
         let socket = run::bind(config.bind).map_err(|e| BroadcastError::Bind(config.bind, e))?;
@@ -178,9 +178,9 @@ impl Broadcaster {
             pipeline,
             stats: stats.clone(),
             commands: rx,
-            shutdown,
+            shutdown: shutdown.token(),
         };
-        tokio::spawn(run::run(engine, io));
+        shutdown.spawn("broadcaster", run::run(engine, io));
         Ok(Self {
             commands: tx,
             stats,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use twitch_irc::login::StaticLoginCredentials;
 use twitch_irc::message::ServerMessage;
@@ -25,6 +24,7 @@ use twitch_irc::{ClientConfig, TwitchIRCClient};
 
 use super::model::{self, Connection, RoomModes};
 use super::{Chat, ChatEvent};
+use crate::shutdown::Shutdown;
 use crate::util::lock::{Locked, RwLocked};
 
 /// Twitch's window for counting sent messages.
@@ -75,19 +75,17 @@ pub struct BridgeConfig {
 /// The running bridge; dropping it, or cancelling the token it was started with,
 /// disconnects.
 pub struct Bridge {
-    task: JoinHandle<()>,
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Ends the link when the handle is dropped.
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl Bridge {
     /// Starts the link in the background. Errors come out as link state and logs, never as
-    /// a dead task: the client retries until `stop` is cancelled or the bridge dropped.
-    pub fn start(config: BridgeConfig, chat: Chat, stop: CancellationToken) -> Bridge {
+    /// a dead task: the client retries until shutdown, or until the bridge is dropped.
+    pub fn start(config: BridgeConfig, chat: Chat, shutdown: &Shutdown) -> Bridge {
+        // Its own signal, so dropping the handle ends the link as it always did.
+        let shutdown = shutdown.child();
+        let stop = shutdown.token();
         let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
         if config.credentials.is_some() {
             chat.set_relay(relay_tx);
@@ -98,26 +96,27 @@ impl Bridge {
             }
             None => StaticLoginCredentials::anonymous(),
         };
-        let task = match config.irc_addr {
+        let _stop = stop.clone().drop_guard();
+        match config.irc_addr {
             Some(addr) => {
                 set_irc_addr(addr);
-                tokio::spawn(run::<TCPTransport<Backoff<PlainAddr>>>(
-                    config,
-                    credentials,
-                    chat,
-                    relay_rx,
-                    stop,
-                ))
+                shutdown.spawn(
+                    "twitch-bridge",
+                    run::<TCPTransport<Backoff<PlainAddr>>>(
+                        config,
+                        credentials,
+                        chat,
+                        relay_rx,
+                        stop,
+                    ),
+                )
             }
-            None => tokio::spawn(run::<TCPTransport<Backoff<TLS>>>(
-                config,
-                credentials,
-                chat,
-                relay_rx,
-                stop,
-            )),
+            None => shutdown.spawn(
+                "twitch-bridge",
+                run::<TCPTransport<Backoff<TLS>>>(config, credentials, chat, relay_rx, stop),
+            ),
         };
-        Bridge { task }
+        Bridge { _stop }
     }
 }
 

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
 
+use crate::shutdown::Shutdown;
 use crate::util::clock::unix_ms;
 use crate::util::lock::Locked;
 pub use gate::{Gate, PartyLine, Refusal};
@@ -250,14 +250,12 @@ impl Chat {
     }
 
     /// Appends every message and notice to `path` as JSON lines, for streamers who turn on
-    /// chat logging (off by default: the party's chat is gone when it ends), until `stop`
-    /// is cancelled.
-    pub fn spawn_log(
-        &self,
-        path: std::path::PathBuf,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(log::run(path, self.inner.live.subscribe(), stop))
+    /// chat logging (off by default: the party's chat is gone when it ends), until shutdown.
+    pub fn spawn_log(&self, path: std::path::PathBuf, shutdown: &Shutdown) {
+        shutdown.spawn(
+            "chat-log",
+            log::run(path, self.inner.live.subscribe(), shutdown.token()),
+        );
     }
 
     /// The state and backlog now, and the stream from here on.
@@ -321,9 +319,6 @@ fn published(seq: u64, event: ChatEvent) -> Published {
         json: bytes::Bytes::from(json),
     }
 }
-
-// TEMP until the tests read util::clock: the one clock under its old name.
-pub use crate::util::clock::unix_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //! cost per event low for both ends at a busy channel's peak.
 
 use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use std::sync::Arc;
 
@@ -15,25 +15,32 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use super::extract::Admitted;
 use crate::chat::{Chat, Published, Subscription};
+use crate::shutdown::Shutdown;
 
 /// `GET /chat`: the event stream of the party's chat, one JSON object per text frame.
 pub async fn socket(ws: WebSocketUpgrade, State(state): State<AppState>, _: Admitted) -> Response {
     // The page sends nothing but pings; tungstenite clears its whole read buffer (128 KiB
     // by default) on every read attempt, and this loop reads on every event it sends.
     ws.read_buffer_size(4096)
-        .on_upgrade(move |socket| stream(socket, state.chat))
+        .on_upgrade(move |socket| stream(socket, state.chat, state.shutdown))
 }
 
 /// Most bytes of events put in one frame.
 const MAX_FRAME: usize = 64 * 1024;
 
-async fn stream(mut socket: WebSocket, chat: Chat) {
+async fn stream(mut socket: WebSocket, chat: Chat, shutdown: Shutdown) {
     let Subscription { snapshot, mut live } = chat.subscribe();
     if send(&mut socket, &snapshot).await.is_err() {
         return;
     }
     loop {
         tokio::select! {
+            () = shutdown.cancelled() => {
+                // "Going away": the page shows reconnecting… and comes back with the server.
+                let close = CloseFrame { code: close_code::AWAY, reason: "cowatch is stopping".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
             event = live.recv() => match event {
                 Ok(first) => {
                     let mut batch = vec![first];

@@ -29,6 +29,7 @@ use crate::library::Library;
 use crate::moderation::Moderation;
 use crate::party::Party;
 use crate::pipeline::{Health, Pipeline};
+use crate::shutdown::Shutdown;
 
 /// Offers are a few kB; anything much larger is refused before it is read.
 const MAX_BODY: usize = 64 * 1024;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub moderation: Moderation,
     /// The host's media library, when `--library` is given.
     pub library: Option<Library>,
+    /// Ends the chat sockets when the party stops (axum's graceful shutdown does not wait for
+    /// upgraded connections).
+    pub shutdown: Shutdown,
 }
 
 /// The router, apart from `main` so tests can drive it with `oneshot`.

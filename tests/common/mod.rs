@@ -347,7 +347,7 @@ pub async fn broadcaster(
             max_viewers,
         },
         pipeline.clone(),
-        tokio_util::sync::CancellationToken::new(),
+        &cowatch::shutdown::Shutdown::new(),
     )
     .await
     .unwrap()
@@ -406,6 +406,7 @@ pub fn state_with_chat(
         party,
         moderation,
         library: None,
+        shutdown: cowatch::shutdown::Shutdown::new(),
     }
 }
 
