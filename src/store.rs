@@ -7,7 +7,7 @@
 //! callers use it straight from async code, and never hold the lock across an `.await`
 //! (they cannot: the guard never leaves this module).
 //!
-//! The schema is versioned with SQLite's `user_version`: [`MIGRATIONS`] holds one step per
+//! The schema is versioned with SQLite's `user_version`: `MIGRATIONS` holds one step per
 //! version, and opening a database applies the steps it has not seen yet, in a transaction.
 //!
 //! Moderator keys are never stored: only their SHA-256, compared in constant time.
@@ -25,6 +25,18 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::chat::Origin;
 use crate::util::clock::unix_ms;
 use crate::util::lock::Locked;
+
+/// Builds `$ty` from a row whose columns are the listed fields, in that order: the `SELECT`
+/// names them in the same order, and no column index is written by hand.
+macro_rules! from_row {
+    ($row:expr => $ty:ident { $($field:ident),+ $(,)? }) => {{
+        let row: &Row<'_> = $row;
+        let mut column = 0..;
+        Ok($ty {
+            $($field: row.get(column.next().expect("endless"))?,)+
+        })
+    }};
+}
 
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "cowatch.sqlite3";
@@ -338,13 +350,7 @@ impl Store {
             &self.conn(),
             "SELECT term, by, at_ms FROM blocked_terms ORDER BY at_ms, rowid",
             [],
-            |r| {
-                Ok(BlockedTerm {
-                    term: r.get(0)?,
-                    by: r.get(1)?,
-                    at_ms: r.get(2)?,
-                })
-            },
+            |r| from_row!(r => BlockedTerm { term, by, at_ms }),
         )
     }
 
@@ -465,15 +471,8 @@ impl Store {
              FROM audit ORDER BY id DESC LIMIT ?1",
             [limit],
             |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    actor_role: r.get(2)?,
-                    actor_name: r.get(3)?,
-                    action: r.get(4)?,
-                    target: r.get(5)?,
-                    detail: r.get(6)?,
-                    result: r.get(7)?,
+                from_row!(r => AuditEntry {
+                    id, at_ms, actor_role, actor_name, action, target, detail, result
                 })
             },
         )
@@ -482,18 +481,23 @@ impl Store {
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if found > known {
-        return Err(StoreError::TooNew { found, known });
-    }
-    for (version, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
+    loop {
+        // Immediate, and the version read inside: two cowatch processes opening one data
+        // directory at once (two test parties, a restart racing the old process) must not
+        // both apply the same step ("table bans already exists").
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        let Some(step) = MIGRATIONS.get(found as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(step)?;
-        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
         tx.commit()?;
-        tracing::info!(version = version + 1, "database schema updated");
+        tracing::info!(version = found + 1, "database schema updated");
     }
-    Ok(())
 }
 
 /// Every row of `sql` with `params`, each read by `row`.
@@ -512,32 +516,24 @@ fn query_all<T>(
 const BAN_COLUMNS: &str = "origin, login, user_id, reason, expires_at_ms, by, at_ms";
 
 fn ban_row(r: &Row<'_>) -> rusqlite::Result<Ban> {
-    let origin: String = r.get(0)?;
-    Ok(Ban {
-        origin: if origin == "twitch" {
-            Origin::Twitch
-        } else {
-            Origin::Party
-        },
-        login: r.get(1)?,
-        user_id: r.get(2)?,
-        reason: r.get(3)?,
-        expires_at_ms: r.get(4)?,
-        by: r.get(5)?,
-        at_ms: r.get(6)?,
-    })
+    from_row!(r => Ban { origin, login, user_id, reason, expires_at_ms, by, at_ms })
+}
+
+impl rusqlite::types::FromSql for Origin {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        // Written by `origin_str`: anything but "twitch" is a party nickname.
+        Ok(match value.as_str()? {
+            "twitch" => Origin::Twitch,
+            _ => Origin::Party,
+        })
+    }
 }
 
 /// The columns [`mod_link_row`] reads, in its order.
 const MOD_LINK_COLUMNS: &str = "id, label, created_at_ms, revoked_at_ms";
 
 fn mod_link_row(r: &Row<'_>) -> rusqlite::Result<ModLink> {
-    Ok(ModLink {
-        id: r.get(0)?,
-        label: r.get(1)?,
-        created_at_ms: r.get(2)?,
-        revoked_at_ms: r.get(3)?,
-    })
+    from_row!(r => ModLink { id, label, created_at_ms, revoked_at_ms })
 }
 
 /// How an origin is spelled in the database.
@@ -580,6 +576,24 @@ mod tests {
             expires_at_ms,
             by: "host".into(),
             at_ms: unix_ms(),
+        }
+    }
+
+    #[test]
+    fn parties_opening_one_new_dir_at_once_all_get_the_schema() {
+        for round in 0..5 {
+            let dir = scratch(&format!("race-{round}"));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let dir = dir.clone();
+                    std::thread::spawn(move || Store::open(&dir).map(|s| s.schema_version()))
+                })
+                .collect();
+            for handle in opened {
+                let version = handle.join().unwrap().unwrap().unwrap();
+                assert_eq!(version, MIGRATIONS.len() as i64);
+            }
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 
