@@ -182,25 +182,17 @@ impl Engine {
             return;
         };
         let gop_start = self.gop.push(&packet);
-        let mut ids = std::mem::take(&mut self.ids);
-        ids.extend(self.viewers.keys().copied());
-        for &id in &ids {
-            let Some(viewer) = self.viewers.get_mut(&id) else {
-                continue;
-            };
-            if !viewer.connected {
-                continue;
-            }
+        self.fan_out(now, |viewer| {
+            // A viewer's video starts at a keyframe: the first GOP after it connected, unless
+            // a cached one was queued for it already.
             if !viewer.video_started && gop_start {
                 viewer.video_started = true;
             }
             if viewer.video_started {
                 viewer.send_video(&packet, now);
-                self.poll(id, now);
             }
-        }
-        ids.clear();
-        self.ids = ids;
+            viewer.video_started
+        });
     }
 
     /// Video packets were lost on their way to us (we fell behind the pipeline): every viewer
@@ -216,14 +208,23 @@ impl Engine {
         let Some(packet) = rtp::parse(data, false, &mut self.audio_seq, now) else {
             return;
         };
+        self.fan_out(now, |viewer| {
+            viewer.send_audio(&packet, now);
+            true
+        });
+    }
+
+    /// Offers a packet to every connected viewer through `write`, and polls those it wrote
+    /// to. The id list is a reused buffer: a packet costs no allocation, however many watch.
+    fn fan_out(&mut self, now: Instant, mut write: impl FnMut(&mut Viewer) -> bool) {
         let mut ids = std::mem::take(&mut self.ids);
         ids.extend(self.viewers.keys().copied());
         for &id in &ids {
-            let Some(viewer) = self.viewers.get_mut(&id) else {
-                continue;
-            };
-            if viewer.connected {
-                viewer.send_audio(&packet, now);
+            let wrote = self
+                .viewers
+                .get_mut(&id)
+                .is_some_and(|viewer| viewer.connected && write(viewer));
+            if wrote {
                 self.poll(id, now);
             }
         }
