@@ -213,3 +213,64 @@ fn no_stand_in_is_in_the_product() {
         found.join("\n")
     );
 }
+
+/// Stopping is orderly: SIGTERM closes every page's chat socket with "going away" (the page
+/// shows reconnecting… and comes back with the server), and the process waits for each of
+/// its tasks instead of dropping them, then exits cleanly.
+#[test]
+fn sigterm_closes_chat_sockets_and_waits_for_every_task() {
+    let data = std::env::temp_dir().join(format!("cowatch-cli-stop-{}", std::process::id()));
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--webrtc-port", "0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "cowatch=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the demo prints its health URL")
+            .unwrap();
+        if let Some(url) = line.trim().strip_prefix("health:") {
+            let url = url.trim();
+            break url["http://".len()..url.len() - "/healthz".len()].to_string();
+        }
+    };
+    let (mut socket, _) = tungstenite::connect(format!("ws://{addr}/chat")).unwrap();
+    let first = socket.read().unwrap();
+    assert!(first.is_text(), "the chat's state comes first: {first:?}");
+
+    let asked = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let close = loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(e) => panic!("the socket ended without a close frame: {e}"),
+        }
+    };
+    let code = close.map(|f| u16::from(f.code));
+    assert_eq!(code, Some(1001), "closed as going away");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exited with {status}: {stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        asked.elapsed()
+    );
+    for sign in ["still running", "ended before shutdown", "panicked"] {
+        assert!(!stderr.contains(sign), "{sign:?} in the log:\n{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(data);
+}
