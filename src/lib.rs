@@ -1,32 +1,71 @@
 //! cowatch: a self-hosted, Twitch-style watch party.
 //!
-//! # Layout
+//! # Code map
 //!
-//! - [`cli`]: the command line: the subcommands and their options.
-//! - [`config`]: the party's options (flags and config file), merged into settings.
-//! - [`party`]: who may do what: the host key, moderator links, invites, viewer sessions.
-//! - [`pipeline`]: the host GStreamer pipeline: movie, webcam and mic in; one composite,
-//!   encoded once, out as RTP; controls and health.
-//! - [`chat`]: the Twitch chat bridge and the party's chat, as one stream of typed events.
-//! - [`moderation`]: moderator actions (applied in the party, forwarded to Twitch Helix),
-//!   blocked terms, party-chat rules, and the checks the chat hub runs on every message.
-//! - [`store`]: the SQLite file under `--data-dir` that bans, blocked terms, moderator
-//!   links, party settings and the audit log survive restarts in.
-//! - [`library`]: the movies of `--library DIR`, with durations and thumbnails probed in the
-//!   background, for the dashboard's "Watch party" picker.
-//! - [`geometry`]: rectangles and colours, shared by layouts, the composite and the overlay.
-//! - [`gst_util`]: GStreamer helpers shared by the pipeline and the library (elements,
-//!   preroll, bus events).
-//! - [`overlay`]: pictures drawn in Rust for the composite (slates, static layers).
-//! - [`panel`]: the chat panel wired: follows the chat, draws it with the overlay and hands
-//!   the pictures to the pipeline.
-//! - [`broadcast`]: WebRTC fan-out of the encoded streams to viewers (str0m, WHEP).
-//! - [`web`]: the axum server: `/healthz` and the pages.
-//! - [`tools`]: what runs behind the other subcommands: `probe`, `ctl`, `twitch-replay`,
-//!   `bench`. Nothing else uses them.
-//! - [`shutdown`]: the stop signal every task watches.
+//! The product's core is one folder per concern; everything that runs only behind a tool
+//! subcommand (`probe`, `bench`, `twitch-replay`, `ctl`) is under [`tools`], which the core
+//! never uses. [`main`](../cowatch/index.html) parses ([`cli`]), resolves the options
+//! ([`config`]) and wires the parts together; it decides nothing.
 //!
-//! Data flows one way: pipeline → RTP → viewers.
+//! **An RTP packet, from the movie to a viewer's browser:**
+//! `pipeline/feed.rs` (movie, webcam and mic, each in a pipeline of its own) →
+//! `pipeline/slot.rs` → `pipeline/canvas/mix.rs` (compositor and audio mixer, laid out by
+//! `pipeline/layout.rs`, ducked by `pipeline/ducking.rs`) → `pipeline/canvas/encode.rs`
+//! (encoded once; the recording taps here) → `pipeline/output.rs` (RTP packets on a
+//! broadcast channel) → `broadcast/run.rs` (the socket loop: owns the UDP socket and time) →
+//! `broadcast/engine.rs` (sans-IO: routing, keyframe policy in `broadcast/keyframes.rs`) →
+//! `broadcast/viewer.rs` (one str0m `Rtc` per viewer: SRTP) → back to `run.rs`, which sends
+//! the datagram. A viewer arrives through `web/whep.rs` → `broadcast/offer.rs`.
+//!
+//! **A Twitch chat line:** `chat/bridge.rs` (twitch-irc) → `chat/model/twitch.rs` (a typed
+//! [`chat::ChatEvent`]) → `chat/mod.rs` ([`chat::Chat::receive_twitch`], the hub's door) →
+//! the hub's [`chat::Gate`], which is `moderation/gate.rs` (bans, blocked terms; what
+//! Twitch's moderators did goes to `moderation/audit.rs`) → numbered and published by the
+//! hub → `web/chat.rs` (each page's WebSocket) and `panel.rs` → `overlay/chat/` (drawn) →
+//! the pipeline's chat panel.
+//!
+//! **A party viewer's line:** `web/api/party.rs` (`POST /api/chat`) → `party/mod.rs`
+//! ([`party::Party::post_chat`]: the line's shape in `chat/post.rs`, the session, the
+//! nickname) → [`chat::Chat::post_party`] → the same gate (plus the party-chat rule, room
+//! modes, slow mode) → the same hub and the same way out.
+//!
+//! **A moderator's action:** `web/api/moderation.rs` (`POST /api/mod`, checked by
+//! `web/extract.rs`) → `moderation/mod.rs` ([`moderation::Moderation::apply`]) →
+//! `moderation/action.rs` (is it well formed?) → `moderation/apply.rs` (in the party at
+//! once: the gate's rules change, the hub publishes the deletion or clear) →
+//! `moderation/forward.rs` → `moderation/helix.rs` (Twitch) → `moderation/audit.rs`, kept by
+//! `store.rs`.
+//!
+//! The rest: [`party`] (keys, roles, sessions), [`library`] (the movies of `--library`),
+//! [`store`] (the SQLite file), [`geometry`] and [`gst_util`] (small shared pieces),
+//! [`web`] (thin handlers: extract, call a handle, map the error in `web/error.rs`; the
+//! pages' scripts and styles in `web/assets/`), [`util`] (one clock, one id maker, one lock
+//! rule) and [`shutdown`].
+//!
+//! # Threads and tasks
+//!
+//! Every tokio task of a running party is spawned through [`shutdown::Shutdown::spawn`]:
+//! named, logged if it panics or ends early, and awaited by [`shutdown::Shutdown::finish`].
+//!
+//! | what | where | owner | stops |
+//! |---|---|---|---|
+//! | web server (axum) | `main.rs` | `main` | graceful, on the shutdown token |
+//! | chat WebSocket, one per page | `web/chat.rs` | axum | on the token ("going away"), or when the page leaves |
+//! | `broadcaster` task | `broadcast/run.rs` | [`shutdown`] | on the token, or when every [`broadcast::Broadcaster`] handle is gone or the pipeline's streams close |
+//! | `twitch-bridge` task (and twitch-irc's own tasks, which its client owns) | `chat/bridge.rs` | [`shutdown`] | on the token, or when the [`chat::bridge::Bridge`] handle is dropped |
+//! | `chat-log` task | `chat/log.rs` | [`shutdown`] | on the token, or when the hub closes |
+//! | `chat-panel` task | `panel.rs` | [`shutdown`] | on the token, or when the pipeline stops |
+//! | `signals` task | `main.rs` | [`shutdown`] | turns Ctrl-C or SIGTERM into the token |
+//! | `conductor` thread | `pipeline/conductor.rs` | [`pipeline::Pipeline`] | on [`pipeline::Pipeline::shutdown`], which `main` calls last, after every task, so the recording gets all they sent |
+//! | a movie being opened | `pipeline/conductor.rs` | the conductor | once the movie opened or failed (reported as a command) |
+//! | a replaced feed being stopped | `pipeline/feed.rs` | nobody: fire and forget | once its pipeline reached `Null` (a wedged source must not wedge the conductor) |
+//! | GStreamer's streaming threads | the pipelines | GStreamer | when their pipeline goes to `Null` |
+//! | `library-probe` thread | `library/probe.rs` | [`library::Library`] (weakly) | after the last title, on a rescan, or once the library is dropped |
+//! | painting a panel, reading a thumbnail | tokio's blocking pool | the caller, which awaits it | when done |
+//!
+//! Stopping: Ctrl-C or SIGTERM → the token is cancelled → the server stops accepting and
+//! the tasks end → `main` waits for them (5 s at most, naming any that hang) → the pipeline
+//! sends EOS so the recording gets its index → exit.
 
 pub mod broadcast;
 pub mod chat;

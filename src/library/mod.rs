@@ -7,9 +7,9 @@
 //! `image` crate and cached as PNG under `cache_dir`. Titles update in place as probing goes on;
 //! a file that fails gets an [`Title::error`] and never stops the others.
 //!
-//! - [`listing`]: which files of the folder are movies, their ids, names and order.
-//! - [`probe`]: the background thread that goes through the titles.
-//! - [`thumbnail`]: GStreamer's view of one file: its length, and one frame made a picture.
+//! - `listing`: which files of the folder are movies, their ids, names and order.
+//! - `probe`: the background thread that goes through the titles.
+//! - `thumbnail`: GStreamer's view of one file: its length, and one frame made a picture.
 
 mod listing;
 mod probe;

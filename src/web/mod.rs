@@ -1,12 +1,12 @@
 //! The HTTP server: thin handlers over the module handles.
 //!
 //! - `/` the viewer page, `/host` the host's dashboard, `/assets/` their scripts and styles
-//!   ([`pages`]);
+//!   (`pages`);
 //! - `/healthz` state as JSON, `/metrics` Prometheus text;
 //! - `/whep` WHEP signalling for any WebRTC player;
 //! - `/chat` the chat as a WebSocket event stream;
-//! - `/api/` the JSON API ([`api`]), its callers and bodies checked by [`extract`], its errors
-//!   mapped once in [`error`].
+//! - `/api/` the JSON API (`api`), its callers and bodies checked by `extract`, its errors
+//!   mapped once in `error`.
 
 mod api;
 mod chat;
