@@ -243,11 +243,9 @@ impl PartyOptions {
             )));
         }
         let duck_db = options.duck_db.unwrap_or(pipeline::DEFAULT_DUCK_DB);
-        if !(0.0..=60.0).contains(&duck_db) {
-            return Err(ConfigError(format!(
-                "ducking of {duck_db} dB (--duck-db) is out of range: use 0 to 60"
-            )));
-        }
+        // The pipeline's own check, the one the host's controls pass too.
+        pipeline::AudioChange::checked(None, Some(duck_db))
+            .map_err(|e| ConfigError(format!("{e} (--duck-db)")))?;
         if let Some(record) = &options.record
             && let Some(parent) = record.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.is_dir()
