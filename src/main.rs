@@ -53,88 +53,94 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
     let config = options.resolve(demo)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        // Bind first: a busy port should fail before the pipeline spends seconds starting.
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
-        let addr = listener.local_addr()?;
-        let shutdown = Shutdown::new();
-        let record = config.settings.record.clone();
-        let pipeline = Pipeline::start(config.settings)?;
-        let broadcaster =
-            Broadcaster::start(config.broadcast.clone(), pipeline.clone(), &shutdown).await?;
-        let store = Store::open(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "data directory {} (--data-dir): {e}",
-                config.data_dir.display()
-            )
-        })?;
-        let helix = config.helix.clone().map(Helix::new).transpose()?;
-        // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
-        let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
-        let party = Party::new(config.party.clone(), store);
-        let library = match &config.library {
-            Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
-            None => None,
-        };
-        println!("cowatch is live");
-        match party.invite() {
-            Some(code) => println!("  viewer page: http://{addr}/?invite={}", code.expose()),
-            None => println!("  viewer page: http://{addr}/"),
-        }
-        // The one place the host key is shown: the streamer's own terminal.
-        println!(
-            "  host:        http://{addr}/host#key={}",
-            party.host_key().expose()
-        );
-        println!("  WHEP:        http://{addr}/whep");
-        println!("  health:      http://{addr}/healthz");
-        println!("  WebRTC:      udp {}", config.broadcast.advertise);
-        if let Some(path) = record {
-            println!("  recording:   {}", path.display());
-        }
-        // Kept for the whole party: dropping it would end the Twitch link.
-        let _bridge = config.twitch.clone().map(|twitch| {
-            println!("  chat:        Twitch #{}", twitch.channel);
-            Bridge::start(twitch, chat.clone(), &shutdown)
-        });
-        if config.log_chat {
-            let path = config.data_dir.join("chat-log.jsonl");
-            println!("  chat log:    {}", path.display());
-            chat.spawn_log(path, &shutdown);
-        }
-        // The composite's chat column follows the same chat the page shows.
-        panel::spawn(
-            chat.clone(),
-            pipeline.clone(),
-            EmoteCache::default(),
-            &shutdown,
-        );
-        let app = web::app(web::AppState {
-            pipeline: pipeline.clone(),
-            broadcaster,
-            chat,
-            party,
-            moderation,
-            library,
-            shutdown: shutdown.clone(),
-        });
-        let stop = shutdown.token();
-        shutdown.spawn("signals", async move {
-            tokio::select! {
-                () = shutdown::signal() => stop.cancel(),
-                () = stop.cancelled() => {}
+    // Boxed as a trait object: the party's one big future is compiled once rather than once
+    // per scheduler the runtime might run it on.
+    let party: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>> =
+        Box::pin(async move {
+            // Bind first: a busy port should fail before the pipeline spends seconds starting.
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen)
+                })?;
+            let addr = listener.local_addr()?;
+            let shutdown = Shutdown::new();
+            let record = config.settings.record.clone();
+            let pipeline = Pipeline::start(config.settings)?;
+            let broadcaster =
+                Broadcaster::start(config.broadcast.clone(), pipeline.clone(), &shutdown).await?;
+            let store = Store::open(&config.data_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "data directory {} (--data-dir): {e}",
+                    config.data_dir.display()
+                )
+            })?;
+            let helix = config.helix.clone().map(Helix::new).transpose()?;
+            // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
+            let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
+            let party = Party::new(config.party.clone(), store);
+            let library = match &config.library {
+                Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
+                None => None,
+            };
+            println!("cowatch is live");
+            match party.invite() {
+                Some(code) => println!("  viewer page: http://{addr}/?invite={}", code.expose()),
+                None => println!("  viewer page: http://{addr}/"),
             }
+            // The one place the host key is shown: the streamer's own terminal.
+            println!(
+                "  host:        http://{addr}/host#key={}",
+                party.host_key().expose()
+            );
+            println!("  WHEP:        http://{addr}/whep");
+            println!("  health:      http://{addr}/healthz");
+            println!("  WebRTC:      udp {}", config.broadcast.advertise);
+            if let Some(path) = record {
+                println!("  recording:   {}", path.display());
+            }
+            // Kept for the whole party: dropping it would end the Twitch link.
+            let _bridge = config.twitch.clone().map(|twitch| {
+                println!("  chat:        Twitch #{}", twitch.channel);
+                Bridge::start(twitch, chat.clone(), &shutdown)
+            });
+            if config.log_chat {
+                let path = config.data_dir.join("chat-log.jsonl");
+                println!("  chat log:    {}", path.display());
+                chat.spawn_log(path, &shutdown);
+            }
+            // The composite's chat column follows the same chat the page shows.
+            panel::spawn(
+                chat.clone(),
+                pipeline.clone(),
+                EmoteCache::default(),
+                &shutdown,
+            );
+            let app = web::app(web::AppState {
+                pipeline: pipeline.clone(),
+                broadcaster,
+                chat,
+                party,
+                moderation,
+                library,
+                shutdown: shutdown.clone(),
+            });
+            let stop = shutdown.token();
+            shutdown.spawn("signals", async move {
+                tokio::select! {
+                    () = shutdown::signal() => stop.cancel(),
+                    () = stop.cancelled() => {}
+                }
+            });
+            let stopping = shutdown.clone();
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopping.cancelled().await })
+                .await;
+            tracing::info!("stopping");
+            shutdown.finish(STOP_GRACE).await;
+            // Last, so the recording gets everything the tasks sent until they stopped.
+            pipeline.shutdown().await;
+            served.map_err(|e| anyhow::anyhow!("web server: {e}"))
         });
-        let stopping = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopping.cancelled().await })
-            .await;
-        tracing::info!("stopping");
-        shutdown.finish(STOP_GRACE).await;
-        // Last, so the recording gets everything the tasks sent until they stopped.
-        pipeline.shutdown().await;
-        served.map_err(|e| anyhow::anyhow!("web server: {e}"))
-    })
+    runtime.block_on(party)
 }

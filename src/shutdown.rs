@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,6 +90,16 @@ impl Shutdown {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_boxed(name, Box::pin(task))
+    }
+
+    /// [`Shutdown::spawn`]'s body, for one future type: the watching wrapper and tokio's task
+    /// machinery are compiled once, not once per kind of task.
+    fn spawn_boxed(
+        &self,
+        name: &'static str,
+        task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> tokio::task::JoinHandle<()> {
         let id = self.running.next.fetch_add(1, Ordering::Relaxed);
         self.running.names.locked().insert(id, name);
         let registered = Registered {

@@ -3,8 +3,9 @@
 //! - `/` the viewer page (`viewer.html`), `/host` the host's dashboard (`host.html`). Each is
 //!   served inside `shell.html`, which opens the document and loads what every page shares
 //!   (`common.css`, `common.js`); the page brings its head's own tags and its body.
-//! - `/assets/{name}` the scripts and styles in `assets/`, exactly as written: plain deferred
-//!   scripts sharing one namespace, no build step. See `assets/common.js` for how they fit.
+//! - `/assets/{name}` the scripts and styles in `assets/`, as written: plain deferred scripts
+//!   sharing one namespace, with no bundler. `build.rs` only gzips them, and every browser
+//!   gets them gzipped. See `assets/common.js` for how they fit.
 //!
 //! Caching: a page names each asset as `/assets/NAME?v=HASH`, HASH from the asset's content.
 //! At that URL the asset is cached for a year as `immutable`, so a visit loads no script twice;
@@ -13,14 +14,14 @@
 //! page during an upgrade, a hand-typed URL) is served `no-cache`, so no cache keeps a file
 //! under a hash it does not have.
 
+use std::io::Read;
 use std::sync::{LazyLock, OnceLock};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
 use super::error::AppError;
 
@@ -31,55 +32,64 @@ const NO_CACHE: &str = "no-cache";
 /// Where a page goes in the shell.
 const PAGE_SLOT: &str = "<!-- page -->";
 
-/// One embedded script or style sheet.
+/// Each asset's version: 16 hex digits of its content's SHA-256, from `build.rs`.
+const VERSIONS: &[(&str, &str)] = &include!(concat!(env!("OUT_DIR"), "/asset_versions.rs"));
+
+/// One embedded script or style sheet, gzipped by `build.rs`.
 struct Asset {
     name: &'static str,
     content_type: &'static str,
-    body: &'static str,
-    /// A hash of `body`, computed on first use.
-    version: OnceLock<String>,
+    gzipped: &'static [u8],
+    /// The content itself, unpacked on first use by a client that takes no gzip.
+    plain: OnceLock<Vec<u8>>,
 }
 
+/// An asset of `src/web/assets/`, as `build.rs` left it in `OUT_DIR`.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            gzipped: include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".gz")),
+            plain: OnceLock::new(),
+        }
+    };
+}
+
+const SCRIPT: &str = "text/javascript; charset=utf-8";
+const STYLE: &str = "text/css; charset=utf-8";
+
+static ASSETS: [Asset; 8] = [
+    asset!("common.css", STYLE),
+    asset!("viewer.css", STYLE),
+    asset!("host.css", STYLE),
+    asset!("common.js", SCRIPT),
+    asset!("player.js", SCRIPT),
+    asset!("chat.js", SCRIPT),
+    asset!("modtools.js", SCRIPT),
+    asset!("host.js", SCRIPT),
+];
+
 impl Asset {
-    const fn script(name: &'static str, body: &'static str) -> Asset {
-        Asset {
-            name,
-            content_type: "text/javascript; charset=utf-8",
-            body,
-            version: OnceLock::new(),
-        }
+    /// The version `build.rs` named after the content.
+    fn version(&self) -> &'static str {
+        VERSIONS
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map_or("", |(_, version)| version)
     }
 
-    const fn style(name: &'static str, body: &'static str) -> Asset {
-        Asset {
-            name,
-            content_type: "text/css; charset=utf-8",
-            body,
-            version: OnceLock::new(),
-        }
-    }
-
-    /// 16 hex digits of the content's SHA-256: changes whenever the file does.
-    fn version(&self) -> &str {
-        self.version.get_or_init(|| {
-            Sha256::digest(self.body.as_bytes())[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
+    /// The content, unpacked once.
+    fn plain(&self) -> &[u8] {
+        self.plain.get_or_init(|| {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(self.gzipped)
+                .read_to_end(&mut plain)
+                .expect("build.rs wrote valid gzip");
+            plain
         })
     }
 }
-
-static ASSETS: [Asset; 8] = [
-    Asset::style("common.css", include_str!("assets/common.css")),
-    Asset::style("viewer.css", include_str!("assets/viewer.css")),
-    Asset::style("host.css", include_str!("assets/host.css")),
-    Asset::script("common.js", include_str!("assets/common.js")),
-    Asset::script("player.js", include_str!("assets/player.js")),
-    Asset::script("chat.js", include_str!("assets/chat.js")),
-    Asset::script("modtools.js", include_str!("assets/modtools.js")),
-    Asset::script("host.js", include_str!("assets/host.js")),
-];
 
 static VIEWER: LazyLock<String> = LazyLock::new(|| page(include_str!("viewer.html")));
 static HOST: LazyLock<String> = LazyLock::new(|| page(include_str!("host.html")));
@@ -119,8 +129,13 @@ fn html(page: &'static str) -> Response {
     ([(header::CACHE_CONTROL, NO_CACHE)], Html(page)).into_response()
 }
 
-/// `/assets/{name}`, immutable when asked for under its current version (`?v=`).
-async fn asset(Path(name): Path<String>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
+/// `/assets/{name}`, immutable when asked for under its current version (`?v=`); gzipped
+/// for every client that says it takes gzip (every browser does).
+async fn asset(
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let asset = ASSETS
         .iter()
         .find(|a| a.name == name)
@@ -130,7 +145,7 @@ async fn asset(Path(name): Path<String>, RawQuery(query): RawQuery) -> Result<Re
             .any(|pair| pair.strip_prefix("v=") == Some(asset.version()))
     });
     let cache = if current { IMMUTABLE } else { NO_CACHE };
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -141,10 +156,41 @@ async fn asset(Path(name): Path<String>, RawQuery(query): RawQuery) -> Result<Re
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             ),
+            // A cache between must not hand the gzipped body to a client that cannot read it.
+            (header::VARY, HeaderValue::from_static("Accept-Encoding")),
         ],
-        asset.body,
+        if accepts_gzip(&headers) {
+            asset.gzipped
+        } else {
+            asset.plain()
+        },
     )
-        .into_response())
+        .into_response();
+    if accepts_gzip(&headers) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 #[cfg(test)]
@@ -213,6 +259,47 @@ mod tests {
                 "{name}"
             );
             assert_eq!(served, body, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn browsers_get_assets_gzipped_and_others_as_written() {
+        let ask = |encoding: Option<&'static str>| async move {
+            let mut request = Request::get("/assets/chat.js");
+            if let Some(encoding) = encoding {
+                request = request.header(header::ACCEPT_ENCODING, encoding);
+            }
+            let response = routes::<()>()
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let coding = response
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let vary = response.headers().get(header::VARY).cloned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (coding, vary, body)
+        };
+        let written = include_str!("assets/chat.js");
+        // What Chromium and Firefox send.
+        let (coding, vary, body) = ask(Some("gzip, deflate, br, zstd")).await;
+        assert_eq!(coding.as_deref(), Some("gzip"));
+        assert_eq!(vary.unwrap(), "Accept-Encoding");
+        assert!(
+            body.len() * 2 < written.len(),
+            "{} bytes gzipped",
+            body.len()
+        );
+        let mut unpacked = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, written);
+        for refuses in [None, Some("identity"), Some("gzip;q=0, br")] {
+            let (coding, _, body) = ask(refuses).await;
+            assert_eq!(coding, None, "{refuses:?}");
+            assert_eq!(body, written.as_bytes(), "{refuses:?}");
         }
     }
 
