@@ -4,7 +4,7 @@
 //!   served inside `shell.html`, which opens the document and loads what every page shares
 //!   (`common.css`, `common.js`); the page brings its head's own tags and its body.
 //! - `/assets/{name}` the scripts and styles in `assets/`, as written: plain deferred scripts
-//!   sharing one namespace, with no bundler. `build.rs` only gzips them, and every browser
+//!   sharing one namespace, with no bundler. `build_assets.rs` only gzips them, and every browser
 //!   gets them gzipped. See `assets/common.js` for how they fit.
 //!
 //! Caching: a page names each asset as `/assets/NAME?v=HASH`, HASH from the asset's content.
@@ -32,10 +32,10 @@ const NO_CACHE: &str = "no-cache";
 /// Where a page goes in the shell.
 const PAGE_SLOT: &str = "<!-- page -->";
 
-/// Each asset's version: 16 hex digits of its content's SHA-256, from `build.rs`.
+/// Each asset's version: 16 hex digits of its content's SHA-256, from `build_assets.rs`.
 const VERSIONS: &[(&str, &str)] = &include!(concat!(env!("OUT_DIR"), "/asset_versions.rs"));
 
-/// One embedded script or style sheet, gzipped by `build.rs`.
+/// One embedded script or style sheet, gzipped by `build_assets.rs`.
 struct Asset {
     name: &'static str,
     content_type: &'static str,
@@ -44,7 +44,7 @@ struct Asset {
     plain: OnceLock<Vec<u8>>,
 }
 
-/// An asset of `src/web/assets/`, as `build.rs` left it in `OUT_DIR`.
+/// An asset of `src/web/assets/`, as `build_assets.rs` left it in `OUT_DIR`.
 macro_rules! asset {
     ($name:literal, $content_type:expr) => {
         Asset {
@@ -71,7 +71,7 @@ static ASSETS: [Asset; 8] = [
 ];
 
 impl Asset {
-    /// The version `build.rs` named after the content.
+    /// The version `build_assets.rs` named after the content.
     fn version(&self) -> &'static str {
         VERSIONS
             .iter()

@@ -1,7 +1,8 @@
-//! Gzips the pages' scripts and styles (`src/web/assets/`) at build time, and names each
-//! one's version after its content. The binary then carries each file once, compressed, and
-//! serves it as it is to every browser (they all accept gzip): a viewer on a phone downloads
-//! a quarter of the bytes, and no CPU is spent compressing per request.
+//! The crate's build script, not one of its modules: gzips the pages' scripts and styles
+//! (`src/web/assets/`) and names each one's version after its content. The binary then carries
+//! each file once, compressed, and serves it as it is to every browser (they all accept
+//! gzip): a viewer on a phone downloads a quarter of the bytes, and no CPU is spent
+//! compressing per request.
 
 use std::io::Write;
 use std::path::Path;
