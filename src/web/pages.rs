@@ -85,7 +85,7 @@ impl Asset {
             let mut plain = Vec::new();
             flate2::read::GzDecoder::new(self.gzipped)
                 .read_to_end(&mut plain)
-                .expect("build.rs wrote valid gzip");
+                .expect("build_assets.rs wrote valid gzip");
             plain
         })
     }
