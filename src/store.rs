@@ -217,8 +217,9 @@ impl Store {
         })?;
         let mut conn = Connection::open(dir.join(FILE_NAME))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let mode: String = patiently(|| {
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        })?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(
                 mode,
@@ -482,21 +483,60 @@ impl Store {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     loop {
-        // Immediate, and the version read inside: two cowatch processes opening one data
-        // directory at once (two test parties, a restart racing the old process) must not
-        // both apply the same step ("table bans already exists").
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if found > known {
-            return Err(StoreError::TooNew { found, known });
+        match patiently(|| next_migration(conn))? {
+            Migration::Applied(version) => {
+                tracing::info!(version, "database schema updated");
+            }
+            Migration::UpToDate => return Ok(()),
+            Migration::TooNew(found) => return Err(StoreError::TooNew { found, known }),
         }
-        let Some(step) = MIGRATIONS.get(found as usize) else {
-            return Ok(());
-        };
-        tx.execute_batch(step)?;
-        tx.pragma_update(None, "user_version", found + 1)?;
-        tx.commit()?;
-        tracing::info!(version = found + 1, "database schema updated");
+    }
+}
+
+/// What one pass of [`next_migration`] did.
+enum Migration {
+    /// Brought the schema to this version.
+    Applied(i64),
+    /// Nothing left to do.
+    UpToDate,
+    /// The file is of a newer cowatch.
+    TooNew(i64),
+}
+
+/// Applies the first step the database has not seen, in a transaction of its own.
+/// Immediate, with the version read inside: two cowatch processes opening one data directory
+/// at once (two test parties, a restart racing the old process) must not both apply the same
+/// step ("table bans already exists").
+fn next_migration(conn: &mut Connection) -> rusqlite::Result<Migration> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > MIGRATIONS.len() as i64 {
+        return Ok(Migration::TooNew(found));
+    }
+    let Some(step) = MIGRATIONS.get(found as usize) else {
+        return Ok(Migration::UpToDate);
+    };
+    tx.execute_batch(step)?;
+    tx.pragma_update(None, "user_version", found + 1)?;
+    tx.commit()?;
+    Ok(Migration::Applied(found + 1))
+}
+
+/// Runs `step` again while SQLite answers "busy" without having waited: changing the journal
+/// mode, and a write beginning while another connection of a new database sets WAL up, fail
+/// at once rather than through the busy handler. Gives up after [`BUSY_TIMEOUT`], like it.
+fn patiently<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
