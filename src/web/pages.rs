@@ -145,6 +145,7 @@ async fn asset(
             .any(|pair| pair.strip_prefix("v=") == Some(asset.version()))
     });
     let cache = if current { IMMUTABLE } else { NO_CACHE };
+    let gzip = accepts_gzip(&headers);
     let mut response = (
         [
             (
@@ -159,14 +160,10 @@ async fn asset(
             // A cache between must not hand the gzipped body to a client that cannot read it.
             (header::VARY, HeaderValue::from_static("Accept-Encoding")),
         ],
-        if accepts_gzip(&headers) {
-            asset.gzipped
-        } else {
-            asset.plain()
-        },
+        if gzip { asset.gzipped } else { asset.plain() },
     )
         .into_response();
-    if accepts_gzip(&headers) {
+    if gzip {
         response
             .headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
