@@ -74,6 +74,10 @@ pub struct PartyOptions {
     /// Most viewers at once; the next one is told the party is full.
     #[arg(long, value_name = "N")]
     pub max_viewers: Option<usize>,
+    /// Seconds an extra encoder (VP8, for browsers without H.264) keeps running after its
+    /// last viewer left, so a viewer who reloads finds it warm [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub rendition_linger: Option<u32>,
     /// Twitch channel whose chat is shown beside the movie and in the composite (read
     /// anonymously unless --twitch-login is given).
     #[arg(long, value_name = "NAME")]
@@ -176,6 +180,7 @@ impl PartyOptions {
             webrtc_port: self.webrtc_port.or(file.webrtc_port),
             public_ip: self.public_ip.or(file.public_ip),
             max_viewers: self.max_viewers.or(file.max_viewers),
+            rendition_linger: self.rendition_linger.or(file.rendition_linger),
             twitch_channel: self.twitch_channel.or(file.twitch_channel),
             twitch_login: self.twitch_login.or(file.twitch_login),
             twitch_irc_addr: self.twitch_irc_addr.or(file.twitch_irc_addr),
@@ -266,12 +271,18 @@ impl PartyOptions {
             return Err(ConfigError("--max-viewers must be at least 1".into()));
         }
         let port = options.webrtc_port.unwrap_or(broadcast::DEFAULT_PORT);
+        let rendition_linger = options
+            .rendition_linger
+            .map_or(broadcast::RENDITION_LINGER, |s| {
+                std::time::Duration::from_secs(s.into())
+            });
         let broadcast = match options.public_ip {
             // Behind NAT or on a public address: listen everywhere, advertise what was given.
             Some(ip) => BroadcastConfig {
                 bind: SocketAddr::new(unspecified_like(ip), port),
                 advertise: SocketAddr::new(ip, port),
                 max_viewers,
+                rendition_linger,
             },
             None => {
                 let ip = if listen.ip().is_unspecified() {
@@ -283,6 +294,7 @@ impl PartyOptions {
                     bind: SocketAddr::new(ip, port),
                     advertise: SocketAddr::new(ip, port),
                     max_viewers,
+                    rendition_linger,
                 }
             }
         };

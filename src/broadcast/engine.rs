@@ -9,9 +9,13 @@
 //!  inputs (each with now)                       outputs (poll_output until Timeout)
 //!  join(Accepted) / leave(id)           ┌────────┐
 //!  handle_datagram(source, bytes) ───▶  │ Engine │ ───▶ Transmit(destination, bytes)
-//!  handle_video / handle_audio(rtp)     └────────┘      RequestKeyframe (ask the encoder)
-//!  handle_video_lost / handle_timeout                   Timeout(when to call handle_timeout)
+//!  handle_video(rendition, rtp)         └────────┘      RequestKeyframe(rendition)
+//!  handle_audio(rtp), handle_video_lost                 SetActive(rendition, on/off)
+//!  request_keyframe(id), handle_timeout                 Timeout(when to call handle_timeout)
 //! ```
+//!
+//! Each rendition of the video (H.264, and VP8 for browsers without it) is a [`Stream`] with
+//! its own GOP cache and keyframe gate; a viewer receives one of them, chosen at its offer.
 //!
 //! The socket loop (`run.rs`) owns time and I/O and executes the outputs; tests drive the same
 //! engine on a virtual clock.
@@ -25,11 +29,12 @@ use std::time::{Duration, Instant};
 use str0m::Input;
 use str0m::net::{Protocol, Receive, Transmit};
 
-use super::keyframes::{self, Gop, KeyframeGate, Start};
+use super::keyframes::{self, Start};
 use super::offer::{Accepted, ViewerId};
 use super::rtp::{self, SeqUnwrapper};
+use super::stream::{Rendition, RenditionId, Stream};
 use super::viewer::{MEDIA_GRACE, Polled, Viewer};
-use super::{Stats, stun};
+use super::{RenditionState, Stats, ViewerStats, stun};
 
 /// The latest deadline we give: `Output::Timeout` always names an instant, even with nothing
 /// scheduled (no viewers), and a wake a second costs nothing.
@@ -40,8 +45,10 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub enum Output {
     /// Send this datagram (str0m's buffer, handed over without a copy).
     Transmit(Transmit),
-    /// Ask the encoder for a keyframe now (already merged: at most one per interval).
-    RequestKeyframe,
+    /// Ask this rendition's encoder for a keyframe now (already merged per its gate).
+    RequestKeyframe(RenditionId),
+    /// Start (true) or stop this on-demand rendition's encoder.
+    SetActive(RenditionId, bool),
     /// Nothing more to do until this time, or until the next input.
     Timeout(Instant),
 }
@@ -57,15 +64,15 @@ pub struct Engine {
     by_ufrag: HashMap<String, ViewerId>,
     /// Every later datagram is routed by its source address.
     by_addr: HashMap<SocketAddr, ViewerId>,
-    video_seq: SeqUnwrapper,
+    /// The renditions of the video, the main one first.
+    streams: Vec<Stream>,
+    /// How long an on-demand rendition runs on after its last viewer left.
+    linger: Duration,
     audio_seq: SeqUnwrapper,
-    /// Packets since the latest keyframe, for viewers who join now.
-    gop: Gop,
-    keyframes: KeyframeGate,
     /// Datagrams waiting for [`Engine::poll_output`].
     transmits: VecDeque<Transmit>,
-    /// The encoder should be asked for a keyframe.
-    keyframe_wanted: bool,
+    /// Requests to the pipeline waiting for [`Engine::poll_output`], before any datagram.
+    controls: VecDeque<Output>,
     /// The latest `now` we were given: the base of [`IDLE_WAKE`].
     last_now: Instant,
     /// Reused buffers: events from polling a viewer, and the ids of viewers being visited.
@@ -75,20 +82,26 @@ pub struct Engine {
 
 impl Engine {
     /// An engine started at `now`, whose viewers send to `local` (the advertised address),
-    /// counting in `stats`.
-    pub fn new(now: Instant, local: SocketAddr, stats: Arc<Stats>) -> Self {
+    /// counting in `stats`, sending `renditions` (the main one first; on-demand ones run
+    /// until `linger` after their last viewer).
+    pub fn new(
+        now: Instant,
+        local: SocketAddr,
+        stats: Arc<Stats>,
+        renditions: Vec<Rendition>,
+        linger: Duration,
+    ) -> Self {
         Self {
             local,
             stats,
             viewers: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
-            video_seq: SeqUnwrapper::default(),
+            streams: renditions.into_iter().map(Stream::new).collect(),
+            linger,
             audio_seq: SeqUnwrapper::default(),
-            gop: Gop::default(),
-            keyframes: KeyframeGate::default(),
             transmits: VecDeque::new(),
-            keyframe_wanted: false,
+            controls: VecDeque::new(),
             last_now: now,
             polled: Vec::new(),
             ids: Vec::new(),
@@ -97,8 +110,8 @@ impl Engine {
 
     /// The next thing to do. Call until it returns [`Output::Timeout`], after every input.
     pub fn poll_output(&mut self) -> Output {
-        if std::mem::take(&mut self.keyframe_wanted) {
-            return Output::RequestKeyframe;
+        if let Some(control) = self.controls.pop_front() {
+            return control;
         }
         if let Some(transmit) = self.transmits.pop_front() {
             return Output::Transmit(transmit);
@@ -108,22 +121,66 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] is next due.
     fn deadline(&self) -> Instant {
+        let linger = self.linger;
         self.viewers
             .values()
             .map(Viewer::deadline)
-            .chain(self.keyframes.deadline())
+            .chain(self.streams.iter().filter_map(|s| s.gate.deadline()))
+            .chain(self.streams.iter().filter_map(|s| s.deadline(linger)))
             .fold(self.last_now + IDLE_WAKE, Instant::min)
     }
 
     /// A viewer whose offer was accepted joins at `now`.
+    ///
+    /// Its keyframe is asked for now, not when ICE and DTLS are done: the encoder's delay
+    /// then overlaps the handshake, and the viewer connects to a young GOP (or one in flight).
     pub fn join(&mut self, now: Instant, accepted: Accepted) {
         self.tick(now);
         let viewer = Viewer::new(accepted, now);
-        tracing::info!(viewer = %viewer.id, "viewer joined");
+        tracing::info!(viewer = %viewer.id, codec = %viewer.codec, "viewer joined");
         self.by_ufrag.insert(viewer.ufrag.clone(), viewer.id);
         let id = viewer.id;
+        let rendition = viewer.rendition;
         self.viewers.insert(id, viewer);
+        if let Some(s) = self.stream_index(rendition) {
+            let stream = &mut self.streams[s];
+            if stream.add_viewer() {
+                tracing::info!(rendition = ?rendition, codec = %stream.rendition.codec, "starting an on-demand rendition");
+                self.controls.push_back(Output::SetActive(rendition, true));
+                self.request_keyframe(now, s, false);
+            } else if keyframes::start(now, &stream.gate, &stream.gop) == Start::Force {
+                self.request_keyframe(now, s, false);
+            }
+        }
         self.poll(id, now);
+    }
+
+    /// The position of `rendition` in `streams`.
+    fn stream_index(&self, rendition: RenditionId) -> Option<usize> {
+        self.streams
+            .iter()
+            .position(|s| s.rendition.id == rendition)
+    }
+
+    /// Viewer `id` asks for a keyframe (its page saw the picture freeze); false if there is
+    /// no such viewer.
+    pub fn request_keyframe_for(&mut self, now: Instant, id: ViewerId) -> bool {
+        self.tick(now);
+        let Some(viewer) = self.viewers.get(&id) else {
+            return false;
+        };
+        let urgent = viewer.is_starting(now);
+        if let Some(s) = self.stream_index(viewer.rendition) {
+            self.request_keyframe(now, s, urgent);
+        }
+        true
+    }
+
+    /// What every viewer costs and asks for, at `now`.
+    pub fn viewer_stats(&self, now: Instant) -> Vec<ViewerStats> {
+        let mut all: Vec<ViewerStats> = self.viewers.values().map(|v| v.stats(now)).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
     }
 
     /// Ends a viewer's session; false if there is no such viewer.
@@ -175,14 +232,28 @@ impl Engine {
         }
     }
 
-    /// A video RTP packet left the pipeline at `now`; `keyframe` if it is part of one.
-    pub fn handle_video(&mut self, now: Instant, data: &[u8], keyframe: bool) {
+    /// A video RTP packet of `rendition` left the pipeline at `now`; `keyframe` if it is
+    /// part of one.
+    pub fn handle_video(
+        &mut self,
+        now: Instant,
+        rendition: RenditionId,
+        data: &[u8],
+        keyframe: bool,
+    ) {
         self.tick(now);
-        let Some(packet) = rtp::parse(data, keyframe, &mut self.video_seq, now) else {
+        let Some(s) = self.stream_index(rendition) else {
             return;
         };
-        let gop_start = self.gop.push(&packet);
+        let stream = &mut self.streams[s];
+        let Some(packet) = rtp::parse(data, keyframe, &mut stream.seq, now) else {
+            return;
+        };
+        let gop_start = stream.gop.push(&packet);
         self.fan_out(now, |viewer| {
+            if viewer.rendition != rendition {
+                return false;
+            }
             // A viewer's video starts at a keyframe: the first GOP after it connected, unless
             // a cached one was queued for it already.
             if !viewer.video_started && gop_start {
@@ -195,11 +266,13 @@ impl Engine {
         });
     }
 
-    /// Video packets were lost on their way to us (we fell behind the pipeline): every viewer
-    /// needs a fresh keyframe.
-    pub fn handle_video_lost(&mut self, now: Instant) {
+    /// Video packets of `rendition` were lost on their way to us (we fell behind the
+    /// pipeline): its viewers need a fresh keyframe.
+    pub fn handle_video_lost(&mut self, now: Instant, rendition: RenditionId) {
         self.tick(now);
-        self.request_keyframe(now);
+        if let Some(s) = self.stream_index(rendition) {
+            self.request_keyframe(now, s, false);
+        }
     }
 
     /// An audio RTP packet left the pipeline at `now`.
@@ -259,8 +332,17 @@ impl Engine {
             tracing::info!(viewer = %id, "viewer timed out");
             self.remove(id);
         }
-        if self.keyframes.poll(now) {
-            self.force_keyframe();
+        for s in 0..self.streams.len() {
+            if self.streams[s].gate.poll(now) {
+                self.force_keyframe(s);
+            }
+            let linger = self.linger;
+            let stream = &mut self.streams[s];
+            if stream.poll_stop(now, linger) {
+                tracing::info!(rendition = ?stream.rendition.id, codec = %stream.rendition.codec, "stopping an on-demand rendition: nobody receives it");
+                self.controls
+                    .push_back(Output::SetActive(stream.rendition.id, false));
+            }
         }
     }
 
@@ -275,6 +357,9 @@ impl Engine {
         viewer.rtc.disconnect();
         self.by_ufrag.remove(&viewer.ufrag);
         self.by_addr.retain(|_, v| *v != id);
+        if let Some(s) = self.stream_index(viewer.rendition) {
+            self.streams[s].remove_viewer(self.last_now);
+        }
         self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
         if viewer.connected {
             self.stats.connected.fetch_sub(1, Ordering::AcqRel);
@@ -294,7 +379,17 @@ impl Engine {
         for event in polled.drain(..) {
             match event {
                 Polled::Connected => self.on_connected(id, now),
-                Polled::KeyframeRequest => self.request_keyframe(now),
+                Polled::KeyframeRequest => {
+                    self.request_keyframe_for(now, id);
+                }
+                Polled::Repairs { nacks, resent } => {
+                    self.stats
+                        .nacks_received
+                        .fetch_add(nacks, Ordering::Relaxed);
+                    self.stats
+                        .packets_resent
+                        .fetch_add(resent, Ordering::Relaxed);
+                }
                 Polled::Disconnected => {
                     self.remove(id);
                 }
@@ -306,36 +401,60 @@ impl Engine {
     /// A viewer is ready for media: see [`keyframes::start`] for where its video starts.
     fn on_connected(&mut self, id: ViewerId, now: Instant) {
         self.stats.connected.fetch_add(1, Ordering::AcqRel);
-        let start = keyframes::start(now, &self.keyframes, &self.gop);
-        tracing::debug!(viewer = %id, ?start, "viewer connected");
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
+        let Some(s) = self
+            .streams
+            .iter()
+            .position(|s| s.rendition.id == viewer.rendition)
+        else {
+            return;
+        };
+        let stream = &self.streams[s];
+        let start = keyframes::start(now, &stream.gate, &stream.gop);
+        tracing::debug!(viewer = %id, ?start, "viewer connected");
+        viewer.connected_at = Some(now);
         viewer.hold(now + MEDIA_GRACE);
         match start {
             Start::InFlight => {}
-            Start::Force => self.request_keyframe(now),
+            Start::Force => self.request_keyframe(now, s, true),
             Start::Replay => {
                 viewer.video_started = true;
                 // Held for the grace: the first burst leaves from a later `handle_timeout`.
-                viewer.queue_backlog(self.gop.packets());
+                viewer.queue_backlog(stream.gop.packets());
             }
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant) {
+    fn request_keyframe(&mut self, now: Instant, stream: usize, urgent: bool) {
         self.stats
             .keyframes_requested
             .fetch_add(1, Ordering::Relaxed);
-        if self.keyframes.request(now) {
-            self.force_keyframe();
+        if self.streams[stream].gate.request(now, urgent) {
+            self.force_keyframe(stream);
         }
     }
 
-    fn force_keyframe(&mut self) {
-        tracing::debug!("forcing a keyframe");
+    fn force_keyframe(&mut self, stream: usize) {
+        let id = self.streams[stream].rendition.id;
+        tracing::debug!(rendition = ?id, "forcing a keyframe");
         self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-        self.keyframe_wanted = true;
+        self.controls.push_back(Output::RequestKeyframe(id));
+    }
+
+    /// Each rendition: its codec, whether it runs, and its viewers.
+    pub fn renditions(&self) -> Vec<RenditionState> {
+        self.streams
+            .iter()
+            .map(|s| RenditionState {
+                id: s.rendition.id,
+                codec: s.rendition.codec.clone(),
+                on_demand: s.rendition.on_demand,
+                active: s.is_active(),
+                viewers: s.viewers(),
+            })
+            .collect()
     }
 
     /// Whether `id` holds a session (for tests).

@@ -20,6 +20,14 @@ use super::rtp::Packet;
 /// At most one forced keyframe per this interval, however many viewers ask.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A viewer that has just started may not wait the whole [`KEYFRAME_INTERVAL`] for a
+/// keyframe it asks for (its first one was lost, or arrived undecodable): its requests are
+/// merged over this shorter window.
+pub const URGENT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long after connecting a viewer's keyframe requests count as urgent.
+pub const URGENT_AFTER_START: Duration = Duration::from_secs(3);
+
 /// A cached keyframe younger than this is replayed to a new viewer instead of forcing one:
 /// the replay is short, and the encoder is spared a keyframe.
 pub const GOP_REPLAY_AGE: Duration = Duration::from_millis(500);
@@ -36,39 +44,50 @@ pub const GOP_CAP: usize = 4096;
 pub struct KeyframeGate {
     /// When the encoder was last asked for a keyframe.
     last_forced: Option<Instant>,
-    /// A request arrived while the window was closed.
-    pending: bool,
+    /// A request arrived while the window was closed: the window it waits for.
+    pending: Option<Duration>,
 }
 
 impl KeyframeGate {
     /// Whether a keyframe may be forced at `now`.
     pub fn is_open(&self, now: Instant) -> bool {
+        self.open_for(now, KEYFRAME_INTERVAL)
+    }
+
+    fn open_for(&self, now: Instant, window: Duration) -> bool {
         self.last_forced
-            .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL)
+            .is_none_or(|t| now.saturating_duration_since(t) >= window)
     }
 
     /// Someone needs a keyframe: true if one should be forced now, else it is kept pending.
-    pub fn request(&mut self, now: Instant) -> bool {
-        self.pending = true;
+    /// An `urgent` request (a viewer that has just started) waits at most
+    /// [`URGENT_INTERVAL`] after the previous keyframe instead of [`KEYFRAME_INTERVAL`].
+    pub fn request(&mut self, now: Instant, urgent: bool) -> bool {
+        let window = if urgent {
+            URGENT_INTERVAL
+        } else {
+            KEYFRAME_INTERVAL
+        };
+        self.pending = Some(self.pending.map_or(window, |w| w.min(window)));
         self.poll(now)
     }
 
-    /// True if a pending request should be forced now (the window has reopened).
+    /// True if a pending request should be forced now (its window has reopened).
     pub fn poll(&mut self, now: Instant) -> bool {
-        if !self.pending || !self.is_open(now) {
-            return false;
+        match self.pending {
+            Some(window) if self.open_for(now, window) => {
+                self.pending = None;
+                self.last_forced = Some(now);
+                true
+            }
+            _ => false,
         }
-        self.pending = false;
-        self.last_forced = Some(now);
-        true
     }
 
     /// When a pending request will be forced, if one is pending.
     pub fn deadline(&self) -> Option<Instant> {
         // Pending implies a keyframe was forced: the first request always finds the window open.
-        self.last_forced
-            .filter(|_| self.pending)
-            .map(|t| t + KEYFRAME_INTERVAL)
+        Some(self.last_forced? + self.pending?)
     }
 
     /// Whether a forced keyframe is still on its way at `now`: asked for recently, and no
@@ -183,10 +202,10 @@ mod tests {
         let t0 = Instant::now();
         let mut gate = KeyframeGate::default();
         assert_eq!(gate.deadline(), None);
-        assert!(gate.request(t0), "the first request forces at once");
+        assert!(gate.request(t0, false), "the first request forces at once");
         assert_eq!(gate.deadline(), None, "nothing pending");
         for i in 1..10 {
-            assert!(!gate.request(t0 + ms(i * 50)), "merged");
+            assert!(!gate.request(t0 + ms(i * 50), false), "merged");
         }
         assert_eq!(gate.deadline(), Some(t0 + KEYFRAME_INTERVAL));
         assert!(!gate.poll(t0 + KEYFRAME_INTERVAL - ms(1)));
@@ -199,11 +218,45 @@ mod tests {
     }
 
     #[test]
+    fn an_urgent_request_waits_only_the_short_window() {
+        let t0 = Instant::now();
+        let mut gate = KeyframeGate::default();
+        assert!(gate.request(t0, false));
+        assert!(
+            !gate.request(t0 + ms(50), false),
+            "an ordinary one is merged"
+        );
+        assert_eq!(gate.deadline(), Some(t0 + KEYFRAME_INTERVAL));
+        assert!(
+            !gate.request(t0 + ms(60), true),
+            "too soon even for a new viewer"
+        );
+        assert_eq!(
+            gate.deadline(),
+            Some(t0 + URGENT_INTERVAL),
+            "brought forward"
+        );
+        assert!(
+            gate.poll(t0 + URGENT_INTERVAL),
+            "forced when the short window ends"
+        );
+        assert_eq!(
+            gate.deadline(),
+            None,
+            "the ordinary one is served by it too"
+        );
+        assert!(
+            gate.request(t0 + URGENT_INTERVAL * 2, true),
+            "open again for the urgent"
+        );
+    }
+
+    #[test]
     fn a_keyframe_is_in_flight_until_a_gop_starts_or_it_is_late() {
         let t0 = Instant::now();
         let mut gate = KeyframeGate::default();
         assert!(!gate.in_flight(t0, None), "nothing asked");
-        assert!(gate.request(t0));
+        assert!(gate.request(t0, false));
         assert!(gate.in_flight(t0 + ms(10), None));
         assert!(
             gate.in_flight(t0 + ms(10), Some(t0 - ms(5))),
@@ -266,7 +319,7 @@ mod tests {
         );
 
         let forced = t0 + GOP_REPLAY_AGE;
-        assert!(gate.request(forced));
+        assert!(gate.request(forced, false));
         assert_eq!(start(forced + ms(10), &gate, &gop), Start::InFlight);
         gop.push(&packet(2, false, forced + ms(20)));
         assert_eq!(

@@ -28,6 +28,7 @@ mod keyframes;
 mod offer;
 pub mod rtp;
 mod run;
+mod stream;
 mod stun;
 mod viewer;
 
@@ -43,12 +44,17 @@ use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 
 pub use offer::ViewerId;
+pub use stream::{Rendition, RenditionId};
 
 /// Default UDP port of the fan-out.
 pub const DEFAULT_PORT: u16 = 8189;
 
 /// Default viewer cap: Prime Video Watch Party's limit.
 pub const DEFAULT_MAX_VIEWERS: usize = 100;
+
+/// How long an on-demand rendition's encoder runs on after its last viewer left: a viewer who
+/// reloads the page, or the next one to join, finds it warm.
+pub const RENDITION_LINGER: Duration = Duration::from_secs(30);
 
 /// How long a viewer may take to connect, or stay silent, before it is dropped.
 pub const VIEWER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,6 +91,8 @@ pub struct BroadcastConfig {
     pub advertise: SocketAddr,
     /// Viewer cap.
     pub max_viewers: usize,
+    /// How long an on-demand rendition runs after its last viewer ([`RENDITION_LINGER`]).
+    pub rendition_linger: Duration,
 }
 
 /// Counters for `/healthz` and `/metrics`.
@@ -106,6 +114,10 @@ pub struct Stats {
     pub keyframes_forced: AtomicU64,
     /// Viewers that joined since start.
     pub joins: AtomicU64,
+    /// NACK messages received from viewers.
+    pub nacks_received: AtomicU64,
+    /// Video packets sent again (RTX) because a viewer reported them lost.
+    pub packets_resent: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -127,6 +139,59 @@ pub struct StatsSnapshot {
     pub keyframes_forced: u64,
     /// Viewers that joined since start.
     pub joins: u64,
+    /// NACK messages received.
+    pub nacks_received: u64,
+    /// Packets resent.
+    pub packets_resent: u64,
+}
+
+/// One viewer, as `/metrics` and `/healthz` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewerStats {
+    /// Session id.
+    pub id: String,
+    /// The video codec it receives.
+    pub codec: String,
+    /// Media flows.
+    pub connected: bool,
+    /// Seconds since media could first flow.
+    pub connected_s: Option<f64>,
+    /// Video packets sent (first sends).
+    pub video_packets: u64,
+    /// NACK messages it sent.
+    pub nacks_received: u64,
+    /// Video packets resent to it.
+    pub packets_resent: u64,
+    /// Keyframes it asked for (PLI/FIR, and its page's requests).
+    pub keyframe_requests: u64,
+    /// Fraction of packets it reports lost.
+    pub loss: Option<f32>,
+    /// Round trip time, in ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// One rendition of the video, as the fan-out sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenditionState {
+    /// Which one.
+    pub id: RenditionId,
+    /// Its codec.
+    pub codec: String,
+    /// It runs only while someone receives it.
+    pub on_demand: bool,
+    /// Its encoder runs.
+    pub active: bool,
+    /// Viewers receiving it.
+    pub viewers: usize,
+}
+
+/// Every session and rendition, for `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sessions {
+    /// The renditions.
+    pub renditions: Vec<RenditionState>,
+    /// The viewers.
+    pub viewers: Vec<ViewerStats>,
 }
 
 /// A viewer's accepted session.
@@ -141,6 +206,8 @@ pub struct Joined {
 pub(crate) enum Command {
     Join(Box<offer::Accepted>),
     Leave(ViewerId, oneshot::Sender<bool>),
+    Keyframe(ViewerId, oneshot::Sender<bool>),
+    Sessions(oneshot::Sender<Sessions>),
 }
 
 /// Handle to the fan-out. Cheap to clone.
@@ -149,7 +216,8 @@ pub struct Broadcaster {
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<Stats>,
     config: Arc<BroadcastConfig>,
-    video_codec: String,
+    /// What the pipeline sends, the main rendition first.
+    renditions: Arc<[Rendition]>,
 }
 
 impl Broadcaster {
@@ -171,8 +239,14 @@ impl Broadcaster {
         }
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let video_codec = pipeline.codecs().video.encoding_name;
-        let engine = engine::Engine::new(Instant::now(), config.advertise, stats.clone());
+        let renditions: Arc<[Rendition]> = run::renditions(&pipeline).into();
+        let engine = engine::Engine::new(
+            Instant::now(),
+            config.advertise,
+            stats.clone(),
+            renditions.to_vec(),
+            config.rendition_linger,
+        );
         let io = run::Io {
             socket,
             pipeline,
@@ -185,7 +259,7 @@ impl Broadcaster {
             commands: tx,
             stats,
             config: Arc::new(config),
-            video_codec,
+            renditions,
         })
     }
 
@@ -206,7 +280,7 @@ impl Broadcaster {
         let accepted = match offer::accept(
             offer_sdp,
             self.config.advertise,
-            &self.video_codec,
+            &self.renditions,
             Instant::now(),
         ) {
             Ok(accepted) => accepted,
@@ -244,6 +318,29 @@ impl Broadcaster {
         }
     }
 
+    /// Asks for a keyframe for viewer `id` (its page saw the picture freeze), merged with
+    /// everyone else's requests as a PLI would be.
+    pub async fn request_keyframe(&self, id: ViewerId) -> Result<(), BroadcastError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Keyframe(id, tx))
+            .map_err(|_| BroadcastError::Stopped)?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BroadcastError::NotFound),
+            Err(_) => Err(BroadcastError::Stopped),
+        }
+    }
+
+    /// Every viewer's figures and every rendition's state.
+    pub async fn sessions(&self) -> Result<Sessions, BroadcastError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Sessions(tx))
+            .map_err(|_| BroadcastError::Stopped)?;
+        rx.await.map_err(|_| BroadcastError::Stopped)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.stats;
@@ -256,6 +353,8 @@ impl Broadcaster {
             keyframes_requested: s.keyframes_requested.load(Ordering::Relaxed),
             keyframes_forced: s.keyframes_forced.load(Ordering::Relaxed),
             joins: s.joins.load(Ordering::Relaxed),
+            nacks_received: s.nacks_received.load(Ordering::Relaxed),
+            packets_resent: s.packets_resent.load(Ordering::Relaxed),
         }
     }
 

@@ -11,6 +11,7 @@ use str0m::rtp::Ssrc;
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use super::BroadcastError;
+use super::stream::{Rendition, RenditionId};
 
 /// Largest offer we read: real browser offers are a few kB.
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -35,6 +36,8 @@ impl std::str::FromStr for ViewerId {
 /// Where one of our streams goes in a viewer's session.
 #[derive(Debug, Clone, Copy)]
 pub struct Track {
+    /// Its m-line.
+    pub mid: Mid,
     /// The payload type the viewer negotiated for our codec.
     pub pt: Pt,
     /// Our sending SSRC in this session.
@@ -53,6 +56,10 @@ pub struct Accepted {
     pub ufrag: String,
     /// Video track.
     pub video: Track,
+    /// The rendition the viewer receives: the first of ours its offer can decode.
+    pub rendition: RenditionId,
+    /// That rendition's codec (`H264`, `VP8`).
+    pub codec: String,
     /// Audio track, when the viewer asked for audio.
     pub audio: Option<Track>,
 }
@@ -63,12 +70,16 @@ pub fn init_crypto() {
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
-/// Accepts `offer` for a party sending `video_codec` (`H264` or `VP8`) and Opus; the session
-/// starts its clock at `now`.
+/// How often str0m reports a viewer's sending statistics (NACKs, packets, loss).
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Accepts `offer` for a party sending Opus and `renditions` of its video, in order of
+/// preference (the main one first); the viewer gets the first one its offer can decode. The
+/// session starts its clock at `now`.
 pub fn accept(
     offer: &str,
     advertise: SocketAddr,
-    video_codec: &str,
+    renditions: &[Rendition],
     now: Instant,
 ) -> Result<Accepted, BroadcastError> {
     if offer.len() > MAX_OFFER_BYTES {
@@ -92,18 +103,20 @@ pub fn accept(
     let mut config = RtcConfig::new()
         .set_rtp_mode(true)
         .set_ice_lite(true)
+        .set_stats_interval(Some(STATS_INTERVAL))
         .clear_codecs()
         .enable_opus(true, false);
-    config = match video_codec {
-        "VP8" => config.enable_vp8(true),
-        _ => {
-            // Our x264 stream is constrained baseline: offer only what can decode it.
-            let codecs = config.codec_config();
-            codecs.add_h264(108.into(), Some(109.into()), true, 0x42e01f);
-            codecs.add_h264(127.into(), Some(121.into()), true, 0x42001f);
-            config
+    for rendition in renditions {
+        match rendition.codec.as_str() {
+            "VP8" => config = config.enable_vp8(true),
+            _ => {
+                // Our x264 stream is constrained baseline: offer only what can decode it.
+                let codecs = config.codec_config();
+                codecs.add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+                codecs.add_h264(127.into(), Some(121.into()), true, 0x42001f);
+            }
         }
-    };
+    }
     let mut rtc = config.build(now);
     let candidate = Candidate::host(advertise, "udp")
         .map_err(|e| BroadcastError::Unsupported(format!("bad advertised address: {e}")))?;
@@ -126,18 +139,26 @@ pub fn accept(
             "the offer does not receive video (its video is send-only or inactive)".into(),
         ));
     }
-    let video = media
+    let (video, rendition) = renditions
         .iter()
-        .filter(|m| m.kind == MediaKind::Video)
-        .find_map(|m| track(&mut rtc, m, video_codec))
+        .find_map(|r| {
+            media
+                .iter()
+                .filter(|m| m.kind == MediaKind::Video)
+                .find_map(|m| track(&mut rtc, m, &r.codec))
+                .map(|track| (track, r))
+        })
         .ok_or_else(|| {
+            let sent: Vec<&str> = renditions
+                .iter()
+                .map(|r| match r.codec.as_str() {
+                    "H264" => "H264 (constrained baseline, packetization-mode=1)",
+                    other => other,
+                })
+                .collect();
             BroadcastError::Unsupported(format!(
-                "no video codec in common: this party sends {video_codec}{}",
-                if video_codec == "H264" {
-                    " (constrained baseline, packetization-mode=1)"
-                } else {
-                    ""
-                }
+                "no video codec in common: this party sends {}",
+                sent.join(" or ")
             ))
         })?;
     let audio = media
@@ -151,6 +172,8 @@ pub fn accept(
         rtc,
         ufrag,
         video,
+        rendition: rendition.id,
+        codec: rendition.codec.clone(),
         audio,
     })
 }
@@ -216,7 +239,11 @@ fn track(rtc: &mut Rtc, line: &MLine, codec: &str) -> Option<Track> {
             ssrc
         }
     };
-    Some(Track { pt, ssrc })
+    Some(Track {
+        mid: line.mid,
+        pt,
+        ssrc,
+    })
 }
 
 fn next_id() -> ViewerId {
@@ -241,19 +268,135 @@ mod tests {
         std::fs::read_to_string(format!("../shared/data/sdp/{name}")).unwrap()
     }
 
+    /// The renditions of an H.264 party with an on-demand VP8 one.
+    fn h264_and_vp8() -> Vec<Rendition> {
+        vec![
+            Rendition {
+                id: RenditionId::MAIN,
+                codec: "H264".into(),
+                on_demand: false,
+            },
+            Rendition {
+                id: RenditionId(1),
+                codec: "VP8".into(),
+                on_demand: true,
+            },
+        ]
+    }
+
+    /// `sdp` without the payload types of `codec` (as a Firefox without OpenH264 offers).
+    fn without(sdp: &str, codec: &str) -> String {
+        let pts: Vec<String> = sdp
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .filter(|l| l.contains(&format!(" {codec}/")))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect();
+        let named = |l: &str| {
+            pts.iter().any(|pt| {
+                ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+                    .iter()
+                    .any(|p| l.starts_with(&format!("{p}{pt} ")))
+            })
+        };
+        sdp.lines()
+            .filter(|l| !named(l))
+            .map(|l| match l.strip_prefix("m=video ") {
+                Some(rest) => {
+                    let kept: Vec<&str> = rest
+                        .split(' ')
+                        .enumerate()
+                        .filter(|(i, f)| *i < 2 || !pts.iter().any(|pt| pt == f))
+                        .map(|(_, f)| f)
+                        .collect();
+                    format!("m=video {}", kept.join(" "))
+                }
+                None => l.to_string(),
+            })
+            .map(|l| l + "\r\n")
+            .collect()
+    }
+
     #[test]
     fn chrome_offer_gets_h264_and_opus() {
         init_crypto();
-        let accepted = accept(
+        let mut accepted = accept(
             &offer("chrome120_offer_sendrecv_audio_video.sdp"),
             "127.0.0.1:5000".parse().unwrap(),
-            "H264",
+            &h264_and_vp8(),
             Instant::now(),
         )
         .unwrap();
         assert_eq!(*accepted.video.pt, 106);
+        assert_eq!(accepted.rendition, RenditionId::MAIN);
+        assert_eq!(accepted.codec, "H264");
         assert_eq!(*accepted.audio.unwrap().pt, 111);
         assert!(accepted.answer.contains("a=candidate:"));
         assert!(accepted.answer.contains("127.0.0.1 5000 typ host"));
+        // Lost packets are resent on an RTX stream the browser was told of.
+        let rtx = accepted
+            .rtc
+            .direct_api()
+            .stream_tx(&accepted.video.ssrc)
+            .unwrap()
+            .rtx()
+            .expect("an RTX stream for video");
+        assert!(accepted.answer.contains(&format!(
+            "a=ssrc-group:FID {} {}",
+            *accepted.video.ssrc, *rtx
+        )));
+    }
+
+    #[test]
+    fn an_offer_without_h264_gets_the_vp8_rendition_with_rtx() {
+        init_crypto();
+        let sdp = without(&offer("firefox121_offer_sendrecv_audio_video.sdp"), "H264");
+        assert!(!sdp.contains("H264"), "{sdp}");
+        let mut accepted = accept(
+            &sdp,
+            "127.0.0.1:5000".parse().unwrap(),
+            &h264_and_vp8(),
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(accepted.rendition, RenditionId(1));
+        assert_eq!(accepted.codec, "VP8");
+        assert_eq!(*accepted.video.pt, 120, "Firefox's VP8 payload type");
+        assert!(accepted.answer.contains("a=rtpmap:120 VP8/90000"));
+        assert!(accepted.answer.contains("a=fmtp:124 apt=120"), "RTX");
+        let mut api = accepted.rtc.direct_api();
+        let stream = api.stream_tx_by_mid(accepted.video.mid, None).unwrap();
+        assert!(stream.rtx().is_some());
+        // The same offer with H.264 gets the main rendition.
+        let both = accept(
+            &offer("firefox121_offer_sendrecv_audio_video.sdp"),
+            "127.0.0.1:5000".parse().unwrap(),
+            &h264_and_vp8(),
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(both.rendition, RenditionId::MAIN);
+    }
+
+    #[test]
+    fn an_offer_with_no_codec_of_ours_is_refused_naming_what_we_send() {
+        init_crypto();
+        let sdp = without(
+            &without(&offer("firefox121_offer_sendrecv_audio_video.sdp"), "H264"),
+            "VP8",
+        );
+        let err = accept(
+            &sdp,
+            "127.0.0.1:5000".parse().unwrap(),
+            &h264_and_vp8(),
+            Instant::now(),
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "no video codec in common: this party sends \
+             H264 (constrained baseline, packetization-mode=1) or VP8"
+        );
     }
 }

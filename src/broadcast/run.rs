@@ -17,13 +17,15 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Output};
-use super::{Command, Stats};
+use super::stream::{Rendition, RenditionId};
+use super::{Command, Sessions, Stats};
 use crate::pipeline::Pipeline;
+use crate::pipeline::output::RtpPacket;
 
 /// Socket buffers large enough for a keyframe burst to many viewers.
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
@@ -69,7 +71,7 @@ pub async fn run(mut engine: Engine, io: Io) {
         mut commands,
         shutdown,
     } = io;
-    let mut video = pipeline.subscribe_video();
+    let mut videos = subscribe(&pipeline);
     let mut audio = pipeline.subscribe_audio();
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     let mut deadline = Instant::now();
@@ -88,12 +90,21 @@ pub async fn run(mut engine: Engine, io: Io) {
                 Some(Command::Leave(id, reply)) => {
                     let _ = reply.send(engine.leave(Instant::now(), id));
                 }
+                Some(Command::Keyframe(id, reply)) => {
+                    let _ = reply.send(engine.request_keyframe_for(Instant::now(), id));
+                }
+                Some(Command::Sessions(reply)) => {
+                    let _ = reply.send(Sessions {
+                        renditions: engine.renditions(),
+                        viewers: engine.viewer_stats(Instant::now()),
+                    });
+                }
                 None => break,
             },
-            packet = video.recv() => match packet {
-                Ok(p) => engine.handle_video(Instant::now(), &p.data, p.keyframe),
+            (rendition, packet) = recv_any(&mut videos) => match packet {
+                Ok(p) => engine.handle_video(Instant::now(), rendition, &p.data, p.keyframe),
                 // We fell behind: viewers lost packets and need a fresh keyframe.
-                Err(RecvError::Lagged(_)) => engine.handle_video_lost(Instant::now()),
+                Err(RecvError::Lagged(_)) => engine.handle_video_lost(Instant::now(), rendition),
                 Err(RecvError::Closed) => break,
             },
             packet = audio.recv() => match packet {
@@ -126,8 +137,53 @@ fn execute(engine: &mut Engine, socket: &UdpSocket, pipeline: &Pipeline, stats: 
                     stats.send_drops.fetch_add(1, Ordering::Relaxed);
                 }
             },
-            Output::RequestKeyframe => pipeline.request_keyframe(),
+            Output::RequestKeyframe(rendition) => pipeline.request_keyframe_of(rendition),
+            Output::SetActive(rendition, active) => {
+                if let Err(e) = pipeline.set_rendition_active(rendition, active) {
+                    tracing::warn!(?rendition, active, error = %e, "cannot switch a rendition");
+                }
+            }
             Output::Timeout(deadline) => return deadline,
         }
     }
+}
+
+/// What the pipeline sends, the main rendition first.
+pub fn renditions(pipeline: &Pipeline) -> Vec<Rendition> {
+    pipeline
+        .renditions()
+        .into_iter()
+        .map(|r| Rendition {
+            id: r.id,
+            codec: r.codec.encoding_name,
+            on_demand: r.on_demand,
+        })
+        .collect()
+}
+
+/// A receiver of every rendition's packets.
+fn subscribe(pipeline: &Pipeline) -> Vec<(RenditionId, broadcast::Receiver<RtpPacket>)> {
+    pipeline
+        .renditions()
+        .into_iter()
+        .filter_map(|r| Some((r.id, pipeline.subscribe_rendition(r.id)?)))
+        .collect()
+}
+
+/// The next packet of any rendition. Cancel-safe, as `broadcast::Receiver::recv` is: a
+/// packet is never taken and then dropped by the `select!`.
+async fn recv_any(
+    receivers: &mut [(RenditionId, broadcast::Receiver<RtpPacket>)],
+) -> (RenditionId, Result<RtpPacket, RecvError>) {
+    if let [(id, only)] = receivers {
+        // The usual case (nobody needs another codec): no allocation per packet.
+        return (*id, only.recv().await);
+    }
+    if receivers.is_empty() {
+        return std::future::pending().await;
+    }
+    let receiving = receivers
+        .iter_mut()
+        .map(|(id, rx)| Box::pin(async move { (*id, rx.recv().await) }));
+    futures_util::future::select_all(receiving).await.0
 }

@@ -9,9 +9,10 @@ use str0m::net::Transmit;
 use str0m::rtp::RtpWrite;
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
-use super::VIEWER_TIMEOUT;
 use super::offer::{Accepted, Track, ViewerId};
 use super::rtp::Packet;
+use super::stream::RenditionId;
+use super::{VIEWER_TIMEOUT, ViewerStats};
 
 /// Media waits this long after DTLS completes on our side, while the viewer installs its
 /// SRTP keys (webrtc-rs drops what comes earlier; so may browsers).
@@ -30,6 +31,13 @@ pub enum Polled {
     Connected,
     /// The viewer asked for a keyframe (PLI/FIR).
     KeyframeRequest,
+    /// str0m counted more NACKs received and packets resent (deltas since the last report).
+    Repairs {
+        /// NACK messages received.
+        nacks: u64,
+        /// Packets sent again (RTX).
+        resent: u64,
+    },
     /// The session is over.
     Disconnected,
 }
@@ -44,6 +52,14 @@ pub struct Viewer {
     pub ufrag: String,
     /// Where our video goes.
     video: Track,
+    /// The rendition it receives.
+    pub rendition: RenditionId,
+    /// Its codec.
+    pub codec: String,
+    /// When media could first flow.
+    pub connected_at: Option<Instant>,
+    /// What it cost and asked for, for `/metrics`.
+    counts: Counts,
     /// Where our audio goes, if asked for.
     audio: Option<Track>,
     /// Media may flow.
@@ -75,6 +91,10 @@ impl Viewer {
             rtc: accepted.rtc,
             ufrag: accepted.ufrag,
             video: accepted.video,
+            rendition: accepted.rendition,
+            codec: accepted.codec,
+            connected_at: None,
+            counts: Counts::default(),
             audio: accepted.audio,
             connected: false,
             video_started: false,
@@ -148,6 +168,7 @@ impl Viewer {
     }
 
     fn write_video(&mut self, packet: &Packet) {
+        self.counts.video_written += 1;
         let track = self.video;
         let seq = Self::map(&mut self.video_seq, packet.seq);
         Self::write(&mut self.rtc, track, seq, packet);
@@ -187,6 +208,31 @@ impl Viewer {
         );
     }
 
+    /// Whether a keyframe this viewer asks for is urgent at `now`: it has only just started.
+    pub fn is_starting(&self, now: Instant) -> bool {
+        self.connected_at
+            .is_none_or(|t| now.saturating_duration_since(t) < super::keyframes::URGENT_AFTER_START)
+    }
+
+    /// What `/metrics` and `/healthz` show of this viewer at `now`.
+    pub fn stats(&self, now: Instant) -> ViewerStats {
+        let c = &self.counts;
+        ViewerStats {
+            id: self.id.to_string(),
+            codec: self.codec.clone(),
+            connected: self.connected,
+            connected_s: self
+                .connected_at
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            video_packets: c.video_written,
+            nacks_received: c.nacks,
+            packets_resent: c.resent,
+            keyframe_requests: c.keyframe_requests,
+            loss: c.loss,
+            rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1000.0),
+        }
+    }
+
     /// Drains str0m's output up to the next timeout: datagrams go to `transmit` as str0m made
     /// them (no copy), events into `out`.
     pub fn poll(&mut self, transmit: &mut impl FnMut(Transmit), out: &mut Vec<Polled>) {
@@ -205,7 +251,17 @@ impl Viewer {
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         out.push(Polled::Disconnected);
                     }
-                    Event::KeyframeRequest(_) => out.push(Polled::KeyframeRequest),
+                    Event::KeyframeRequest(_) => {
+                        self.counts.keyframe_requests += 1;
+                        out.push(Polled::KeyframeRequest);
+                    }
+                    Event::MediaEgressStats(stats) if stats.mid == self.video.mid => {
+                        if let Some(repairs) = self.counts.egress(stats.nacks, stats.packets) {
+                            out.push(repairs);
+                        }
+                        self.counts.loss = stats.loss.or(self.counts.loss);
+                        self.counts.rtt = stats.rtt.or(self.counts.rtt);
+                    }
                     _ => {}
                 },
                 Err(e) => {
@@ -216,5 +272,43 @@ impl Viewer {
                 }
             }
         }
+    }
+}
+
+/// A viewer's counters.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Video packets we wrote (first sends).
+    video_written: u64,
+    /// PLIs and FIRs it sent.
+    keyframe_requests: u64,
+    /// NACK messages it sent, as str0m last reported.
+    nacks: u64,
+    /// Video packets str0m sent beyond those we wrote: its RTX resends.
+    resent: u64,
+    /// Fraction lost, from its latest receiver reports.
+    loss: Option<f32>,
+    /// Round trip time, from its latest receiver report.
+    rtt: Option<Duration>,
+}
+
+impl Counts {
+    /// str0m's cumulative egress counts of the video stream: the repairs since the last call.
+    ///
+    /// str0m counts resends inside its packet total but does not report them apart; every
+    /// packet we write goes out at once (no pacer in RTP mode), so what it sent beyond what we
+    /// wrote is what it resent.
+    fn egress(&mut self, nacks: u64, packets: u64) -> Option<Polled> {
+        let resent = packets.saturating_sub(self.video_written).max(self.resent);
+        let delta = (
+            nacks.saturating_sub(self.nacks),
+            resent.saturating_sub(self.resent),
+        );
+        self.nacks = self.nacks.max(nacks);
+        self.resent = resent;
+        (delta != (0, 0)).then_some(Polled::Repairs {
+            nacks: delta.0,
+            resent: delta.1,
+        })
     }
 }

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::broadcast::{Broadcaster, StatsSnapshot};
+use crate::broadcast::{Broadcaster, Sessions, StatsSnapshot};
 use crate::chat::Chat;
 use crate::library::Library;
 use crate::moderation::Moderation;
@@ -98,6 +98,8 @@ struct HealthReport {
     pipeline: Health,
     viewers: StatsSnapshot,
     max_viewers: usize,
+    /// Each rendition and each viewer (absent once the fan-out has stopped).
+    sessions: Option<Sessions>,
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -105,6 +107,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         pipeline: state.pipeline.health(),
         viewers: state.broadcaster.stats(),
         max_viewers: state.broadcaster.max_viewers(),
+        sessions: state.broadcaster.sessions().await.ok(),
     })
 }
 
@@ -178,5 +181,72 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Keyframes encoded.",
         o.keyframes,
     );
+    metric(
+        "nacks_received_total",
+        "counter",
+        "NACK messages received from viewers.",
+        b.nacks_received,
+    );
+    metric(
+        "packets_resent_total",
+        "counter",
+        "Video packets resent (RTX) after a viewer's NACK.",
+        b.packets_resent,
+    );
+    if let Ok(sessions) = state.broadcaster.sessions().await {
+        per_viewer(&mut text, &sessions);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The per-viewer and per-rendition series of `/metrics`, labelled by session id and codec.
+fn per_viewer(text: &mut String, sessions: &Sessions) {
+    type Field = fn(&crate::broadcast::ViewerStats) -> u64;
+    let series: [(&str, &str, Field); 4] = [
+        (
+            "viewer_nacks_received_total",
+            "NACK messages this viewer sent.",
+            |v| v.nacks_received,
+        ),
+        (
+            "viewer_packets_resent_total",
+            "Video packets resent to this viewer.",
+            |v| v.packets_resent,
+        ),
+        (
+            "viewer_keyframe_requests_total",
+            "Keyframes this viewer asked for.",
+            |v| v.keyframe_requests,
+        ),
+        (
+            "viewer_video_packets_total",
+            "Video packets sent to this viewer (first sends).",
+            |v| v.video_packets,
+        ),
+    ];
+    for (name, help, field) in series {
+        text.push_str(&format!(
+            "# HELP cowatch_{name} {help}\n# TYPE cowatch_{name} counter\n"
+        ));
+        for v in &sessions.viewers {
+            text.push_str(&format!(
+                "cowatch_{name}{{viewer=\"{}\",codec=\"{}\"}} {}\n",
+                v.id,
+                v.codec,
+                field(v)
+            ));
+        }
+    }
+    text.push_str(
+        "# HELP cowatch_rendition_active Whether a rendition's encoder runs.\n\
+         # TYPE cowatch_rendition_active gauge\n",
+    );
+    for r in &sessions.renditions {
+        text.push_str(&format!(
+            "cowatch_rendition_active{{rendition=\"{}\",codec=\"{}\"}} {}\n",
+            r.id.0,
+            r.codec,
+            u8::from(r.active)
+        ));
+    }
 }

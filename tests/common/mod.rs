@@ -345,6 +345,7 @@ pub async fn broadcaster(
             bind: loopback,
             advertise: loopback,
             max_viewers,
+            rendition_linger: cowatch::broadcast::RENDITION_LINGER,
         },
         pipeline.clone(),
         &cowatch::shutdown::Shutdown::new(),

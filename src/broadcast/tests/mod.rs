@@ -5,6 +5,8 @@
 //! invalidates a scenario fails loudly instead of testing something else.
 
 mod party;
+mod renditions;
+mod repair;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,7 +14,9 @@ use std::time::Duration;
 use party::Party;
 
 use super::VIEWER_TIMEOUT;
-use super::keyframes::{GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL};
+use super::keyframes::{
+    GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL, URGENT_AFTER_START, URGENT_INTERVAL,
+};
 use super::viewer::{MEDIA_GRACE, REPLAY_BURST, REPLAY_TICK};
 
 fn ms(n: u64) -> Duration {
@@ -42,7 +46,7 @@ fn requests_within_the_interval_force_one_keyframe_and_the_pending_one_on_reopen
 }
 
 #[test]
-fn a_viewers_keyframe_request_is_merged_into_the_window() {
+fn an_established_viewers_keyframe_request_is_merged_into_the_window() {
     let mut party = Party::new();
     let a = party.connect();
     let connected = party.clients[a].connected_at.unwrap();
@@ -54,16 +58,47 @@ fn a_viewers_keyframe_request_is_merged_into_the_window() {
     party.advance(MEDIA_GRACE);
     party.frame(true, 3);
     party.frame(false, 2);
-    party.advance(ms(100));
+    party.advance_to(connected + URGENT_AFTER_START);
+    let forced_at = party.now;
+    party.video_lost(); // The pipeline's own request opens a window.
+    assert_eq!(party.keyframes_asked, [connected, forced_at]);
 
+    party.advance(ms(300));
     party.clients[a].request_keyframe(); // A PLI, as after loss.
     party.advance(ms(100));
-    assert_eq!(party.requested(), 2, "the PLI reached the engine");
-    assert_eq!(party.forced(), 1, "inside the window: pending");
-    party.advance_to(connected + KEYFRAME_INTERVAL);
+    assert_eq!(party.requested(), 3, "the PLI reached the engine");
+    assert_eq!(party.forced(), 2, "inside the window: pending");
+    party.advance_to(forced_at + KEYFRAME_INTERVAL);
     assert_eq!(
         party.keyframes_asked,
-        [connected, connected + KEYFRAME_INTERVAL]
+        [connected, forced_at, forced_at + KEYFRAME_INTERVAL]
+    );
+}
+
+#[test]
+fn a_new_viewers_keyframe_request_waits_only_the_short_window() {
+    let mut party = Party::new();
+    let a = party.connect();
+    let connected = party.clients[a].connected_at.unwrap();
+    party.advance(MEDIA_GRACE);
+    party.frame(true, 3);
+    party.advance(ms(50));
+    // Its first keyframe did not decode (lost): it asks again at once.
+    party.clients[a].request_keyframe();
+    // str0m sends it with its next feedback, within 100 ms of connecting.
+    party.advance(ms(50));
+    assert_eq!(party.requested(), 2, "the PLI reached the engine");
+    assert!(URGENT_INTERVAL < KEYFRAME_INTERVAL);
+    assert_eq!(
+        party.keyframes_asked,
+        [connected],
+        "too soon after the last keyframe even for a new viewer"
+    );
+    party.advance_to(connected + URGENT_INTERVAL);
+    assert_eq!(
+        party.keyframes_asked,
+        [connected, connected + URGENT_INTERVAL],
+        "served when the short window ends, not the 1 s one"
     );
 }
 

@@ -17,9 +17,13 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
-use crate::broadcast::Stats;
 use crate::broadcast::engine::{Engine, Output};
 use crate::broadcast::offer::{self, ViewerId};
+use crate::broadcast::stream::{Rendition, RenditionId};
+use crate::broadcast::{RENDITION_LINGER, Stats};
+
+/// The on-demand VP8 rendition of the party.
+pub const VP8: RenditionId = RenditionId(1);
 
 /// The address the engine advertises.
 pub const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 8189);
@@ -51,6 +55,8 @@ pub struct Client {
     addr: SocketAddr,
     /// Its datagrams reach the engine, and the engine's reach it (false: it vanished).
     pub online: bool,
+    /// This many of the next video packets sent to it are lost on the way.
+    pub lose_video: usize,
     /// When the engine saw it connect (ICE and DTLS done).
     pub connected_at: Option<Instant>,
     /// When a datagram of it last reached the engine.
@@ -138,13 +144,19 @@ pub struct Party {
     pub engine: Engine,
     pub stats: Arc<Stats>,
     pub clients: Vec<Client>,
-    /// When the engine asked the encoder for a keyframe.
+    /// When the engine asked the main encoder for a keyframe.
     pub keyframes_asked: Vec<Instant>,
+    /// When the engine asked the VP8 encoder for a keyframe.
+    pub vp8_keyframes_asked: Vec<Instant>,
+    /// When the engine started (true) or stopped the VP8 encoder.
+    pub vp8_switches: Vec<(Instant, bool)>,
     /// The engine's latest deadline.
     deadline: Instant,
     /// Wakes in a row that found the clock where it was.
     stalls: u32,
     video_index: u32,
+    /// Sequence numbers of the main and VP8 renditions: each payloader counts its own.
+    video_seq: [u16; 2],
     audio_index: u32,
 }
 
@@ -153,16 +165,25 @@ impl Party {
         offer::init_crypto();
         let now = Instant::now();
         let stats = Arc::new(Stats::default());
-        let engine = Engine::new(now, SERVER.into(), stats.clone());
+        let engine = Engine::new(
+            now,
+            SERVER.into(),
+            stats.clone(),
+            renditions(),
+            RENDITION_LINGER,
+        );
         let mut party = Self {
             now,
             engine,
             stats,
             clients: Vec::new(),
             keyframes_asked: Vec::new(),
+            vp8_keyframes_asked: Vec::new(),
+            vp8_switches: Vec::new(),
             deadline: now,
             stalls: 0,
             video_index: 0,
+            video_seq: [0; 2],
             audio_index: 0,
         };
         party.pump();
@@ -171,25 +192,37 @@ impl Party {
 
     /// A viewer offers to receive video and audio, and joins; returns its index.
     pub fn join(&mut self) -> usize {
-        self.join_as(true)
+        self.join_as(true, false)
     }
 
     /// A viewer joins and is never heard of again (its side never answers); returns its index.
     pub fn join_offline(&mut self) -> usize {
-        self.join_as(false)
+        self.join_as(false, false)
     }
 
-    fn join_as(&mut self, online: bool) -> usize {
+    fn join_as(&mut self, online: bool, vp8_only: bool) -> usize {
         let n = self.clients.len();
         let addr = SocketAddr::from(([10, 0, 1, n as u8 + 1], 50_000));
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let mut builder = Rtc::builder().set_rtp_mode(true);
+        if vp8_only {
+            builder = builder
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_vp8(true);
+        }
+        let mut rtc = builder.build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
-        let accepted = offer::accept(&offer.to_sdp_string(), SERVER.into(), "H264", self.now)
-            .expect("the engine refuses a str0m offer");
+        let accepted = offer::accept(
+            &offer.to_sdp_string(),
+            SERVER.into(),
+            &renditions(),
+            self.now,
+        )
+        .expect("the engine refuses a str0m offer");
         let answer = SdpAnswer::from_sdp_string(&accepted.answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         // As `Broadcaster::join` does: it reserves the seat before the engine sees the viewer.
@@ -201,6 +234,7 @@ impl Party {
             rtc,
             addr,
             online,
+            lose_video: 0,
             connected_at: None,
             last_sent: None,
             video: Vec::new(),
@@ -215,6 +249,16 @@ impl Party {
     /// Joins a viewer and runs the clock until the engine sees it connected; returns its index.
     pub fn connect(&mut self) -> usize {
         let n = self.join();
+        self.until_connected(n)
+    }
+
+    /// Joins a viewer whose browser has no H.264, and runs the clock until it is connected.
+    pub fn connect_vp8(&mut self) -> usize {
+        let n = self.join_as(true, true);
+        self.until_connected(n)
+    }
+
+    fn until_connected(&mut self, n: usize) -> usize {
         let give_up = self.now + Duration::from_secs(5);
         while self.clients[n].connected_at.is_none() {
             assert!(self.now < give_up, "viewer {n} never connected");
@@ -277,13 +321,24 @@ impl Party {
                         moved = true;
                         let to = self.clients.iter_mut().find(|c| c.addr == t.destination);
                         if let Some(client) = to.filter(|c| c.online) {
+                            if client.lose_video > 0 && is_video_rtp(&t.contents) {
+                                client.lose_video -= 1;
+                                continue;
+                            }
                             // In RTP mode str0m keeps one received packet until the next
                             // poll: poll after every datagram, as a socket loop would.
                             client.receive(self.now, &t);
                             client.poll(self.now, &mut outbox);
                         }
                     }
-                    Output::RequestKeyframe => self.keyframes_asked.push(self.now),
+                    Output::RequestKeyframe(RenditionId::MAIN) => {
+                        self.keyframes_asked.push(self.now)
+                    }
+                    Output::RequestKeyframe(_) => self.vp8_keyframes_asked.push(self.now),
+                    Output::SetActive(id, on) => {
+                        assert_eq!(id, VP8, "only the VP8 rendition is switched");
+                        self.vp8_switches.push((self.now, on));
+                    }
                     Output::Timeout(t) => {
                         self.deadline = t;
                         break;
@@ -315,7 +370,7 @@ impl Party {
         let noted = self
             .clients
             .iter()
-            .filter(|c| c.connected_at.is_some())
+            .filter(|c| c.connected_at.is_some() && self.engine.has_viewer(c.id))
             .count();
         if connected > noted
             && let Some(client) = self
@@ -329,6 +384,16 @@ impl Party {
 
     /// The pipeline sends one video frame of `packets` packets; returns their indices.
     pub fn frame(&mut self, keyframe: bool, packets: usize) -> std::ops::Range<u32> {
+        self.frame_of(RenditionId::MAIN, keyframe, packets)
+    }
+
+    /// One video frame of `rendition`.
+    pub fn frame_of(
+        &mut self,
+        rendition: RenditionId,
+        keyframe: bool,
+        packets: usize,
+    ) -> std::ops::Range<u32> {
         let first = self.video_index;
         let timestamp = first.wrapping_mul(3000);
         for i in 0..packets {
@@ -336,8 +401,11 @@ impl Party {
             self.video_index += 1;
             let marker = i + 1 == packets;
             let tag = if keyframe { IDR } else { NON_IDR };
-            let data = rtp(96, marker, index as u16, timestamp, tag, index);
-            self.engine.handle_video(self.now, &data, keyframe);
+            let seq = &mut self.video_seq[usize::from(rendition != RenditionId::MAIN)];
+            *seq = seq.wrapping_add(1);
+            let data = rtp(96, marker, *seq, timestamp, tag, index);
+            self.engine
+                .handle_video(self.now, rendition, &data, keyframe);
         }
         self.pump();
         first..self.video_index
@@ -355,7 +423,7 @@ impl Party {
 
     /// Video packets were lost between the pipeline and the engine.
     pub fn video_lost(&mut self) {
-        self.engine.handle_video_lost(self.now);
+        self.engine.handle_video_lost(self.now, RenditionId::MAIN);
         self.pump();
     }
 
@@ -373,6 +441,28 @@ impl Party {
     pub fn requested(&self) -> u64 {
         self.stats.keyframes_requested.load(Ordering::Relaxed)
     }
+}
+
+/// Whether a datagram is (S)RTP of video: RTP's header stays in clear under SRTP. Audio is
+/// payload type 111; RTCP's packet types fall in 72..=76 once the marker bit is masked off.
+fn is_video_rtp(datagram: &[u8]) -> bool {
+    datagram.len() > 12 && datagram[0] >> 6 == 2 && !matches!(datagram[1] & 0x7f, 72..=76 | 111)
+}
+
+/// An H.264 party with an on-demand VP8 rendition.
+fn renditions() -> Vec<Rendition> {
+    vec![
+        Rendition {
+            id: RenditionId::MAIN,
+            codec: "H264".into(),
+            on_demand: false,
+        },
+        Rendition {
+            id: VP8,
+            codec: "VP8".into(),
+            on_demand: true,
+        },
+    ]
 }
 
 /// An RTP packet as the pipeline's payloader makes it; the payload names its `index`.
