@@ -8,8 +8,9 @@ use std::time::Duration;
 use common::*;
 use cowatch::overlay::slate::{self, SlateKind};
 use cowatch::pipeline::layout::Layout;
+use cowatch::pipeline::output::{RenditionId, RtpPacket};
 use cowatch::pipeline::source::{MovieSource, WebcamSource};
-use cowatch::pipeline::{MovieState, Pipeline, WebcamState};
+use cowatch::pipeline::{MovieState, Pipeline, RenditionState, WebcamState};
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
@@ -417,6 +418,368 @@ fn timecode_strip_carries_the_wall_clock() {
     assert!(
         later > stamped + 300,
         "the strip advances: {stamped} → {later}"
+    );
+    block(pipeline.shutdown());
+}
+
+/// The first packet of each VP8 frame says whether it is a keyframe (RFC 7741): read here
+/// with no code of cowatch, as the oracle for its flags. `None` for a packet that does not
+/// start a frame.
+fn vp8_frame_start_is_key(packet: &[u8]) -> Option<bool> {
+    let csrc = usize::from(packet[0] & 0x0f);
+    assert_eq!(packet[0] & 0x30, 0, "no padding or extension expected");
+    let d = &packet[12 + csrc * 4..];
+    if d[0] & 0x10 == 0 || d[0] & 0x0f != 0 {
+        return None;
+    }
+    let mut at = 1;
+    if d[0] & 0x80 != 0 {
+        let x = d[1];
+        at = 2;
+        if x & 0x80 != 0 {
+            at += if d[2] & 0x80 != 0 { 2 } else { 1 };
+        }
+        at += usize::from(x & 0x40 != 0) + usize::from(x & 0x30 != 0);
+    }
+    Some(d[at] & 1 == 0)
+}
+
+fn rtp_timestamp(packet: &RtpPacket) -> u32 {
+    u32::from_be_bytes(packet.data[4..8].try_into().unwrap())
+}
+
+/// Every packet flagged keyframe is part of a keyframe and every packet of a keyframe is
+/// flagged; returns how many keyframes and delta frames `packets` hold.
+fn assert_vp8_flags_at_keyframes(packets: &[RtpPacket]) -> (usize, usize) {
+    let (mut keys, mut deltas) = (0, 0);
+    let mut frame: Option<(u32, bool)> = None;
+    for (i, p) in packets.iter().enumerate() {
+        if let Some(key) = vp8_frame_start_is_key(&p.data) {
+            frame = Some((rtp_timestamp(p), key));
+            if key { keys += 1 } else { deltas += 1 }
+        }
+        let Some((ts, key)) = frame else {
+            continue; // the middle of a frame whose start came before the subscription
+        };
+        assert_eq!(
+            rtp_timestamp(p),
+            ts,
+            "packet {i} belongs to no started frame"
+        );
+        assert_eq!(
+            p.keyframe,
+            key,
+            "packet {i} flagged keyframe={} in a {} frame",
+            p.keyframe,
+            if key { "key" } else { "delta" }
+        );
+    }
+    (keys, deltas)
+}
+
+/// The packets `rx` receives within `window`.
+fn collect(
+    rx: &mut tokio::sync::broadcast::Receiver<RtpPacket>,
+    window: Duration,
+) -> Vec<RtpPacket> {
+    let until = std::time::Instant::now() + window;
+    let mut out = Vec::new();
+    while std::time::Instant::now() < until {
+        match rx.try_recv() {
+            Ok(p) => out.push(p),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("video channel: {e}"),
+        }
+    }
+    out
+}
+
+/// Waits for the first packet on `rx`; with the time it took.
+fn first_packet(rx: &mut tokio::sync::broadcast::Receiver<RtpPacket>) -> (Duration, RtpPacket) {
+    let asked = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(p) => return (asked.elapsed(), p),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                assert!(
+                    asked.elapsed() < Duration::from_secs(5),
+                    "no packet within 5 s"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("video channel: {e}"),
+        }
+    }
+}
+
+/// VP8 RTP → pictures through GStreamer's depayloader and libvpx's decoder, nothing of
+/// cowatch. A depayloader that does not start at a keyframe drops frames until one comes,
+/// so every frame sent is decoded only if the first one is a keyframe.
+fn decode_vp8(packets: &[RtpPacket], payload_type: u8) -> Vec<image::RgbImage> {
+    use gst::prelude::*;
+    use gstreamer as gst;
+    use gstreamer_app as gst_app;
+
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=application/x-rtp,media=video,encoding-name=VP8,\
+         clock-rate=90000,payload={payload_type} \
+         ! rtpvp8depay ! vp8dec ! videoconvert ! video/x-raw,format=RGB ! appsink name=out sync=false"
+    ))
+    .expect("rtpvp8depay and vp8dec (gst-plugins-good) are needed by the tests")
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first_ts = rtp_timestamp(&packets[0]);
+    for p in packets {
+        let mut buffer = gst::Buffer::from_slice(p.data.clone());
+        let ticks = u64::from(rtp_timestamp(p).wrapping_sub(first_ts));
+        buffer
+            .get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_nseconds(ticks * 100_000 / 9));
+        src.push_buffer(buffer).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let mut frames = Vec::new();
+    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+        frames.push(to_rgb(&sample));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    frames
+}
+
+/// The number of distinct frames (RTP timestamps) in `packets`.
+fn frames_in(packets: &[RtpPacket]) -> usize {
+    let mut ts: Vec<u32> = packets.iter().map(rtp_timestamp).collect();
+    ts.dedup();
+    ts.len()
+}
+
+fn rendition_health(pipeline: &Pipeline) -> cowatch::pipeline::RenditionHealth {
+    pipeline
+        .health()
+        .renditions
+        .into_iter()
+        .find(|r| r.id == RenditionId::VP8)
+        .expect("health lists the VP8 rendition")
+}
+
+#[test]
+fn vp8_rendition_encodes_the_composite_only_while_asked() {
+    let dir = scratch("vp8-rendition");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 30);
+    let pipeline = Pipeline::start(settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "side-panel",
+    ))
+    .unwrap();
+    let layout = Layout::builtin("side-panel").unwrap();
+
+    let renditions = pipeline.renditions();
+    assert_eq!(renditions.len(), 2, "{renditions:?}");
+    assert_eq!(
+        (renditions[0].id, renditions[0].codec.encoding_name.as_str()),
+        (RenditionId::MAIN, "H264")
+    );
+    let vp8 = &renditions[1];
+    assert_eq!((vp8.id, vp8.on_demand), (RenditionId::VP8, true));
+    assert_eq!(vp8.codec.encoding_name, "VP8");
+    assert_ne!(vp8.codec.payload_type, renditions[0].codec.payload_type);
+    let mut rx = pipeline.subscribe_rendition(RenditionId::VP8).unwrap();
+    assert!(pipeline.subscribe_rendition(RenditionId(9)).is_none());
+    assert!(pipeline.set_rendition_active(RenditionId(9), true).is_err());
+
+    // Idle: the main stream flows, the rendition sends nothing and says so.
+    wait_health(&pipeline, "a second of main video", |h| {
+        h.output.video_frames >= 30
+    });
+    assert!(
+        collect(&mut rx, Duration::from_secs(1)).is_empty(),
+        "idle rendition sent packets"
+    );
+    let h = rendition_health(&pipeline);
+    assert_eq!(
+        (h.active, h.state, h.frames),
+        (false, RenditionState::Idle, 0)
+    );
+    assert_eq!(h.last_started_s, None);
+    let main = &pipeline.health().renditions[0];
+    assert!(main.active && main.frames >= 30, "{main:?}");
+
+    // On: the first packet starts a keyframe, at once; every frame sent decodes, with the
+    // composite's pixels.
+    pipeline
+        .set_rendition_active(RenditionId::VP8, true)
+        .unwrap();
+    pipeline
+        .set_rendition_active(RenditionId::VP8, true)
+        .unwrap();
+    let (took, first) = first_packet(&mut rx);
+    eprintln!("first VP8 packet {} ms after activation", took.as_millis());
+    assert!(first.keyframe, "the first packet is not flagged keyframe");
+    assert_eq!(
+        vp8_frame_start_is_key(&first.data),
+        Some(true),
+        "the first packet does not start a keyframe"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "first keyframe took {took:?}"
+    );
+    let mut packets = vec![first];
+    packets.extend(collect(&mut rx, Duration::from_secs(2)));
+    let (keys, deltas) = assert_vp8_flags_at_keyframes(&packets);
+    // The leaky queue drops frames when the encoder falls behind (a loaded machine): the
+    // count only shows that it runs.
+    assert!(
+        keys >= 1 && deltas >= 10,
+        "{keys} keyframes, {deltas} delta frames in 2 s"
+    );
+    let decoded = decode_vp8(&packets, vp8.codec.payload_type);
+    assert_eq!(
+        decoded.len(),
+        frames_in(&packets),
+        "frames lost to a missing keyframe"
+    );
+    let last = decoded.last().unwrap();
+    expect_at(last, layout.movie, MOVIE_RED, "VP8 movie").unwrap();
+    expect_at(last, layout.webcam_inner(), WEBCAM_GREEN, "VP8 webcam").unwrap();
+    let h = rendition_health(&pipeline);
+    assert_eq!((h.active, h.state), (true, RenditionState::Running));
+    assert!(h.frames >= 15 && h.keyframes >= 1, "{h:?}");
+    assert!(h.last_started_s.is_some());
+    // The main encode kept its pace while both ran.
+    let before = pipeline.health().output.video_frames;
+    std::thread::sleep(Duration::from_secs(1));
+    let main_fps = pipeline.health().output.video_frames - before;
+    assert!(main_fps >= 20, "main encode slowed to {main_fps} frames/s");
+
+    // Off: packets stop, health says idle.
+    pipeline
+        .set_rendition_active(RenditionId::VP8, false)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    while rx.try_recv().is_ok() {}
+    assert!(
+        collect(&mut rx, Duration::from_secs(1)).is_empty(),
+        "packets after deactivation"
+    );
+    let h = rendition_health(&pipeline);
+    assert_eq!((h.active, h.state), (false, RenditionState::Idle));
+    assert!(h.last_stopped_s > h.last_started_s, "{h:?}");
+    let frames_when_idle = h.frames;
+
+    // On again after a pause longer than a GOP: a forced keyframe first, at once.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(rendition_health(&pipeline).frames, frames_when_idle);
+    pipeline
+        .set_rendition_active(RenditionId::VP8, true)
+        .unwrap();
+    let (took, first) = first_packet(&mut rx);
+    eprintln!(
+        "first VP8 packet {} ms after re-activation",
+        took.as_millis()
+    );
+    assert!(first.keyframe && vp8_frame_start_is_key(&first.data) == Some(true));
+    assert!(
+        took < Duration::from_millis(500),
+        "first keyframe took {took:?}"
+    );
+    let mut packets = vec![first];
+    packets.extend(collect(&mut rx, Duration::from_secs(1)));
+    assert_vp8_flags_at_keyframes(&packets);
+    let decoded = decode_vp8(&packets, vp8.codec.payload_type);
+    assert_eq!(
+        decoded.len(),
+        frames_in(&packets),
+        "frames lost to a missing keyframe"
+    );
+    expect_at(
+        decoded.last().unwrap(),
+        layout.movie,
+        MOVIE_RED,
+        "VP8 movie again",
+    )
+    .unwrap();
+
+    // A keyframe on request.
+    let keys = rendition_health(&pipeline).keyframes;
+    pipeline.request_keyframe_of(RenditionId::VP8);
+    wait_health(&pipeline, "requested VP8 keyframe", |h| {
+        h.renditions[1].keyframes > keys
+    });
+    block(pipeline.shutdown());
+    assert!(matches!(
+        pipeline.set_rendition_active(RenditionId::VP8, false),
+        Err(cowatch::pipeline::PipelineError::Stopped)
+    ));
+}
+
+#[test]
+fn vp8_main_has_no_rendition_and_flags_exactly_its_keyframes() {
+    let dir = scratch("vp8-flags");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 10);
+    let mut s = settings(&movie, WebcamSource::None, "inset");
+    s.encoder =
+        cowatch::pipeline::presets::EncoderPreset::load("vp8", std::path::Path::new("pipelines"))
+            .unwrap();
+    let pipeline = Pipeline::start(s).unwrap();
+    assert_eq!(
+        pipeline.renditions().len(),
+        1,
+        "{:?}",
+        pipeline.renditions()
+    );
+    assert!(pipeline.subscribe_rendition(RenditionId::VP8).is_none());
+    let mut rx = pipeline.subscribe_video();
+    wait_health(&pipeline, "vp8 frames", |h| h.output.video_frames >= 10);
+    let mut packets = collect(&mut rx, Duration::from_millis(1500));
+    pipeline.request_keyframe();
+    packets.extend(collect(&mut rx, Duration::from_millis(1500)));
+    let (keys, deltas) = assert_vp8_flags_at_keyframes(&packets);
+    // The 2 s GOP and the requested one.
+    assert!(
+        keys >= 2 && deltas >= 40,
+        "{keys} keyframes, {deltas} delta frames in 3 s"
+    );
+    block(pipeline.shutdown());
+}
+
+#[test]
+fn opus_carries_in_band_fec() {
+    let dir = scratch("opus-fec");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 10);
+    let pipeline = Pipeline::start(settings(&movie, WebcamSource::None, "inset")).unwrap();
+    let mut rx = pipeline.subscribe_audio();
+    wait_health(&pipeline, "audio", |h| h.output.audio_packets >= 50);
+    let packets = collect(&mut rx, Duration::from_secs(1));
+    assert!(
+        packets.len() >= 40,
+        "{} audio packets in 1 s",
+        packets.len()
+    );
+    // FEC lives in the SILK layer: TOC configs 0..=15 (SILK or hybrid) carry it, CELT-only
+    // (16..=31) cannot. Only a packet after the first can hold a copy of its predecessor.
+    let configs: Vec<u8> = packets.iter().map(|p| p.data[12] >> 3).collect();
+    assert!(
+        configs.iter().all(|c| *c < 16),
+        "CELT-only Opus packets carry no FEC: configs {configs:?}"
     );
     block(pipeline.shutdown());
 }

@@ -19,7 +19,7 @@ use super::canvas::Canvas;
 use super::controls::{self, AudioChange};
 use super::ducking::Ducker;
 use super::feed::{self, Feed, FeedKind, FeedReport, Heartbeat, MovieSlots, Reporter};
-use super::health::MovieHealth;
+use super::health::{MovieHealth, RenditionHealth};
 use super::layout::Layout;
 use super::output::OutputStats;
 use super::source::{MicSource, MovieSource, WebcamSource};
@@ -133,6 +133,8 @@ pub struct Conductor {
     stats: Arc<OutputStats>,
     shared: Arc<Shared>,
     encoder: String,
+    /// The main rendition's RTP encoding name.
+    video_codec: String,
     bitrate_kbps: u32,
     /// The chat area of the current layout, for the chat overlay; dropped with the conductor,
     /// which tells the overlay the pipeline has stopped.
@@ -187,6 +189,7 @@ impl Conductor {
             stats,
             shared,
             encoder: settings.encoder.name.clone(),
+            video_codec: settings.encoder.codec.clone(),
             bitrate_kbps: settings.bitrate_kbps,
             chat_area,
         };
@@ -664,6 +667,7 @@ impl Conductor {
     fn publish(&self) {
         let position = self.movie.as_ref().and_then(|f| f.position());
         let duration = self.movie.as_ref().and_then(|f| f.duration);
+        let output = OutputHealth::from(&*self.stats);
         let health = Health {
             state: self.state,
             uptime_s: self.started.elapsed().as_secs_f64(),
@@ -682,10 +686,24 @@ impl Conductor {
             layout: self.layout.name.clone(),
             encoder: self.encoder.clone(),
             bitrate_kbps: self.bitrate_kbps,
-            output: OutputHealth::from(&*self.stats),
+            renditions: self.renditions(&output),
+            output,
             errors: self.errors.clone(),
         };
         *self.shared.health.locked() = health;
+    }
+
+    /// The main rendition, then every on-demand one.
+    fn renditions(&self, output: &OutputHealth) -> Vec<RenditionHealth> {
+        std::iter::once(RenditionHealth::main(&self.video_codec, output))
+            .chain(
+                self.canvas
+                    .outputs
+                    .renditions
+                    .iter()
+                    .map(|r| r.health(self.started)),
+            )
+            .collect()
     }
 
     fn shutdown(&mut self) {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::Settings;
-use super::output::OutputStats;
+use super::output::{OutputStats, RenditionId};
 
 /// Overall state of the composite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,6 +117,59 @@ impl From<&OutputStats> for OutputHealth {
     }
 }
 
+/// Whether a rendition is encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenditionState {
+    /// Frames reach its encoder.
+    Running,
+    /// Nobody needs it; its encoder sees no frame.
+    Idle,
+}
+
+/// One rendition in [`Health`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RenditionHealth {
+    /// Which one (0: the main encode).
+    pub id: RenditionId,
+    /// Its RTP encoding name.
+    pub codec: String,
+    /// Whether it runs only while viewers need it.
+    pub on_demand: bool,
+    /// Whether it is encoding now.
+    pub active: bool,
+    /// The same, as a word.
+    pub state: RenditionState,
+    /// Frames its encoder produced so far.
+    pub frames: u64,
+    /// Keyframes among them.
+    pub keyframes: u64,
+    /// RTP packets it sent.
+    pub packets: u64,
+    /// Seconds after the pipeline's start when it last started.
+    pub last_started_s: Option<f64>,
+    /// Seconds after the pipeline's start when it last stopped.
+    pub last_stopped_s: Option<f64>,
+}
+
+impl RenditionHealth {
+    /// The main encode: always running since the start.
+    pub fn main(codec: &str, output: &OutputHealth) -> Self {
+        Self {
+            id: RenditionId::MAIN,
+            codec: codec.to_string(),
+            on_demand: false,
+            active: true,
+            state: RenditionState::Running,
+            frames: output.video_frames,
+            keyframes: output.keyframes,
+            packets: output.video_packets,
+            last_started_s: Some(0.0),
+            last_stopped_s: None,
+        }
+    }
+}
+
 /// A snapshot of the pipeline, served as `/healthz`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
@@ -142,8 +195,10 @@ pub struct Health {
     pub encoder: String,
     /// Video bitrate.
     pub bitrate_kbps: u32,
-    /// What left the pipeline.
+    /// What left the pipeline (the main rendition's video).
     pub output: OutputHealth,
+    /// Every rendition, the main one first.
+    pub renditions: Vec<RenditionHealth>,
     /// The latest element errors, oldest first.
     pub errors: Vec<ErrorReport>,
 }
@@ -197,6 +252,7 @@ impl Health {
             encoder: settings.encoder.name.clone(),
             bitrate_kbps: settings.bitrate_kbps,
             output: OutputHealth::from(&OutputStats::default()),
+            renditions: Vec::new(),
             errors: Vec::new(),
         }
     }

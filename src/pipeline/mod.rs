@@ -25,9 +25,11 @@ pub mod controls;
 mod ducking;
 mod feed;
 mod health;
+mod keyframe;
 pub mod layout;
 pub mod output;
 pub mod presets;
+mod rendition;
 mod slot;
 pub mod source;
 pub mod timecode;
@@ -51,11 +53,12 @@ use conductor::{Command, Conductor, Shared};
 pub use controls::{AudioChange, Devices, GoLivePlan};
 pub use health::{
     ErrorReport, Health, HealthEvent, MicState, MovieHealth, MovieState, OutputHealth,
-    PipelineState, WebcamState,
+    PipelineState, RenditionHealth, RenditionState, WebcamState,
 };
 use layout::Layout;
-use output::{CodecParams, Output, RtpPacket};
+use output::{CodecParams, Output, RenditionId, RenditionInfo, RtpPacket};
 use presets::EncoderPreset;
+use rendition::Rendition;
 use source::{MicSource, MovieSource, WebcamSource};
 
 /// Errors at the pipeline's boundary. Each message is one line a user can act on.
@@ -154,6 +157,8 @@ struct Inner {
     audio_sink_pad: gst::Pad,
     video_codec: output::RtpCodec,
     audio_codec: output::RtpCodec,
+    /// The on-demand renditions (the main one is the fields above).
+    renditions: Vec<Arc<Rendition>>,
     /// What the conductor announces as the chat area; handed out to the chat panel.
     chat_area: watch::Receiver<Option<ChatArea>>,
     /// The devices configured at start, for checking switches before they are sent.
@@ -183,6 +188,7 @@ impl Pipeline {
             outputs.video_codec.clone(),
             outputs.audio_codec.clone(),
         );
+        let renditions = outputs.renditions.clone();
         let (conductor, link) = Conductor::new(canvas, &settings, output.stats.clone());
         conductor.spawn()?;
         Ok(Self {
@@ -195,6 +201,7 @@ impl Pipeline {
                 audio_sink_pad,
                 video_codec,
                 audio_codec,
+                renditions,
                 chat_area: link.chat_area,
                 devices: Devices::of(&settings),
             }),
@@ -361,6 +368,62 @@ impl Pipeline {
                 &self.inner.audio_codec,
             ),
         }
+    }
+
+    /// Every rendition of the composite, the main one first. An on-demand one encodes only
+    /// between [`Pipeline::set_rendition_active`] calls.
+    pub fn renditions(&self) -> Vec<RenditionInfo> {
+        let main = RenditionInfo {
+            id: RenditionId::MAIN,
+            codec: self.codecs().video,
+            on_demand: false,
+        };
+        std::iter::once(main)
+            .chain(self.inner.renditions.iter().map(|r| r.info()))
+            .collect()
+    }
+
+    /// RTP packets of rendition `id` from now on; `None` when there is no such rendition.
+    pub fn subscribe_rendition(&self, id: RenditionId) -> Option<broadcast::Receiver<RtpPacket>> {
+        if id == RenditionId::MAIN {
+            return Some(self.subscribe_video());
+        }
+        self.rendition(id).map(|r| r.subscribe())
+    }
+
+    /// Starts (`true`) or stops an on-demand rendition; its first packets after a start are a
+    /// keyframe. Asking for the state it is in changes nothing, and the main rendition is
+    /// always on. Returns at once: nothing waits for the encoder. Fails for an unknown id or
+    /// once the pipeline has stopped.
+    pub fn set_rendition_active(&self, id: RenditionId, active: bool) -> Result<(), PipelineError> {
+        if id == RenditionId::MAIN {
+            return Ok(());
+        }
+        let rendition = self
+            .rendition(id)
+            .ok_or_else(|| PipelineError::Invalid(format!("there is no rendition {id}")))?;
+        if self.inner.shared.health.locked().state == PipelineState::Stopped {
+            return Err(PipelineError::Stopped);
+        }
+        rendition.set_active(active, std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Asks rendition `id`'s encoder for a keyframe now; nothing for an unknown id.
+    pub fn request_keyframe_of(&self, id: RenditionId) {
+        if id == RenditionId::MAIN {
+            self.request_keyframe();
+        } else if let Some(r) = self.rendition(id) {
+            r.request_keyframe();
+        }
+    }
+
+    fn rendition(&self, id: RenditionId) -> Option<&Rendition> {
+        self.inner
+            .renditions
+            .iter()
+            .find(|r| r.id() == id)
+            .map(|r| &**r)
     }
 
     /// The latest health snapshot (refreshed 20 times a second).

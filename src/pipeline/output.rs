@@ -10,6 +10,8 @@ use gstreamer_app as gst_app;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use super::keyframe::KeyframeMarker;
+
 /// Which stream a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,10 +91,39 @@ pub struct OutputStats {
     pub last_video_pts_ns: AtomicU64,
 }
 
+/// Which encode of the composite a video packet belongs to. Every rendition shows the same
+/// picture; they differ in codec (and, later, size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RenditionId(pub u8);
+
+impl RenditionId {
+    /// The main encode, in the `--encoder` preset: always on.
+    pub const MAIN: Self = Self(0);
+    /// The VP8 encode for viewers without the main codec, started on demand.
+    pub const VP8: Self = Self(1);
+}
+
+impl std::fmt::Display for RenditionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a receiver needs to know about one rendition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenditionInfo {
+    /// Which one.
+    pub id: RenditionId,
+    /// Its RTP codec; the payload type differs from every other rendition's.
+    pub codec: RtpCodec,
+    /// Whether it only encodes while asked to ([`crate::pipeline::Pipeline::set_rendition_active`]).
+    pub on_demand: bool,
+}
+
 /// The fan-out points of the two streams.
 #[derive(Clone)]
 pub struct Output {
-    /// Video packets, to every subscriber.
+    /// Video packets of the main rendition, to every subscriber.
     pub video: broadcast::Sender<RtpPacket>,
     /// Audio packets, to every subscriber.
     pub audio: broadcast::Sender<RtpPacket>,
@@ -100,55 +131,72 @@ pub struct Output {
     pub stats: Arc<OutputStats>,
 }
 
+/// Capacity of a video channel. A second of video at 2.5 Mbit/s is about 250 packets; a
+/// subscriber further behind than this lags and should ask for a keyframe.
+pub const VIDEO_CHANNEL: usize = 2048;
+
 impl Output {
-    /// Creates the channels. A second of video at 2.5 Mbit/s is about 250 packets; a
-    /// subscriber further behind than this lags and should ask for a keyframe.
+    /// Creates the channels.
     pub fn new() -> Self {
         Self {
-            video: broadcast::channel(2048).0,
+            video: broadcast::channel(VIDEO_CHANNEL).0,
             audio: broadcast::channel(512).0,
             stats: Arc::default(),
         }
     }
 
-    /// Makes `sink` publish its RTP packets to the `media` channel.
-    pub fn attach(&self, sink: &gst_app::AppSink, media: Media) {
-        let tx = match media {
-            Media::Video => self.video.clone(),
-            Media::Audio => self.audio.clone(),
-        };
+    /// Makes `sink` publish its RTP packets to the `media` channel; `video_codec` is the
+    /// encoding name of the main video (it decides how keyframes are found).
+    pub fn attach(&self, sink: &gst_app::AppSink, media: Media, video_codec: &str) {
         let stats = self.stats.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let publish = |buffer: &gst::BufferRef| {
-                        let Ok(map) = buffer.map_readable() else {
-                            return;
-                        };
-                        let keyframe = media == Media::Video
-                            && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                        let counter = match media {
-                            Media::Video => &stats.video_packets,
-                            Media::Audio => &stats.audio_packets,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        // No subscriber is fine: nobody is watching yet.
-                        let _ = tx.send(RtpPacket {
-                            data: Bytes::copy_from_slice(&map),
-                            keyframe,
-                        });
-                    };
-                    if let Some(list) = sample.buffer_list() {
-                        list.iter().for_each(publish);
-                    } else if let Some(buffer) = sample.buffer() {
-                        publish(buffer);
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+        match media {
+            Media::Video => publish(
+                sink,
+                self.video.clone(),
+                Some(KeyframeMarker::for_codec(video_codec)),
+                move || stats.video_packets.fetch_add(1, Ordering::Relaxed),
+            ),
+            Media::Audio => publish(sink, self.audio.clone(), None, move || {
+                stats.audio_packets.fetch_add(1, Ordering::Relaxed)
+            }),
+        }
     }
+}
+
+/// Makes `sink` publish its RTP packets to `tx`, calling `counted` for each. `marker` finds
+/// the keyframes of a video stream; `None` (audio) flags none.
+pub fn publish(
+    sink: &gst_app::AppSink,
+    tx: broadcast::Sender<RtpPacket>,
+    mut marker: Option<KeyframeMarker>,
+    counted: impl Fn() -> u64 + Send + 'static,
+) {
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let mut publish = |buffer: &gst::BufferRef| {
+                    let Ok(map) = buffer.map_readable() else {
+                        return;
+                    };
+                    let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                    let keyframe = marker.as_mut().is_some_and(|m| m.is_keyframe(&map, delta));
+                    counted();
+                    // No subscriber is fine: nobody is watching yet.
+                    let _ = tx.send(RtpPacket {
+                        data: Bytes::copy_from_slice(&map),
+                        keyframe,
+                    });
+                };
+                if let Some(list) = sample.buffer_list() {
+                    list.iter().for_each(&mut publish);
+                } else if let Some(buffer) = sample.buffer() {
+                    publish(buffer);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 impl Default for Output {

@@ -69,6 +69,17 @@ impl EncoderPreset {
         })
     }
 
+    /// The shipped preset `name` (`h264`, `vp8`), as embedded in the binary.
+    pub fn builtin(name: &str) -> Result<Self, PipelineError> {
+        let (_, text) = BUILTIN_ENCODERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| PipelineError::Internal(format!("no built-in encoder {name}")))?;
+        toml::from_str(text).map_err(|e| {
+            PipelineError::Internal(format!("built-in encoder {name}: {}", one_line(&e)))
+        })
+    }
+
     /// The encoder description with placeholders filled in.
     pub fn encoder_description(&self, bitrate_kbps: u32, fps: u32) -> String {
         // At most 2 s between keyframes so a viewer that misses one recovers quickly.

@@ -2,6 +2,7 @@
 //! encoder, Opus), payloaded into RTP appsinks, and teed to the Matroska recording when asked.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use gstreamer as gst;
 use gstreamer_app as gst_app;
@@ -11,8 +12,9 @@ use gst::prelude::*;
 use super::{FPS, queue};
 use crate::gst_util;
 use crate::pipeline::PipelineError;
-use crate::pipeline::output::{Output, RtpCodec};
+use crate::pipeline::output::{Output, RenditionId, RtpCodec};
 use crate::pipeline::presets::EncoderPreset;
+use crate::pipeline::rendition::{self, Branch, Rendition};
 
 /// Payload type of the Opus stream.
 const OPUS_PT: u8 = 111;
@@ -29,10 +31,12 @@ pub struct EncodedOutputs {
     pub video_codec: RtpCodec,
     /// Opus, before negotiation.
     pub audio_codec: RtpCodec,
+    /// The on-demand renditions, idle until asked for.
+    pub renditions: Vec<Arc<Rendition>>,
 }
 
 /// The encoders, payloaders and appsinks after `video_in` and `audio_in`, plus the recorder
-/// when asked.
+/// when asked, plus an on-demand VP8 rendition when the main codec is not VP8 already.
 pub fn encode(
     pipeline: &gst::Pipeline,
     (video_in, audio_in): (&gst::Element, &gst::Element),
@@ -40,22 +44,45 @@ pub fn encode(
     bitrate_kbps: u32,
     record: Option<&Path>,
 ) -> Result<EncodedOutputs, PipelineError> {
-    let (video, encoder_src) = encode_video(pipeline, video_in, preset, bitrate_kbps)?;
+    let vp8 = if preset.codec.eq_ignore_ascii_case("VP8") {
+        None
+    } else {
+        Some(EncoderPreset::builtin("vp8")?)
+    };
+    // The rendition branches off the raw composite, before the main encoder's queue, so both
+    // encoders see the very same frames.
+    let raw = match vp8 {
+        Some(_) => {
+            let tee = gst_util::make_with("tee", |b| b.name("raw-video-tee"))?;
+            pipeline.add(&tee).map_err(PipelineError::internal)?;
+            video_in.link(&tee).map_err(PipelineError::internal)?;
+            tee
+        }
+        None => video_in.clone(),
+    };
+    let (video, encoder_src) = encode_video(pipeline, &raw, preset, bitrate_kbps)?;
     let audio = encode_audio(pipeline, audio_in)?;
     if let Some(path) = record {
         add_recorder(pipeline, (&video.tee, &audio.tee), preset, path)?;
     }
+    let renditions = match vp8 {
+        Some(vp8) => {
+            let pt =
+                rendition::distinct_payload_type(vp8.payload_type, &[preset.payload_type, OPUS_PT]);
+            let branch = on_demand_branch(pipeline, &raw, &vp8, bitrate_kbps, pt)?;
+            vec![Arc::new(Rendition::new(
+                RenditionId::VP8,
+                preset_codec(&vp8, pt),
+                branch,
+            ))]
+        }
+        None => Vec::new(),
+    };
     Ok(EncodedOutputs {
         video_sink: video.sink,
         audio_sink: audio.sink,
         encoder_src,
-        video_codec: RtpCodec {
-            encoding_name: preset.codec.clone(),
-            clock_rate: preset.clock_rate,
-            payload_type: preset.payload_type,
-            channels: None,
-            fmtp: None,
-        },
+        video_codec: preset_codec(preset, preset.payload_type),
         audio_codec: RtpCodec {
             encoding_name: "OPUS".into(),
             clock_rate: 48_000,
@@ -63,13 +90,66 @@ pub fn encode(
             channels: Some(2),
             fmtp: Some("minptime=10;useinbandfec=1".into()),
         },
+        renditions,
     })
+}
+
+/// What `preset` says about its RTP stream, sent with payload type `pt`.
+fn preset_codec(preset: &EncoderPreset, pt: u8) -> RtpCodec {
+    RtpCodec {
+        encoding_name: preset.codec.clone(),
+        clock_rate: preset.clock_rate,
+        payload_type: pt,
+        channels: None,
+        fmtp: None,
+    }
 }
 
 /// One encoded stream: the tee the recorder can branch from, and the RTP appsink.
 struct Encoded {
     tee: gst::Element,
     sink: gst_app::AppSink,
+}
+
+/// The preset's encoder, its caps and its payloader (stamping `pt`), named `{prefix}-…`.
+fn preset_elements(
+    preset: &EncoderPreset,
+    bitrate_kbps: u32,
+    prefix: &str,
+    pt: u8,
+) -> Result<(gst::Bin, gst::Element, gst::Bin), PipelineError> {
+    let parse = |what: &str, desc: &str| {
+        gst::parse::bin_from_description(desc, true).map_err(|e| {
+            PipelineError::Config(format!(
+                "encoder preset {} ({what} `{desc}`): {e}",
+                preset.name
+            ))
+        })
+    };
+    let encoder = parse(
+        "encoder",
+        &preset.encoder_description(bitrate_kbps, FPS as u32),
+    )?;
+    encoder.set_property("name", format!("{prefix}-encoder"));
+    let encoded_caps = preset.caps.parse::<gst::Caps>().map_err(|_| {
+        PipelineError::Config(format!(
+            "encoder preset {}: invalid caps `{}`",
+            preset.name, preset.caps
+        ))
+    })?;
+    let caps = gst_util::capsfilter(&encoded_caps)?;
+    let payloader = parse("payloader", &preset.payloader)?;
+    payloader.set_property("name", format!("{prefix}-payloader"));
+    set_payload_type(&payloader, pt);
+    Ok((encoder, caps, payloader))
+}
+
+/// The link error of a preset's chain, as the user can fix it.
+fn unlinkable(preset: &EncoderPreset) -> PipelineError {
+    PipelineError::Config(format!(
+        "encoder preset {}: its elements do not link (check `caps`)",
+        preset.name
+    ))
 }
 
 /// queue → the preset's encoder → caps → tee → queue → the preset's payloader → appsink;
@@ -80,32 +160,11 @@ fn encode_video(
     preset: &EncoderPreset,
     bitrate_kbps: u32,
 ) -> Result<(Encoded, gst::Pad), PipelineError> {
-    let parse = |what: &str, desc: &str| {
-        gst::parse::bin_from_description(desc, true).map_err(|e| {
-            PipelineError::Config(format!(
-                "encoder preset {} ({what} `{desc}`): {e}",
-                preset.name
-            ))
-        })
-    };
     let queue_in = queue("video-encode-queue")?;
-    let encoder = parse(
-        "encoder",
-        &preset.encoder_description(bitrate_kbps, FPS as u32),
-    )?;
-    encoder.set_property("name", "video-encoder");
-    let encoded_caps = preset.caps.parse::<gst::Caps>().map_err(|_| {
-        PipelineError::Config(format!(
-            "encoder preset {}: invalid caps `{}`",
-            preset.name, preset.caps
-        ))
-    })?;
-    let caps = gst_util::capsfilter(&encoded_caps)?;
+    let (encoder, caps, payloader) =
+        preset_elements(preset, bitrate_kbps, "video", preset.payload_type)?;
     let tee = gst_util::make_with("tee", |b| b.name("video-tee"))?;
     let pay_queue = queue("video-pay-queue")?;
-    let payloader = parse("payloader", &preset.payloader)?;
-    payloader.set_property("name", "video-payloader");
-    set_payload_type(&payloader, preset.payload_type);
     let sink = rtp_sink("video-rtp");
     gst_util::add_chain(
         pipeline,
@@ -120,16 +179,57 @@ fn encode_video(
         ],
     )
     .and_then(|()| video_in.link(&queue_in))
-    .map_err(|_| {
-        PipelineError::Config(format!(
-            "encoder preset {}: its elements do not link (check `caps`)",
-            preset.name
-        ))
-    })?;
+    .map_err(|_| unlinkable(preset))?;
     let encoder_src = encoder
         .static_pad("src")
         .expect("encoder bin has a src pad");
     Ok((Encoded { tee, sink }, encoder_src))
+}
+
+/// raw tee → valve (closed) → leaky queue → the preset's encoder → caps → payloader →
+/// appsink: see [`crate::pipeline::rendition`] for why in this order.
+fn on_demand_branch(
+    pipeline: &gst::Pipeline,
+    raw_tee: &gst::Element,
+    preset: &EncoderPreset,
+    bitrate_kbps: u32,
+    pt: u8,
+) -> Result<Branch, PipelineError> {
+    let prefix = format!("rendition-{}", preset.name);
+    let valve = gst_util::make_with("valve", |b| {
+        b.name(format!("{prefix}-valve")).property("drop", true)
+    })?;
+    // Two frames of slack: enough to ride out scheduling jitter, never a wait for the tee.
+    let queue = gst_util::make_with("queue", |b| {
+        b.name(format!("{prefix}-queue"))
+            .property("max-size-buffers", 2u32)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", 0u64)
+            .property_from_str("leaky", "downstream")
+    })?;
+    let (encoder, caps, payloader) = preset_elements(preset, bitrate_kbps, &prefix, pt)?;
+    let sink = rtp_sink(&format!("{prefix}-rtp"));
+    gst_util::add_chain(
+        pipeline,
+        &[
+            &valve,
+            &queue,
+            encoder.upcast_ref(),
+            &caps,
+            payloader.upcast_ref(),
+            sink.upcast_ref(),
+        ],
+    )
+    .and_then(|()| raw_tee.link(&valve))
+    .map_err(|_| unlinkable(preset))?;
+    let encoder_src = encoder
+        .static_pad("src")
+        .expect("encoder bin has a src pad");
+    Ok(Branch {
+        valve,
+        encoder_src,
+        sink,
+    })
 }
 
 /// audioconvert → audioresample → 48 kHz stereo → opusenc → tee → queue → rtpopuspay → appsink.
@@ -149,6 +249,12 @@ fn encode_audio(
         b.name("audio-encoder")
             .property("bitrate", 128_000i32)
             .property_from_str("frame-size", "20")
+            // FEC as advertised (useinbandfec=1): each packet carries a low-rate copy of the
+            // one before, so a single lost 20 ms frame is rebuilt instead of concealed. FEC
+            // lives in Opus's SILK layer, which libopus only uses for music when the expected
+            // loss is above 8 % (measured: at 5 % a tone stays CELT-only, without FEC).
+            .property("inband-fec", true)
+            .property("packet-loss-percentage", 10i32)
     })?;
     let tee = gst_util::make_with("tee", |b| b.name("audio-tee"))?;
     let pay_queue = queue("audio-pay-queue")?;

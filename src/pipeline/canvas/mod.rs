@@ -98,8 +98,8 @@ impl Canvas {
             bitrate_kbps,
             record,
         )?;
-        output.attach(&outputs.video_sink, Media::Video);
-        output.attach(&outputs.audio_sink, Media::Audio);
+        output.attach(&outputs.video_sink, Media::Video, &preset.codec);
+        output.attach(&outputs.audio_sink, Media::Audio, &preset.codec);
         encode::count_frames(&outputs.encoder_src, output);
         if timecode {
             super::timecode::stamp_on(&video.out.static_pad("src").expect("capsfilter src"));
