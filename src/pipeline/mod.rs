@@ -307,45 +307,6 @@ impl Pipeline {
         self.inner.encoder_src.send_event(event);
     }
 
-    /// The renditions of the video, the main one first. (Interim: only the main one, until
-    /// the on-demand renditions land.)
-    pub fn renditions(&self) -> Vec<output::RenditionInfo> {
-        vec![output::RenditionInfo {
-            id: output::RenditionId::MAIN,
-            codec: self.codecs().video,
-            on_demand: false,
-        }]
-    }
-
-    /// A rendition's RTP packets from now on.
-    pub fn subscribe_rendition(
-        &self,
-        id: output::RenditionId,
-    ) -> Option<broadcast::Receiver<RtpPacket>> {
-        (id == output::RenditionId::MAIN).then(|| self.subscribe_video())
-    }
-
-    /// Starts or stops an on-demand rendition's encoder.
-    pub fn set_rendition_active(
-        &self,
-        id: output::RenditionId,
-        active: bool,
-    ) -> Result<(), PipelineError> {
-        let _ = active;
-        if id == output::RenditionId::MAIN {
-            Ok(())
-        } else {
-            Err(PipelineError::Invalid(format!("no rendition {}", id.0)))
-        }
-    }
-
-    /// Asks a rendition's encoder for a keyframe now.
-    pub fn request_keyframe_of(&self, id: output::RenditionId) {
-        if id == output::RenditionId::MAIN {
-            self.request_keyframe();
-        }
-    }
-
     /// Video RTP packets from now on.
     pub fn subscribe_video(&self) -> broadcast::Receiver<RtpPacket> {
         self.inner.output.video.subscribe()

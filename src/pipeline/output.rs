@@ -22,26 +22,6 @@ pub enum Media {
     Audio,
 }
 
-/// Which of the pipeline's encodings of the composite a stream is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct RenditionId(pub u8);
-
-impl RenditionId {
-    /// The main encode, always running.
-    pub const MAIN: Self = Self(0);
-}
-
-/// A rendition the pipeline can send.
-#[derive(Debug, Clone)]
-pub struct RenditionInfo {
-    /// Which one.
-    pub id: RenditionId,
-    /// Its codec.
-    pub codec: RtpCodec,
-    /// Its encoder runs only when asked.
-    pub on_demand: bool,
-}
-
 /// One RTP packet, exactly as the payloader produced it.
 #[derive(Debug, Clone)]
 pub struct RtpPacket {
