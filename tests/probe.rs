@@ -113,6 +113,7 @@ async fn twenty_viewers_joining_at_once_all_get_a_keyframe_within_a_second() {
             let options = ProbeOptions {
                 url: url.clone(),
                 duration: Duration::from_secs(3),
+                codec: None,
             };
             tokio::spawn(async move { probe(&options).await })
         })

@@ -60,6 +60,9 @@ pub struct Accepted {
     pub rendition: RenditionId,
     /// That rendition's codec (`H264`, `VP8`).
     pub codec: String,
+    /// The viewer has no RTX: a packet it reports lost is sent again as it was, from our
+    /// own history of what it was sent.
+    pub plain_resend: bool,
     /// Audio track, when the viewer asked for audio.
     pub audio: Option<Track>,
 }
@@ -100,10 +103,13 @@ pub fn accept(
             "the offer has no video m-line: a party viewer must receive video".into(),
         ));
     }
+    // Without RTX str0m ignores NACKs: we resend from our own history, and need to see them.
+    let plain_resend = !offers_video_rtx(offer);
     let mut config = RtcConfig::new()
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .set_stats_interval(Some(STATS_INTERVAL))
+        .enable_raw_packets(plain_resend)
         .clear_codecs()
         .enable_opus(true, false);
     for rendition in renditions {
@@ -174,7 +180,19 @@ pub fn accept(
         video,
         rendition: rendition.id,
         codec: rendition.codec.clone(),
+        plain_resend,
         audio,
+    })
+}
+
+/// Whether a video m-line of `sdp` offers RTX.
+fn offers_video_rtx(sdp: &str) -> bool {
+    let mut video = false;
+    sdp.lines().any(|line| {
+        if line.starts_with("m=") {
+            video = line.starts_with("m=video");
+        }
+        video && line.starts_with("a=rtpmap:") && line.contains(" rtx/")
     })
 }
 

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use str0m::net::Transmit;
-use str0m::rtp::RtpWrite;
+use str0m::rtp::rtcp::{Nack, Rtcp};
+use str0m::rtp::{RawPacket, RtpWrite};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 
 use super::offer::{Accepted, Track, ViewerId};
@@ -24,6 +25,9 @@ pub const MEDIA_GRACE: Duration = Duration::from_millis(25);
 pub const REPLAY_BURST: usize = 24;
 /// See [`REPLAY_BURST`].
 pub const REPLAY_TICK: Duration = Duration::from_millis(4);
+
+/// Packets kept for a viewer without RTX, to resend on its NACK: about 4 s of 720p video.
+pub const RESEND_HISTORY: usize = 1024;
 
 /// What polling a viewer produced for the engine.
 pub enum Polled {
@@ -60,6 +64,9 @@ pub struct Viewer {
     pub connected_at: Option<Instant>,
     /// What it cost and asked for, for `/metrics`.
     counts: Counts,
+    /// For a viewer without RTX: the video packets it was sent lately, with the sequence
+    /// numbers it saw, oldest first.
+    history: Option<VecDeque<(u64, Packet)>>,
     /// Where our audio goes, if asked for.
     audio: Option<Track>,
     /// Media may flow.
@@ -95,6 +102,9 @@ impl Viewer {
             codec: accepted.codec,
             connected_at: None,
             counts: Counts::default(),
+            history: accepted
+                .plain_resend
+                .then(|| VecDeque::with_capacity(RESEND_HISTORY)),
             audio: accepted.audio,
             connected: false,
             video_started: false,
@@ -172,6 +182,34 @@ impl Viewer {
         let track = self.video;
         let seq = Self::map(&mut self.video_seq, packet.seq);
         Self::write(&mut self.rtc, track, seq, packet);
+        if let Some(history) = &mut self.history {
+            if history.len() == RESEND_HISTORY {
+                history.pop_front();
+            }
+            history.push_back((seq, packet.clone()));
+        }
+    }
+
+    /// Sends again, unchanged, the video packets a viewer without RTX reports lost.
+    fn resend(&mut self, nack: &Nack) {
+        let Some(history) = &self.history else { return };
+        if nack.ssrc != self.video.ssrc {
+            return;
+        }
+        let lost = nack.reports.iter().flat_map(|entry| {
+            let bits = (0..16u16).filter(move |bit| entry.blp & (1 << bit) != 0);
+            std::iter::once(entry.pid).chain(bits.map(move |bit| entry.pid.wrapping_add(bit + 1)))
+        });
+        let mut again = Vec::new();
+        for seq16 in lost {
+            // Newest first: the 16-bit number names the latest packet that carries it.
+            if let Some((seq, packet)) = history.iter().rev().find(|(s, _)| *s as u16 == seq16) {
+                again.push((*seq, packet.clone()));
+            }
+        }
+        for (seq, packet) in again {
+            Self::write(&mut self.rtc, self.video, seq, &packet);
+        }
     }
 
     /// Writes an audio packet (dropped while holding: audio needs no keyframe to start).
@@ -254,6 +292,11 @@ impl Viewer {
                     Event::KeyframeRequest(_) => {
                         self.counts.keyframe_requests += 1;
                         out.push(Polled::KeyframeRequest);
+                    }
+                    Event::RawPacket(raw) => {
+                        if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = &*raw {
+                            self.resend(nack);
+                        }
                     }
                     Event::MediaEgressStats(stats) if stats.mid == self.video.mid => {
                         if let Some(repairs) = self.counts.egress(stats.nacks, stats.packets) {

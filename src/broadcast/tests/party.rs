@@ -15,7 +15,7 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::Ssrc;
-use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc, RtcConfig};
 
 use crate::broadcast::engine::{Engine, Output};
 use crate::broadcast::offer::{self, ViewerId};
@@ -57,6 +57,8 @@ pub struct Client {
     pub online: bool,
     /// This many of the next video packets sent to it are lost on the way.
     pub lose_video: usize,
+    /// The engine's SDP answer.
+    answer: String,
     /// When the engine saw it connect (ICE and DTLS done).
     pub connected_at: Option<Instant>,
     /// When a datagram of it last reached the engine.
@@ -95,6 +97,23 @@ impl Client {
         );
         for pair in self.video.windows(2) {
             assert_eq!(pair[1].seq, pair[0].seq + 1, "gap in sequence: {pair:?}");
+        }
+    }
+
+    /// Whether the engine's answer gave this viewer an RTX stream.
+    pub fn answer_has_rtx(&self) -> bool {
+        self.answer.contains("a=ssrc-group:FID")
+    }
+
+    /// Asserts every video packet from the first (a keyframe) on arrived exactly once, some
+    /// of them late (repaired).
+    pub fn assert_clean_video_after_repair(&self) {
+        let first = self.video.first().expect("no video received");
+        assert!(first.keyframe, "first video packet is not a keyframe");
+        let mut seqs: Vec<u64> = self.video.iter().map(|g| g.seq).collect();
+        seqs.sort_unstable();
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "missing or twice: {seqs:?}");
         }
     }
 
@@ -201,16 +220,19 @@ impl Party {
     }
 
     fn join_as(&mut self, online: bool, vp8_only: bool) -> usize {
+        self.join_with(online, |b| {
+            if vp8_only {
+                b.clear_codecs().enable_opus(true, false).enable_vp8(true)
+            } else {
+                b
+            }
+        })
+    }
+
+    fn join_with(&mut self, online: bool, codecs: impl FnOnce(RtcConfig) -> RtcConfig) -> usize {
         let n = self.clients.len();
         let addr = SocketAddr::from(([10, 0, 1, n as u8 + 1], 50_000));
-        let mut builder = Rtc::builder().set_rtp_mode(true);
-        if vp8_only {
-            builder = builder
-                .clear_codecs()
-                .enable_opus(true, false)
-                .enable_vp8(true);
-        }
-        let mut rtc = builder.build(self.now);
+        let mut rtc = codecs(Rtc::builder().set_rtp_mode(true)).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut change = rtc.sdp_api();
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -223,6 +245,7 @@ impl Party {
             self.now,
         )
         .expect("the engine refuses a str0m offer");
+        let accepted_answer = accepted.answer.clone();
         let answer = SdpAnswer::from_sdp_string(&accepted.answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         // As `Broadcaster::join` does: it reserves the seat before the engine sees the viewer.
@@ -235,6 +258,7 @@ impl Party {
             addr,
             online,
             lose_video: 0,
+            answer: accepted_answer,
             connected_at: None,
             last_sent: None,
             video: Vec::new(),

@@ -7,10 +7,14 @@ use super::ms;
 use super::party::Party;
 use crate::broadcast::viewer::MEDIA_GRACE;
 
+// Plain resends to a viewer without RTX are shown with a real NACK-sending peer (webrtc-rs,
+// the probe) in tests/loss.rs: str0m, the viewer here, sends no NACK without RTX.
+
 #[test]
 fn a_lost_video_packet_is_resent_after_the_viewers_nack_and_counted() {
     let mut party = Party::new();
     let a = party.connect();
+    assert!(party.clients[a].answer_has_rtx());
     party.advance(MEDIA_GRACE);
     party.frame(true, 5);
     party.advance(ms(30));
@@ -21,6 +25,7 @@ fn a_lost_video_packet_is_resent_after_the_viewers_nack_and_counted() {
     party.advance(ms(1500));
 
     let client = &party.clients[a];
+    client.assert_clean_video_after_repair();
     assert!(
         client.video_indices().contains(&hit.start),
         "the lost packet never arrived: {:?}",

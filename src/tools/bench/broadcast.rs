@@ -248,6 +248,7 @@ async fn join_one_by_one(server: &Server, joins: usize) -> anyhow::Result<FirstF
         let options = ProbeOptions {
             url: server.whep_url(),
             duration: JOIN_WATCH,
+            codec: None,
         };
         match probe(&options).await {
             Ok(report) if (200..300).contains(&report.status) => {
@@ -427,6 +428,7 @@ async fn fan_out(server: &Server, n: usize, window: Duration) -> anyhow::Result<
             let options = ProbeOptions {
                 url: server.whep_url(),
                 duration: watch,
+                codec: None,
             };
             tokio::spawn(async move { probe(&options).await })
         })

@@ -17,9 +17,9 @@ pub(super) enum MediaKind {
     Video,
 }
 
-/// Video codecs whose keyframes the probe recognises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum VideoCodec {
+/// Video codecs whose keyframes the probe recognises (and which it can be told to offer alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VideoCodec {
     H264,
     Vp8,
 }

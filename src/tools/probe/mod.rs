@@ -35,6 +35,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 use counters::Counters;
 pub use counters::SequenceTracker;
+pub use counters::VideoCodec;
 pub use keyframe::{h264_starts_keyframe, vp8_starts_keyframe};
 use peer::{Shared, build_peer_connection};
 pub use report::{ProbeArgs, main};
@@ -53,6 +54,8 @@ pub struct ProbeOptions {
     pub url: String,
     /// How long to watch once the answer is applied.
     pub duration: Duration,
+    /// Offer only this video codec (`None`: H.264 and VP8, as a browser would).
+    pub codec: Option<VideoCodec>,
 }
 
 /// What one probe saw. Zeros (and `None`s) mean nothing arrived, not that measuring failed.
@@ -113,6 +116,24 @@ impl ProbeReport {
     }
 }
 
+/// The address of ours that packets to `server` leave from: 127.0.0.1 for a server on
+/// loopback, our end of the veth inside a test's network namespace. Asks the kernel's routing
+/// table (a UDP `connect` sends nothing).
+fn local_ip_towards(server: std::net::IpAddr) -> anyhow::Result<std::net::IpAddr> {
+    if server.is_loopback() {
+        return Ok(server);
+    }
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).context("binding a UDP socket")?;
+    socket
+        .connect((server, 9))
+        .with_context(|| format!("no route to {server}"))?;
+    let local = socket.local_addr()?.ip();
+    if !crate::tools::http::is_test_network(local) {
+        bail!("{server} is reached from {local}, outside the test network");
+    }
+    Ok(local)
+}
+
 /// Runs one WHEP viewer against `options.url` and reports what it received.
 ///
 /// Returns `Ok` with a non-2xx `status` (and the server's `reason`) when the server refuses the
@@ -124,10 +145,14 @@ pub async fn probe(options: &ProbeOptions) -> anyhow::Result<ProbeReport> {
     // but loopback.
     let whep = Whep::open(&options.url).await?;
 
+    let local = local_ip_towards(whep.server_ip().await?)?;
     let shared = Arc::new(Shared::default());
-    let pc = tokio::time::timeout(CONNECT_TIMEOUT, build_peer_connection(shared.clone()))
-        .await
-        .context("timed out building the peer connection")??;
+    let pc = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        build_peer_connection(shared.clone(), local, options.codec),
+    )
+    .await
+    .context("timed out building the peer connection")??;
 
     let result = run_session(&pc, &shared, &whep, options.duration).await;
 
@@ -326,6 +351,7 @@ mod tests {
         let options = ProbeOptions {
             url: String::new(),
             duration: Duration::ZERO,
+            codec: None,
         };
         assert_send(&probe(&options));
     }
@@ -335,6 +361,7 @@ mod tests {
         let report = probe(&ProbeOptions {
             url: "http://192.0.2.1:8080/whep".to_owned(),
             duration: Duration::from_secs(1),
+            codec: None,
         })
         .await;
         let err = report.unwrap_err().to_string();
@@ -379,6 +406,7 @@ mod tests {
         let report = probe(&ProbeOptions {
             url,
             duration: Duration::from_secs(1),
+            codec: None,
         })
         .await
         .unwrap();

@@ -13,7 +13,9 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
 use rtc::shared::marshal::MarshalSize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -138,20 +140,40 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 /// Builds the webrtc-rs peer connection: our codecs only, default interceptors, loopback only.
 pub(super) async fn build_peer_connection(
     shared: Arc<Shared>,
+    local: std::net::IpAddr,
+    codec: Option<VideoCodec>,
 ) -> anyhow::Result<impl PeerConnection> {
     let mut media = MediaEngine::default();
     // Only what the broadcaster might send, so the answer's choice is unambiguous. No RTX:
     // retransmissions, if any, then come on the media SSRC and fill gaps in its sequence
     // numbers instead of arriving as a second stream.
+    // NACKs and PLIs, as every browser asks: without RTX the broadcaster answers a NACK by
+    // sending the packet again as it was.
+    let feedback = || {
+        ["nack", "nack pli"]
+            .map(|fb| {
+                let (typ, parameter) = fb.split_once(' ').unwrap_or((fb, ""));
+                RTCPFeedback {
+                    typ: typ.to_owned(),
+                    parameter: parameter.to_owned(),
+                }
+            })
+            .to_vec()
+    };
     let video = |payload_type: u8, mime: &str, fmtp: &str| RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: mime.to_owned(),
             clock_rate: 90_000,
             channels: 0,
             sdp_fmtp_line: fmtp.to_owned(),
-            rtcp_feedback: vec![],
+            rtcp_feedback: feedback(),
         },
         payload_type,
+    };
+    let wanted = |mime: &str| match codec {
+        None => true,
+        Some(VideoCodec::H264) => mime == MIME_TYPE_H264,
+        Some(VideoCodec::Vp8) => mime == MIME_TYPE_VP8,
     };
     for codec in [
         video(
@@ -165,7 +187,10 @@ pub(super) async fn build_peer_connection(
             "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
         ),
         video(96, MIME_TYPE_VP8, ""),
-    ] {
+    ]
+    .into_iter()
+    .filter(|c| wanted(&c.rtp_codec.mime_type))
+    {
         media.register_codec(codec, RtpCodecKind::Video)?;
     }
     media.register_codec(
@@ -203,7 +228,7 @@ pub(super) async fn build_peer_connection(
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler(shared)))
-        .with_udp_addrs(vec![SocketAddr::from(([127, 0, 0, 1], 0))])
+        .with_udp_addrs(vec![SocketAddr::from((local, 0))])
         .build()
         .await
         .context("building the peer connection")?;

@@ -15,6 +15,9 @@ pub struct ProbeArgs {
     /// How long to watch.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Offer only this video codec, as a browser without the other one does [default: both].
+    #[arg(long, value_enum)]
+    pub codec: Option<super::VideoCodec>,
 }
 
 /// Runs the probe against the URL for the seconds given and prints its report.
@@ -22,7 +25,11 @@ pub struct ProbeArgs {
 /// Fails (after printing what it measured) when the server refuses the offer or when no
 /// keyframe arrived, because a viewer in either situation never sees a picture.
 pub fn main(args: ProbeArgs) -> anyhow::Result<()> {
-    let ProbeArgs { url, seconds } = args;
+    let ProbeArgs {
+        url,
+        seconds,
+        codec,
+    } = args;
     let url = url.as_str();
     // A URL the probe cannot use is the whole answer; no header line before it.
     whep::parse_url(url)?;
@@ -30,6 +37,7 @@ pub fn main(args: ProbeArgs) -> anyhow::Result<()> {
     let options = ProbeOptions {
         url: url.to_owned(),
         duration: Duration::from_secs(seconds),
+        codec,
     };
     println!("probe {url} for {seconds} s");
     let report = runtime.block_on(probe(&options))?;

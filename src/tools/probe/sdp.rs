@@ -78,7 +78,9 @@ pub(super) fn loopback_candidates_only(sdp: &str) -> FilteredSdp {
             let fields: Vec<&str> = candidate.split_whitespace().collect();
             let loopback_udp = fields.len() >= 6
                 && fields[2].eq_ignore_ascii_case("udp")
-                && fields[4].parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                && fields[4]
+                    .parse::<IpAddr>()
+                    .is_ok_and(crate::tools::http::is_test_network);
             if !loopback_udp {
                 dropped += 1;
                 continue;

@@ -42,6 +42,11 @@ impl Whep {
         Ok(Self { url })
     }
 
+    /// The address of the server, for choosing where to receive media.
+    pub(super) async fn server_ip(&self) -> anyhow::Result<std::net::IpAddr> {
+        Ok(loopback_addrs(&self.url).await?[0].ip())
+    }
+
     /// POSTs the offer (non-trickle: it already carries its candidates) and reads the whole
     /// answer.
     pub(super) async fn offer(&self, sdp: &str) -> anyhow::Result<Answer> {
@@ -134,14 +139,15 @@ fn host(url: &Url) -> &str {
         .unwrap_or(host)
 }
 
-/// The loopback addresses of `url`'s host; an error naming the host if it has none.
+/// The loopback (or namespaced test network) addresses of `url`'s host; an error naming the
+/// host if it has none.
 async fn loopback_addrs(url: &Url) -> anyhow::Result<Vec<SocketAddr>> {
     let host = host(url);
     let port = url.port_or_known_default().unwrap_or(80);
     let loopback: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .with_context(|| format!("cannot resolve {host}"))?
-        .filter(|addr| addr.ip().is_loopback())
+        .filter(|addr| http::is_test_network(addr.ip()))
         .collect();
     if loopback.is_empty() {
         bail!("{url}: {host} is not a loopback address; the probe only connects to this machine");
