@@ -722,7 +722,22 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
     wait_health(&pipeline, "requested VP8 keyframe", |h| {
         h.renditions[1].keyframes > keys
     });
+    // Stopping waits for the end of every stream (the recording's index depends on it): an
+    // idle rendition must not hold it up.
+    pipeline
+        .set_rendition_active(RenditionId::VP8, false)
+        .unwrap();
+    let stopping = std::time::Instant::now();
     block(pipeline.shutdown());
+    eprintln!(
+        "shutdown with the rendition idle took {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "shutdown with the rendition idle took {:?}",
+        stopping.elapsed()
+    );
     assert!(matches!(
         pipeline.set_rendition_active(RenditionId::VP8, false),
         Err(cowatch::pipeline::PipelineError::Stopped)

@@ -3,7 +3,8 @@
 //! ```text
 //!  movie feed ──┐ (own pipelines, so they can pause, seek, swap or die)
 //!  webcam feed ─┼─► slots ─► compositor + audiomixer ─► x264/opus ─► RTP appsinks ─► subscribers
-//!  mic feed ────┘                 ▲ layout, ducking                  └─► recording (--record)
+//!  mic feed ────┘                 ▲ layout, ducking   │              └─► recording (--record)
+//!                                 │                   └─► VP8, on demand ─► RTP appsink
 //!                        conductor thread (controls, watchdog, health)
 //! ```
 //!
@@ -16,6 +17,9 @@
 //!   feeds (`feed`), runs the timers and publishes [`Health`] (`health`).
 //! - A feed reports what its bus says as a `FeedReport`, through a callback the conductor
 //!   gives it; feeds know nothing of the conductor.
+//! - Renditions ([`output::RenditionId`]): the main encode always runs; when it is not VP8, a
+//!   VP8 encode of the same frames runs only while [`Pipeline::set_rendition_active`] says so
+//!   (`rendition`), for browsers without H.264.
 //! - The composite shows pictures drawn by [`crate::overlay`]; the chat panel's are handed in
 //!   through [`Pipeline::set_chat_panel`] (by the `panel` module).
 

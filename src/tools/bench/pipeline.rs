@@ -36,14 +36,33 @@ pub struct PipelineOptions {
     /// Runs per contender; the table shows medians.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Internal: be the pipeline-only contender of the VP8 row, with the rendition in this
+    /// state, on the inputs in `--vp8-child-inputs`.
+    #[arg(long, hide = true, value_enum, requires = "vp8_child_inputs")]
+    pub vp8_child: Option<Vp8Mode>,
+    /// Internal: where the VP8 row's contender finds its inputs.
+    #[arg(long, hide = true)]
+    pub vp8_child_inputs: Option<PathBuf>,
+}
+
+/// The VP8 rendition's state in one contender of the VP8 row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Vp8Mode {
+    /// Built but idle, as in a party with no VP8 viewer.
+    Idle,
+    /// Encoding, as while a VP8 viewer watches.
+    On,
 }
 
 /// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
 /// contender, `seconds` of output each, and the ratio of the medians.
 pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
-    let PipelineOptions { seconds, runs } = *options;
+    let (seconds, runs) = (options.seconds, options.runs);
     if seconds == 0 || runs == 0 {
         bail!("--seconds and --runs must both be at least 1");
+    }
+    if let (Some(mode), Some(dir)) = (options.vp8_child, &options.vp8_child_inputs) {
+        return vp8_child(mode, &Inputs::in_dir(dir), seconds);
     }
     let ffmpeg = ffmpeg_version()?;
     let scratch = Scratch::new()?;
@@ -61,6 +80,7 @@ pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
     println!("{}", Measurement::HEADER);
     let mut cowatch = Vec::with_capacity(runs);
     let mut reference = Vec::with_capacity(runs);
+    let (mut vp8_idle, mut vp8_on) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for run in 1..=runs {
         // Alternating spreads any drift of the machine (thermal, neighbours) over both.
         let m = run_cowatch(&inputs, &scratch.0, seconds)
@@ -71,9 +91,31 @@ pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
             .with_context(|| format!("ffmpeg run {run}"))?;
         m.print(run);
         reference.push(m);
+        for (mode, runs) in [(Vp8Mode::Idle, &mut vp8_idle), (Vp8Mode::On, &mut vp8_on)] {
+            let m = run_vp8(&scratch.0, seconds, mode)
+                .with_context(|| format!("VP8 {mode:?} run {run}"))?;
+            m.print(run);
+            runs.push(m);
+        }
     }
     summarize(&cowatch, &reference, &ffmpeg);
+    summarize_vp8(&vp8_idle, &vp8_on);
     Ok(())
+}
+
+/// The VP8 row: what the on-demand rendition costs idle and running.
+fn summarize_vp8(idle: &[Measurement], on: &[Measurement]) {
+    let idle_cost = median(idle.iter().map(Measurement::cost).collect());
+    let on_cost = median(on.iter().map(Measurement::cost).collect());
+    println!(
+        "VP8 branch cost (pipeline only, steady state): idle {idle_cost:.3} cpu_s/out_s, on {on_cost:.3}, on/idle {:.2}",
+        on_cost / idle_cost
+    );
+    for m in idle.iter().chain(on) {
+        if let Some(note) = &m.note {
+            println!("{}: {note}", m.contender);
+        }
+    }
 }
 
 /// Prints the medians, the ratio, and a warning for every run whose numbers do not count.
@@ -111,7 +153,7 @@ struct Measurement {
     out_s: f64,
     /// Spawn to exit.
     wall_s: f64,
-    /// Video frames encoded per output second.
+    /// Video frames encoded per output second (the main encode's).
     fps: f64,
     /// Peak resident memory.
     peak_rss_mib: f64,
@@ -156,14 +198,27 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// Encodes the movie and the webcam, `seconds` long each, into `dir`.
-    fn generate(dir: &Path, seconds: u64) -> anyhow::Result<Self> {
-        gst::init().context("cannot initialise GStreamer")?;
-        let inputs = Self {
+    /// Where the inputs are (or go) in `dir`.
+    fn in_dir(dir: &Path) -> Self {
+        Self {
             movie: dir.join("movie.mkv"),
             webcam_mkv: dir.join("webcam.mkv"),
             webcam_h264: dir.join("webcam.h264"),
-        };
+        }
+    }
+
+    /// The `--webcam` description that decodes the webcam file.
+    fn webcam_description(&self) -> String {
+        format!(
+            "filesrc location=\"{}\" ! h264parse ! avdec_h264",
+            self.webcam_h264.display()
+        )
+    }
+
+    /// Encodes the movie and the webcam, `seconds` long each, into `dir`.
+    fn generate(dir: &Path, seconds: u64) -> anyhow::Result<Self> {
+        gst::init().context("cannot initialise GStreamer")?;
+        let inputs = Self::in_dir(dir);
         let frames = seconds * u64::from(FPS);
         // superfast keeps CABAC and B-frames, so decoding costs what a real file's would.
         let movie = format!(
@@ -245,10 +300,7 @@ fn ffmpeg_version() -> anyhow::Result<String> {
 /// a user would (SIGTERM) and collects its bill.
 fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Measurement> {
     let exe = std::env::current_exe().context("cannot locate the cowatch executable")?;
-    let webcam = format!(
-        "filesrc location=\"{}\" ! h264parse ! avdec_h264",
-        inputs.webcam_h264.display()
-    );
+    let webcam = inputs.webcam_description();
     let spawned = Instant::now();
     let mut server = Server::start(
         Command::new(exe)
@@ -283,6 +335,168 @@ fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Meas
             / (last.at - first.at).as_secs_f64(),
         peak_rss_mib: usage.peak_rss_mib,
         note: last.problem(),
+    })
+}
+
+/// Runs the pipeline-only contender of the VP8 row as a child of this benchmark and collects
+/// its bill over the window it reports, after its start-up. Its resident memory after the
+/// rendition stopped again goes in the note of an `on` run.
+fn run_vp8(dir: &Path, seconds: u64, mode: Vp8Mode) -> anyhow::Result<Measurement> {
+    let exe = std::env::current_exe().context("cannot locate the cowatch executable")?;
+    let spawned = Instant::now();
+    let mode_arg = match mode {
+        Vp8Mode::Idle => "idle",
+        Vp8Mode::On => "on",
+    };
+    let mut child = Contender::spawn(
+        Command::new(exe)
+            .args(["bench", "pipeline", "--seconds", &seconds.to_string()])
+            .args(["--vp8-child", mode_arg, "--vp8-child-inputs"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped()),
+        &dir.join(format!("vp8-{mode_arg}.stderr")),
+    )?;
+    let lines = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = BufReader::new(child.stdout()?);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    // The next line of the child, sampling its memory meanwhile.
+    let next = |child: &mut Contender, within: Duration| -> anyhow::Result<String> {
+        let until = Instant::now() + within;
+        loop {
+            match lines.try_recv() {
+                Ok(line) => return Ok(line),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    bail!("it exited early: {}", child.last_words())
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() > until => {
+                    bail!("no word within {} s", within.as_secs())
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    child.run_for(Duration::from_millis(50))
+                }
+            }
+        }
+    };
+    let line = next(&mut child, Duration::from_secs(60))?;
+    if line != "live" {
+        bail!("expected `live`, got `{line}`");
+    }
+    let (live, cpu_live) = (Instant::now(), child.cpu_seconds()?);
+    let line = next(&mut child, Duration::from_secs(seconds) + STOP_TIMEOUT)?;
+    let (out_s, cpu_s) = (
+        live.elapsed().as_secs_f64(),
+        child.cpu_seconds()? - cpu_live,
+    );
+    let frames: Vec<u64> = line
+        .strip_prefix("done ")
+        .map(|rest| rest.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    let [main_frames, vp8_frames] = frames[..] else {
+        bail!("expected `done MAIN VP8`, got `{line}`");
+    };
+    let mut notes = Vec::new();
+    let vp8_fps = vp8_frames as f64 / out_s;
+    if mode == Vp8Mode::On {
+        notes.push(format!("VP8 {vp8_fps:.2} frames/s"));
+        if vp8_fps < f64::from(FPS) * 0.95 {
+            notes.push("VP8 frames dropped: the encoder fell behind".into());
+        }
+        let before = child.rss_kib().unwrap_or(0);
+        if next(&mut child, STOP_TIMEOUT)? == "off" {
+            // What stays resident once the rendition is idle again.
+            child.run_for(Duration::from_secs(2));
+            let after = child.rss_kib().unwrap_or(0);
+            notes.push(format!(
+                "RSS {:.1} MiB on, {:.1} MiB after off",
+                before as f64 / 1024.0,
+                after as f64 / 1024.0
+            ));
+        }
+    } else if vp8_frames > 0 {
+        notes.push(format!("the idle rendition encoded {vp8_frames} frames"));
+    }
+    let usage = child.wait(STOP_TIMEOUT)?;
+    if !usage.success {
+        bail!("exited with {}: {}", usage.status, child.last_words());
+    }
+    Ok(Measurement {
+        contender: match mode {
+            Vp8Mode::Idle => "vp8-idle",
+            Vp8Mode::On => "vp8-on",
+        },
+        cpu_s,
+        out_s,
+        wall_s: spawned.elapsed().as_secs_f64(),
+        fps: main_frames as f64 / out_s,
+        peak_rss_mib: usage.peak_rss_mib,
+        note: (!notes.is_empty()).then(|| notes.join(", ")),
+    })
+}
+
+/// The VP8 row's contender: the party's pipeline alone (no web server, no viewers) on the
+/// inputs, with the rendition `mode`. Says `live` once past start-up, `done MAIN VP8` (frames
+/// encoded by each in between) after `seconds`; when on, stops the rendition, says `off` and
+/// stays two more seconds for its memory to be read.
+fn vp8_child(mode: Vp8Mode, inputs: &Inputs, seconds: u64) -> anyhow::Result<()> {
+    use crate::pipeline::layout::Layout;
+    use crate::pipeline::output::RenditionId;
+    use crate::pipeline::presets::EncoderPreset;
+    use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
+    use crate::pipeline::{Pipeline, PipelineState, Settings};
+
+    let movie = inputs.movie.to_string_lossy();
+    let pipeline = Pipeline::start(Settings {
+        movie: MovieSource::parse(&movie)?,
+        loop_movie: false,
+        webcam: WebcamSource::Description(inputs.webcam_description()),
+        mic: MicSource::None,
+        layout: Layout::builtin("side-panel").context("no built-in side-panel layout")?,
+        encoder: EncoderPreset::builtin("h264")?,
+        bitrate_kbps: BITRATE_KBPS,
+        duck_db: crate::pipeline::DEFAULT_DUCK_DB,
+        record: None,
+        timecode: false,
+    })?;
+    let frames = || {
+        let h = pipeline.health();
+        let vp8 = h.renditions.iter().find(|r| r.id == RenditionId::VP8);
+        (h.output.video_frames, vp8.map_or(0, |r| r.frames))
+    };
+    let started = Instant::now();
+    while pipeline.health().state != PipelineState::Live || frames().0 == 0 {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the pipeline did not go live within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if mode == Vp8Mode::On {
+        pipeline.set_rendition_active(RenditionId::VP8, true)?;
+    }
+    // A second for the encoders to settle, so the window shows the steady state.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = frames();
+    println!("live");
+    std::thread::sleep(Duration::from_secs(seconds));
+    let after = frames();
+    println!("done {} {}", after.0 - before.0, after.1 - before.1);
+    if mode == Vp8Mode::On {
+        pipeline.set_rendition_active(RenditionId::VP8, false)?;
+        println!("off");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    block_on(async {
+        pipeline.shutdown().await;
+        Ok(())
     })
 }
 
