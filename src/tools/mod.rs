@@ -13,6 +13,8 @@
 //! - [`cdp`]: a headless Chromium driven over the DevTools protocol, for `bench broadcast`
 //!   and the browser tests.
 //! - [`http`]: the one HTTP client of the tools that talk to a party on this machine.
+//! - [`netns`]: two network namespaces joined by a veth pair, with loss and rate caps, for
+//!   tests and benchmarks that need a real interface or a bad network.
 //!
 //! Each tool's options are a clap `Args` struct beside it; `cli` puts them on the command
 //! line.
@@ -22,5 +24,6 @@ pub mod cdp;
 mod child;
 pub mod ctl;
 pub mod http;
+pub mod netns;
 pub mod probe;
 pub mod replay;
