@@ -2,7 +2,8 @@
 //! viewer side: the starting point of every test that needs a real interface (Firefox) or a
 //! bad network (loss, a rate cap) between a party and its viewers.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -93,6 +94,29 @@ impl NsParty {
     /// The viewer page as the viewer side reaches it.
     pub fn url(&self) -> String {
         format!("http://{SERVER_IP}:{HTTP_PORT}/")
+    }
+
+    /// GETs `path` from the party as a viewer would, through the viewer side, and returns the
+    /// body, or what went wrong (it is meant for failure messages: it never panics).
+    pub fn get(&self, path: &str) -> String {
+        let addr = SocketAddr::from((SERVER_IP, HTTP_PORT));
+        let fetched = self
+            .link
+            .connect(Side::Viewer, addr)
+            .and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+                let mut response = String::new();
+                stream.read_to_string(&mut response)?;
+                Ok(response)
+            });
+        match fetched {
+            Ok(response) => match response.split_once("\r\n\r\n") {
+                Some((_, body)) => body.to_string(),
+                None => response,
+            },
+            Err(e) => format!("(GET {path} failed: {e:#})"),
+        }
     }
 
     /// Everything the server printed so far.
