@@ -12,15 +12,20 @@
 //! - [`bench`](mod@bench): `cowatch bench`, the benchmarks.
 //! - [`cdp`]: a headless Chromium driven over the DevTools protocol, for `bench broadcast`
 //!   and the browser tests.
+//! - [`bidi`]: a headless Firefox driven over WebDriver BiDi, for the browser tests.
 //! - [`http`]: the one HTTP client of the tools that talk to a party on this machine.
+//! - [`netns`]: two network namespaces joined by a veth pair, with loss and rate caps, for
+//!   tests and benchmarks that need a real interface or a bad network.
 //!
 //! Each tool's options are a clap `Args` struct beside it; `cli` puts them on the command
 //! line.
 
 pub mod bench;
+pub mod bidi;
 pub mod cdp;
 mod child;
 pub mod ctl;
 pub mod http;
+pub mod netns;
 pub mod probe;
 pub mod replay;

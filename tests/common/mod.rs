@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod helix;
+pub mod netns_party;
 pub mod twitch;
 
 use std::path::{Path, PathBuf};
