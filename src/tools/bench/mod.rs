@@ -11,6 +11,7 @@
 //! benchmark ends, however it ends. A cowatch under test is a `server`.
 
 mod broadcast;
+mod browser;
 mod chat;
 mod pipeline;
 mod process;
@@ -21,6 +22,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 pub use broadcast::{BroadcastOptions, broadcast};
+pub use browser::{
+    BusyChat, PageJoin, PageJoins, Replaying, TARGET_PAGE_FIRST_FRAME_MS, page_joins,
+};
 pub use chat::{ChatBenchOptions, chat};
 pub use pipeline::{PipelineOptions, pipeline};
 
