@@ -244,6 +244,13 @@ impl Broadcaster {
         }
     }
 
+    /// Asks for a keyframe for viewer `id`. A stub until the broadcaster's own lands: it only
+    /// lets the web layer build.
+    pub async fn request_keyframe(&self, id: ViewerId) -> Result<(), BroadcastError> {
+        let _ = id;
+        Ok(())
+    }
+
     /// Current counters.
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.stats;
