@@ -1,6 +1,7 @@
 //! The viewer page in a real browser: headless Chromium joins a running `cowatch demo` over
-//! WebRTC, must play the 1280x720 stream, must come back by itself when the server restarts,
-//! and must lay out sensibly on a phone.
+//! WebRTC, must show its first frame soon even with a busy chat, must play the 1280x720
+//! stream, must ride out a short stall and come back by itself when the server restarts
+//! (one connection at a time), and must lay out sensibly on a phone.
 //!
 //! Needs /usr/bin/chromium (Debian's `chromium` package); the tests fail, never skip, without it.
 
@@ -248,8 +249,70 @@ fn assert_frames_advance(
 const LIVE_AT_1280: &str = "document.getElementById('video').videoWidth === 1280 \
                             && window.cowatch.state === 'live'";
 
+/// The page's own counters (see `assets/player.js`).
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    attempts: u64,
+    connects: u64,
+    reconnects: u64,
+    freezes: u64,
+    keyframe_requests: u64,
+}
+
+fn counters(browser: &mut Browser) -> Counters {
+    let c = browser.eval("window.cowatch").unwrap();
+    let count = |name: &str| {
+        c[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("window.cowatch.{name} is not a count: {c}"))
+    };
+    Counters {
+        attempts: count("attempts"),
+        connects: count("connects"),
+        reconnects: count("reconnects"),
+        freezes: count("freezes"),
+        keyframe_requests: count("keyframeRequests"),
+    }
+}
+
+/// Viewer sessions the server holds, by its `/healthz` (asked from the page itself).
+fn server_sessions(browser: &mut Browser) -> u64 {
+    browser
+        .eval("fetch('/healthz').then(r => r.json()).then(h => h.viewers.viewers)")
+        .unwrap()
+        .as_u64()
+        .expect("/healthz has viewers.viewers")
+}
+
+/// Texts the badge showed after `since` (page seconds).
+fn badge_since(browser: &mut Browser, since: f64) -> Vec<String> {
+    let history = browser.eval("window.badgeHistory").unwrap();
+    history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry[0].as_f64().is_some_and(|t| t >= since))
+        .map(|entry| entry[1].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Suspends the server (SIGSTOP) for `pause`, then lets it go on (SIGCONT): frames stop
+/// arriving as on a link that drops everything for a moment, and nothing is lost for good.
+fn freeze_server(server: &Server, pause: Duration) {
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    std::thread::sleep(pause);
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+}
+
 #[test]
-fn viewer_page_plays_and_recovers_from_a_server_restart() {
+fn viewer_page_plays_rides_out_a_stall_and_recovers_from_a_server_restart() {
     let (http, udp) = free_ports();
     let mut server = Server::start(http, udp);
     let mut browser = Browser::launch().unwrap();
@@ -267,14 +330,41 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
     );
     // 45 frames in 3 s is 15 fps: well under the stream's rate, well over a stuttering one.
     let first = assert_frames_advance(&mut browser, &server, Duration::from_secs(3), 45);
-    let connects = browser
-        .eval("window.cowatch.connects")
+
+    // A stall shorter than the page's patience: frames stop for 1.8 s. The page asks for a
+    // keyframe, keeps its connection, and never says "reconnecting…".
+    let before = counters(&mut browser);
+    let paused_at = browser
+        .eval("performance.now() / 1000")
         .unwrap()
-        .as_u64()
-        .expect("window.cowatch.connects is a count");
+        .as_f64()
+        .unwrap();
+    freeze_server(&server, Duration::from_millis(1800));
+    let resumed = assert_frames_advance(&mut browser, &server, Duration::from_secs(2), 30);
+    let after = counters(&mut browser);
+    let badge = badge_since(&mut browser, paused_at);
+    let sessions = server_sessions(&mut browser);
+    let stall_report = format!(
+        "before the stall {before:?}, after it {after:?}; badge since: {badge:?}; server \
+         sessions {sessions}"
+    );
+    if after.attempts != before.attempts
+        || after.reconnects != before.reconnects
+        || after.freezes <= before.freezes
+        || after.keyframe_requests <= before.keyframe_requests
+        || badge.iter().any(|text| text.starts_with("reconnecting"))
+        || sessions != 1
+    {
+        let diagnosis = diagnose(&mut browser, &server);
+        panic!(
+            "a 1.8 s stall must be met with a keyframe request, one freeze and no reconnect: \
+             {stall_report}\n{diagnosis}"
+        );
+    }
 
     // A restart on the same ports, as after an upgrade or a crash: viewers keep the page open
     // and must not have to reload it.
+    let before = after;
     let killed = Instant::now();
     server.stop();
     drop(server);
@@ -287,13 +377,34 @@ fn viewer_page_plays_and_recovers_from_a_server_restart() {
         &server,
         Duration::from_secs(10),
         "the page reconnects by itself after the server restarted",
-        &format!("window.cowatch.connects > {connects} && {LIVE_AT_1280}"),
+        &format!(
+            "window.cowatch.connects > {} && {LIVE_AT_1280}",
+            before.connects
+        ),
     );
     let back = restarted.elapsed();
     let second = assert_frames_advance(&mut browser, &server, Duration::from_secs(2), 30);
+    // One connection at a time: a single new one got through, after a few attempts at most,
+    // and the new server holds this page's session only.
+    let after = counters(&mut browser);
+    let sessions = server_sessions(&mut browser);
+    let restart_report =
+        format!("before the restart {before:?}, after it {after:?}; server sessions {sessions}");
+    if after.connects != before.connects + 1
+        || after.reconnects < before.reconnects + 1
+        || after.attempts > before.attempts + 3
+        || sessions != 1
+    {
+        let diagnosis = diagnose(&mut browser, &server);
+        panic!(
+            "reconnecting after a restart must make one connection, not a pile: \
+             {restart_report}\n{diagnosis}"
+        );
+    }
     println!(
-        "{first} frames in 3 s before the restart, {second} in 2 s after; the server took \
-         {:.1?} to stop and start again, the page was live again {back:.1?} after that; badge: {}",
+        "{first} frames in 3 s at first; after a 1.8 s stall {resumed} in 2 s ({stall_report}); \
+         {second} in 2 s after the restart ({restart_report}); the server took {:.1?} to stop \
+         and start again, the page was live again {back:.1?} after that; badge: {}",
         restarted - killed,
         browser.eval("JSON.stringify(window.badgeHistory)").unwrap(),
     );

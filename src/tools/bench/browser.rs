@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{median, nearest_rank};
+use super::{median, nearest_rank, verdict};
 use crate::tools::cdp::Browser;
 use crate::tools::replay::Capture;
 use crate::tools::replay::tmi::TmiServer;
@@ -50,6 +50,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// `new RTCPeerConnection`, `None` for a step it never reached.
 #[derive(Debug, Clone)]
 pub struct PageJoin {
+    /// From the page's navigation to its `new RTCPeerConnection` (not part of the above).
+    pub page_load: Option<f64>,
     /// The offer made and set: the POST leaves.
     pub post: Option<f64>,
     pub answer: Option<f64>,
@@ -77,6 +79,7 @@ impl PageJoin {
     fn from_timing(raw: Value, frames: u64) -> Self {
         let at = |path: &str| raw.pointer(path).and_then(Value::as_f64);
         Self {
+            page_load: at("/at"),
             post: at("/post"),
             answer: at("/answer"),
             connected: at("/connected"),
@@ -106,6 +109,10 @@ impl PageJoin {
 /// The joins of one measurement.
 #[derive(Debug, Clone, Default)]
 pub struct PageJoins {
+    /// The first join of the freshly started browser, not counted: it also waits for the
+    /// browser's own start-up (its GPU and media processes), which a viewer's browser has
+    /// behind it.
+    pub warmup: Option<PageJoin>,
     pub joins: Vec<PageJoin>,
     /// Joins that did not get as far as a page (navigation or browser failures).
     pub failures: Vec<String>,
@@ -184,6 +191,12 @@ impl PageJoins {
         if self.not_playing() > 0 {
             line += &format!("; {} join(s) did not play", self.not_playing());
         }
+        if let Some(warmup) = &self.warmup {
+            line += &format!(
+                "; the warm-up join of the fresh browser, not counted: {}",
+                warmup.first_frame.map_or("no frame".into(), ms_text)
+            );
+        }
         if let Some(first) = self.failures.first() {
             line += &format!("; e.g. {first}");
         }
@@ -191,18 +204,53 @@ impl PageJoins {
     }
 }
 
-/// Opens `page_url` in Chromium `joins` times, a fresh page and peer connection each (the
-/// page before is left, which hangs up), at random gaps, and reads each join's timing.
+/// The row "Browser first frame" of `bench broadcast`: medians over runs.
+pub(super) fn report(runs: &[&PageJoins], chat_lines_per_second: f64) {
+    let of = |f: &dyn Fn(&PageJoins) -> f64| median(runs.iter().map(|r| f(r)).collect());
+    let first_frame = of(&|r| r.median());
+    let joins = runs.first().map_or(0, |r| r.joins.len() + r.failures.len());
+    println!(
+        "Browser first frame (Chromium on cowatch's page, {joins} joins/run, new RTCPeerConnection \
+         to the first frame shown): median {}, p95 {}  (target median ≤ \
+         {TARGET_PAGE_FIRST_FRAME_MS:.0} ms: {}, {:.2}× the target)",
+        ms_text(first_frame),
+        ms_text(of(&|r| r.p95())),
+        verdict(first_frame <= TARGET_PAGE_FIRST_FRAME_MS),
+        first_frame / TARGET_PAGE_FIRST_FRAME_MS
+    );
+    let steps: Vec<String> = STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| format!("{name} {}", ms_text(of(&|r| r.breakdown()[i].1))))
+        .collect();
+    let page_load = of(&|r| median(r.joins.iter().filter_map(|j| j.page_load).collect()));
+    println!(
+        "  medians over runs: {}; before it, page load to new RTCPeerConnection {}; a busy \
+         chat streamed meanwhile ({chat_lines_per_second:.1} lines/s after a \
+         {BACKLOG_LINES}-line backlog)",
+        steps.join(", "),
+        ms_text(page_load)
+    );
+    let not_playing: usize = runs.iter().map(|r| r.not_playing()).sum();
+    if not_playing > 0 {
+        println!("  {not_playing} join(s) in all did not play (ranked as slowest)");
+    }
+}
+
+/// Opens `page_url` in Chromium `joins` times (after one warm-up join), a fresh page and peer
+/// connection each (the page before is left, which hangs up), at random gaps, and reads each
+/// join's timing.
 pub fn page_joins(page_url: &str, joins: usize) -> anyhow::Result<PageJoins> {
     let mut browser = Browser::launch()?;
-    let mut result = PageJoins::default();
-    for i in 0..joins {
-        if i > 0 {
-            // Leaving the page hangs up (its `pagehide` DELETEs the session).
-            browser.navigate("about:blank")?;
-            let gap = getrandom::u64().context("no randomness")? % (MAX_JOIN_GAP_MS + 1);
-            std::thread::sleep(Duration::from_millis(gap));
-        }
+    let mut result = PageJoins {
+        warmup: Some(one_join(&mut browser, page_url).context("the warm-up join")?),
+        ..PageJoins::default()
+    };
+    for _ in 0..joins {
+        // Leaving the page hangs up (its `pagehide` DELETEs the session).
+        browser.navigate("about:blank")?;
+        let gap = getrandom::u64().context("no randomness")? % (MAX_JOIN_GAP_MS + 1);
+        std::thread::sleep(Duration::from_millis(gap));
         match one_join(&mut browser, page_url) {
             Ok(join) => result.joins.push(join),
             Err(e) => result.failures.push(format!("{e:#}")),
