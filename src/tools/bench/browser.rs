@@ -116,6 +116,8 @@ pub struct PageJoins {
     pub joins: Vec<PageJoin>,
     /// Joins that did not get as far as a page (navigation or browser failures).
     pub failures: Vec<String>,
+    /// The machine's load averages when the joins began and ended: what else ran meanwhile.
+    pub load: (String, String),
 }
 
 /// Steps of the breakdown: name, and the two marks it lies between.
@@ -200,6 +202,10 @@ impl PageJoins {
         if let Some(first) = self.failures.first() {
             line += &format!("; e.g. {first}");
         }
+        line += &format!(
+            "; load average {} before, {} after",
+            self.load.0, self.load.1
+        );
         line
     }
 }
@@ -241,6 +247,7 @@ pub(super) fn report(runs: &[&PageJoins], chat_lines_per_second: f64) {
 /// connection each (the page before is left, which hangs up), at random gaps, and reads each
 /// join's timing.
 pub fn page_joins(page_url: &str, joins: usize) -> anyhow::Result<PageJoins> {
+    let load_before = load_average();
     let mut browser = Browser::launch()?;
     let mut result = PageJoins {
         warmup: Some(one_join(&mut browser, page_url).context("the warm-up join")?),
@@ -256,6 +263,7 @@ pub fn page_joins(page_url: &str, joins: usize) -> anyhow::Result<PageJoins> {
             Err(e) => result.failures.push(format!("{e:#}")),
         }
     }
+    result.load = (load_before, load_average());
     Ok(result)
 }
 
@@ -449,4 +457,41 @@ pub fn ms_text(value: f64) -> String {
 fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     nearest_rank(values.len(), p).map_or(f64::NAN, |i| values[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(first_frame: Option<f64>, frames: u64) -> PageJoin {
+        PageJoin::from_timing(
+            serde_json::json!({
+                "at": 120.0, "post": 40.0, "answer": 60.0, "connected": 110.0,
+                "firstPacket": 135.0, "firstFrame": first_frame,
+            }),
+            frames,
+        )
+    }
+
+    #[test]
+    fn a_join_without_a_frame_ranks_as_slowest() {
+        let joins = PageJoins {
+            joins: vec![join(Some(150.0), 30), join(None, 0), join(Some(170.0), 30)],
+            ..PageJoins::default()
+        };
+        assert_eq!(joins.median(), 170.0);
+        assert!(joins.p95().is_infinite());
+        assert_eq!(joins.not_playing(), 1);
+        assert_eq!(ms_text(joins.p95()), "none (no frame)");
+    }
+
+    #[test]
+    fn breakdown_steps_lie_between_the_page_marks() {
+        let joins = PageJoins {
+            joins: vec![join(Some(150.0), 30)],
+            ..PageJoins::default()
+        };
+        let steps: Vec<f64> = joins.breakdown().iter().map(|(_, ms)| *ms).collect();
+        assert_eq!(steps, vec![40.0, 20.0, 50.0, 25.0, 15.0]);
+    }
 }
