@@ -313,8 +313,9 @@
       if (pc !== ours) return;
       const s = ours.connectionState;
       if (s === "connected") {
+        // Once per connection, however often ICE comes back after a moment's loss.
+        if (t.connected === undefined) window.cowatch.connects++;
         mark(t, "connected");
-        window.cowatch.connects++;
       } else if (s === "failed") {
         scheduleReconnect("connection failed");
       }
