@@ -1,8 +1,9 @@
 //! Benchmarks printed as tables, behind `cowatch bench`.
 //!
 //! - `bench pipeline` ([`pipeline()`]): CPU cost of composite + encode against ffmpeg.
-//! - `bench broadcast` ([`broadcast()`]): time to first frame, glass-to-glass latency in a real
-//!   browser, and the CPU cost of fanning out to many viewers.
+//! - `bench broadcast` ([`broadcast()`]): time to first frame (for a WebRTC probe, and on the
+//!   viewer page in Chromium with a busy chat, [`page_joins`]), glass-to-glass latency in a
+//!   real browser, and the CPU cost of fanning out to many viewers.
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
