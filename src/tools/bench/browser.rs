@@ -300,7 +300,7 @@ fn one_join(browser: &mut Browser, page_url: &str) -> anyhow::Result<PageJoin> {
 }
 
 /// A Twitch stand-in for the demo server: a capture of a busy channel, its first
-/// [`BACKLOG_LINES`] at once (the backlog a viewer of a party in progress is sent), then the
+/// 200 lines at once (the backlog a viewer of a party in progress is sent), then the
 /// rest at the capture's own pace times `rate`, from the moment [`BusyChat::replay`] is
 /// called until the guard it returns is dropped.
 pub struct BusyChat {
