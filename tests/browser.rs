@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ use serde_json::Value;
 struct Server {
     child: Child,
     http: u16,
+    /// Its store, removed with it.
+    data: PathBuf,
     /// Everything the server printed, for failure messages.
     output: Arc<Mutex<String>>,
 }
@@ -81,6 +83,7 @@ impl Server {
         let mut server = Server {
             child,
             http,
+            data,
             output,
         };
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
@@ -131,6 +134,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
