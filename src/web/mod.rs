@@ -69,6 +69,7 @@ pub fn app(state: AppState) -> Router {
                 .patch(whep::patch)
                 .options(whep::options),
         )
+        .route("/whep/{id}/keyframe", post(whep::keyframe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(cors))
         .with_state(state)

@@ -1,5 +1,6 @@
 //! WHEP signalling (RFC 9725): POST an offer, get an answer and a session URL; DELETE it to
-//! leave. Non-trickle: the answer carries our candidate, so PATCH is refused.
+//! leave. Non-trickle: the answer carries our candidate, so PATCH is refused. Beyond WHEP, a
+//! player whose picture froze POSTs `{session URL}/keyframe`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -62,6 +63,19 @@ pub async fn delete(
         .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such viewer session"))?;
     state.broadcaster.leave(id).await?;
     Ok(StatusCode::OK)
+}
+
+/// `POST /whep/{id}/keyframe`: the viewer's picture froze; a keyframe lets it start again.
+/// Merged with every other viewer's requests, so a page cannot make the encoder spend more.
+pub async fn keyframe(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let id: ViewerId = id
+        .parse()
+        .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such viewer session"))?;
+    state.broadcaster.request_keyframe(id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PATCH /whep/{id}`: trickle ICE is not needed (our candidate is in the answer).

@@ -7,17 +7,21 @@
 //!
 //! 1. time to first keyframe: sequential joins of the webrtc-rs probe (an independent WebRTC
 //!    stack), at random gaps so some land on the cached keyframe and some need a forced one;
-//! 2. glass-to-glass latency: headless Chromium plays the viewer page with `?timecode`, which
+//! 2. the viewer page's first frame: headless Chromium joins cowatch's own page one join at a
+//!    time while a busy Twitch chat streams into it ([`browser`](super::browser));
+//! 3. glass-to-glass latency: headless Chromium plays the viewer page with `?timecode`, which
 //!    reads the clock strip the pipeline stamps into every frame;
-//! 3. fan-out cost: the server's CPU time (from `/proc`, so the kernel's account) with N probes
+//! 4. fan-out cost: the server's CPU time (from `/proc`, so the kernel's account) with N probes
 //!    watching, against a window with none just before.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use super::browser::{self, BusyChat, PageJoins};
 use super::server::Server;
 use super::{Scratch, median, nearest_rank, verdict};
 use crate::tools::cdp::{Browser, CHROMIUM};
@@ -29,6 +33,9 @@ pub struct BroadcastOptions {
     /// Sequential viewer joins per run for the time to first frame.
     #[arg(long, default_value_t = 20)]
     pub joins: usize,
+    /// Joins of the viewer page in Chromium per run, for the browser's first frame.
+    #[arg(long, default_value_t = 10)]
+    pub page_joins: usize,
     /// Concurrent viewer counts to measure the fan-out cost at.
     #[arg(long, value_delimiter = ',', default_value = "25,50,100")]
     pub viewers: Vec<usize>,
@@ -50,6 +57,8 @@ const JOIN_WATCH: Duration = Duration::from_secs(1);
 const MAX_JOIN_GAP_MS: u64 = 1500;
 /// Median time to first keyframe the joins should meet on loopback.
 const TARGET_FIRST_KEYFRAME_MS: f64 = 300.0;
+/// The chat replay's speed, times the capture's own (a busy channel, ~11 lines/s).
+const CHAT_RATE: f64 = 1.0;
 /// Median glass-to-glass latency Chromium should see.
 const TARGET_GLASS_TO_GLASS_MS: f64 = 200.0;
 /// The fan-out target: this many viewers, no loss, under this many cores beyond the baseline.
@@ -73,12 +82,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
     let BroadcastOptions {
         joins,
+        page_joins,
         ref viewers,
         seconds,
         runs,
     } = *options;
-    if joins == 0 || seconds == 0 || runs == 0 {
-        bail!("--joins, --seconds and --runs must all be at least 1");
+    if joins == 0 || page_joins == 0 || seconds == 0 || runs == 0 {
+        bail!("--joins, --page-joins, --seconds and --runs must all be at least 1");
     }
     if viewers.is_empty() || viewers.iter().any(|&n| n == 0 || n > MAX_VIEWERS) {
         bail!("--viewers must list counts from 1 to {MAX_VIEWERS}, e.g. 25,50,100");
@@ -92,15 +102,19 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
     }
     let window = Duration::from_secs(seconds);
     let scratch = Scratch::new()?;
-    let mut server = Server::demo(
-        &scratch.0,
-        [
-            "--max-viewers",
-            &MAX_VIEWERS.to_string(),
-            // The clock strip the viewer page reads the latency from.
-            "--timecode",
-        ],
-    )?;
+    // A party in progress has a chat: it streams only while the page's first frame is measured.
+    let chat = BusyChat::start(None, CHAT_RATE)?;
+    let mut args: Vec<OsString> = vec![
+        "--max-viewers".into(),
+        MAX_VIEWERS.to_string().into(),
+        // The clock strip the viewer page reads the latency from.
+        "--timecode".into(),
+        // A store of its own: the benchmark leaves none behind.
+        "--data-dir".into(),
+        scratch.0.join("data").into(),
+    ];
+    args.extend(chat.demo_args());
+    let mut server = Server::demo(&scratch.0, args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +137,11 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
             .block_on(join_one_by_one(&server, joins))
             .with_context(|| format!("run {run}: time to first keyframe"))?;
         println!("run {run}/{runs}: {}", first_frames.describe());
+        let page = runtime
+            .block_on(server.drained())
+            .and_then(|()| page_first_frames(&server, &chat, page_joins))
+            .with_context(|| format!("run {run}: the viewer page's first frame"))?;
+        println!("run {run}/{runs}: {}", page.describe());
         let latency = glass_to_glass(&server, window)
             .with_context(|| format!("run {run}: glass-to-glass latency"))?;
         println!("run {run}/{runs}: {}", latency.describe());
@@ -136,11 +155,18 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         }
         results.push(Run {
             first_frames,
+            page,
             latency,
             fan_outs,
         });
     }
-    report(&results, joins, viewers);
+    report(&results, joins, viewers, chat.lines_per_second());
+    println!(
+        "  shared the machine: the demo server (pid {}), Chromium, and this process (the \
+         probes, the chat stand-in); load average at the end {}",
+        server.process.pid(),
+        browser::load_average()
+    );
     server.process.stop("the demo server")?;
     Ok(())
 }
@@ -178,9 +204,10 @@ impl Server {
     }
 }
 
-/// One run's three measurements.
+/// One run's measurements.
 struct Run {
     first_frames: FirstFrames,
+    page: PageJoins,
     latency: Latency,
     fan_outs: Vec<FanOut>,
 }
@@ -274,6 +301,12 @@ fn refusal(report: &ProbeReport) -> String {
         report.status,
         report.reason.as_deref().unwrap_or("")
     )
+}
+
+/// The viewer page's first frame, `joins` times, with the chat streaming meanwhile.
+fn page_first_frames(server: &Server, chat: &BusyChat, joins: usize) -> anyhow::Result<PageJoins> {
+    let _replaying = chat.replay()?;
+    browser::page_joins(&format!("http://{}/", server.http), joins)
 }
 
 /// Glass-to-glass latency Chromium measured in one run.
@@ -493,7 +526,7 @@ async fn server_cores(server: &Server, window: Duration) -> anyhow::Result<f64> 
 }
 
 /// Prints the medians over runs and the target checks.
-fn report(runs: &[Run], joins: usize, viewers: &[usize]) {
+fn report(runs: &[Run], joins: usize, viewers: &[usize], chat_lines_per_second: f64) {
     let of = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
     println!();
     let kf_median = of(&|r| r.first_frames.median());
@@ -515,6 +548,9 @@ fn report(runs: &[Run], joins: usize, viewers: &[usize]) {
             String::new()
         }
     );
+
+    let pages: Vec<&PageJoins> = runs.iter().map(|r| &r.page).collect();
+    browser::report(&pages, chat_lines_per_second);
 
     let sampled: Vec<&Latency> = runs
         .iter()

@@ -1,8 +1,9 @@
 //! Benchmarks printed as tables, behind `cowatch bench`.
 //!
 //! - `bench pipeline` ([`pipeline()`]): CPU cost of composite + encode against ffmpeg.
-//! - `bench broadcast` ([`broadcast()`]): time to first frame, glass-to-glass latency in a real
-//!   browser, and the CPU cost of fanning out to many viewers.
+//! - `bench broadcast` ([`broadcast()`]): time to first frame (for a WebRTC probe, and on the
+//!   viewer page in Chromium with a busy chat, [`page_joins`]), glass-to-glass latency in a
+//!   real browser, and the CPU cost of fanning out to many viewers.
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
@@ -11,6 +12,7 @@
 //! benchmark ends, however it ends. A cowatch under test is a `server`.
 
 mod broadcast;
+mod browser;
 mod chat;
 mod pipeline;
 mod process;
@@ -21,6 +23,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 pub use broadcast::{BroadcastOptions, broadcast};
+pub use browser::{
+    BusyChat, PageJoin, PageJoins, Replaying, TARGET_PAGE_FIRST_FRAME_MS, page_joins,
+};
 pub use chat::{ChatBenchOptions, chat};
 pub use pipeline::{PipelineOptions, pipeline};
 

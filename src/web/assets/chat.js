@@ -468,7 +468,11 @@
     };
   }
 
-  const nickRule = call("/api/party").then((party) => nickRuleFrom(party && party.nick_rule), () => anyNick);
+  // The player goes first (see player.js): nothing of the chat's reaches the server before
+  // the first picture is up.
+  const playerStarted = window.cowatchPage.player ? window.cowatchPage.player.started : Promise.resolve();
+
+  const nickRule = playerStarted.then(() => call("/api/party")).then((party) => nickRuleFrom(party && party.nick_rule), () => anyNick);
 
   // ── Party chat: the nickname ────────────────────────────────────────────────────────────
 
@@ -668,13 +672,16 @@
 
   // ── Start ───────────────────────────────────────────────────────────────────────────────
   // The socket and the session start once every script of the page has run, so the
-  // moderator tools see the first line and the page's role.
+  // moderator tools see the first line and the page's role, and once the player has its first
+  // picture, so the backlog's drawing never holds it up.
 
   setCollapsed(store.get("cowatch.chatHidden") === "1", false);
   showNickStep(!nick);
   updateBanner();
   document.addEventListener("DOMContentLoaded", () => {
-    connectChat();
-    openSession().then((refused) => { if (refused) showError(refused); });
+    playerStarted.then(() => {
+      connectChat();
+      openSession().then((refused) => { if (refused) showError(refused); });
+    });
   });
 })();

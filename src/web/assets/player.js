@@ -2,9 +2,19 @@
 // The player: WHEP playback of the party's stream. POST our offer, apply the answer, and come
 // back by ourselves when anything breaks (a server restart, a network change, a stall).
 //
+// It goes first: the page's other parts (the chat's socket and backlog, its session) wait
+// for the first picture, `cowatchPage.player.started`, so they never hold it up.
+//
+// On a lossy link, frames that stop are first met with a keyframe request (the picture may
+// only be waiting for one); only frames stopped for RECONNECT_AFTER_MS start a new connection,
+// and the badge says "reconnecting…" only then.
+//
 // State for diagnostics (and the browser tests and `cowatch bench`) is `window.cowatch`:
-// `state` (connecting, live, reconnecting), `frames` shown, `connects`, and with ?timecode the
-// glass-to-glass `latencies`.
+// `state` (connecting, live, reconnecting), `frames` shown, `attempts` at connecting,
+// `connects` that got through, `reconnects` started, `freezes` (gaps over FREEZE_MS between
+// frames of one connection) and the `longestFreezeMs`, `keyframeRequests` sent, and with ?timecode the glass-to-glass
+// `latencies`. `timing` is the current attempt's start, step by step (see "Timing"), `timings`
+// every attempt's, oldest first.
 
 (() => {
   const { $, withInvite, reasonOf } = window.cowatchPage.common;
@@ -14,13 +24,50 @@
   const unmute = $("unmute");
   const whepUrl = withInvite("/whep").toString();
 
-  window.cowatch = { state: "connecting", frames: 0, connects: 0 };
+  /** A gap between two frames of one connection that a viewer sees as a freeze. */
+  const FREEZE_MS = 200;
+  /** Frames stopped this long on a connected peer: ask the server for a keyframe. */
+  const KEYFRAME_AFTER_MS = 1000;
+  /** While they stay stopped, ask again this often (the server sends at most one a second). */
+  const KEYFRAME_AGAIN_MS = 1500;
+  /** Frames still stopped this long: the connection is gone, start a new one. */
+  const RECONNECT_AFTER_MS = 5000;
+  /** ... or this long, when the connection no longer says it is connected either. */
+  const RECONNECT_DISCONNECTED_MS = 3000;
+  /** A connection attempt that has shown no frame this long is given up. */
+  const FIRST_FRAME_TIMEOUT_MS = 10000;
+  /** The rest of the page waits at most this long for the first picture. */
+  const HOLD_OTHERS_MS = 1500;
+  /** How often the frames are watched. */
+  const WATCH_MS = 250;
 
+  window.cowatch = {
+    state: "connecting", frames: 0, attempts: 0, connects: 0, reconnects: 0,
+    freezes: 0, longestFreezeMs: 0, keyframeRequests: 0, timing: null, timings: [],
+  };
+
+  /** The current peer connection; any other one is old, and its callbacks do nothing. */
   let pc = null;
+  /** The current session's WHEP resource URL (from the answer's Location). */
   let resource = null;
+  /** Aborts the current attempt's POST when it is given up. */
+  let posting = null;
+  /** The one pending reconnect. */
   let retryTimer = null;
-  let attempt = 0;
+  let backoff = 0;
+  /** When the current connection last showed a frame (0: none yet). */
   let lastFrameAt = 0;
+  /** When the current freeze last asked for a keyframe (0: not yet). */
+  let keyframeAskedAt = 0;
+  /** The DTLS certificate the first connection made, for every later one: making one costs a
+   *  new connection ~30 ms before its offer (measured with Chromium on a busy machine). */
+  let certificate = null;
+
+  // The rest of the page starts once the first picture is up, or after HOLD_OTHERS_MS.
+  let othersMayStart;
+  const started = new Promise((resolve) => { othersMayStart = resolve; });
+  setTimeout(() => othersMayStart(), HOLD_OTHERS_MS);
+  window.cowatchPage.player = { started };
 
   // ── The status badge ──────────────────────────────────────────────────────────────────
 
@@ -65,50 +112,199 @@
     }
   }
 
+  // ── Timing ────────────────────────────────────────────────────────────────────────────
+  // Where a viewer's wait for the first picture goes, in ms since `new RTCPeerConnection`
+  // (performance.now(), so monotonic): offer, post, answer, remote (description set),
+  // iceConnected, dtlsConnected, connected, firstPacket (the video track unmutes when its
+  // first RTP packet arrives), firstFrame (the first frame composited, from
+  // requestVideoFrameCallback; `frame` has that frame's own receive/present times), then
+  // `stats`: the receiver's counters from getStats() at that moment.
+
+  const MAX_TIMINGS = 50;
+
+  function newTiming() {
+    const t = { attempt: window.cowatch.attempts, at: performance.now() };
+    window.cowatch.timing = t;
+    window.cowatch.timings.push(t);
+    if (window.cowatch.timings.length > MAX_TIMINGS) window.cowatch.timings.shift();
+    return t;
+  }
+
+  /** Records `step` once, at `now` (a performance.now() time) or at once. */
+  function mark(t, step, now) {
+    if (t && t[step] === undefined) t[step] = round((now === undefined ? performance.now() : now) - t.at);
+  }
+
+  const round = (ms) => Math.round(ms * 10) / 10;
+
+  /** A stats timestamp (epoch ms in Chromium, page-relative in some others) as ms since `t.at`. */
+  function sinceStart(t, stamp) {
+    if (!Number.isFinite(stamp) || stamp <= 0) return undefined;
+    const page = stamp > 1e12 ? stamp - performance.timeOrigin : stamp;
+    return round(page - t.at);
+  }
+
+  /** The receiver's counters once the first frame is shown: what it took to get there. */
+  async function recordStats(t, ours) {
+    let report;
+    try { report = await ours.getStats(); } catch { return; }
+    const stats = {};
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        Object.assign(stats, {
+          framesReceived: s.framesReceived, framesDecoded: s.framesDecoded,
+          keyFramesDecoded: s.keyFramesDecoded, framesDropped: s.framesDropped,
+          pliCount: s.pliCount, firCount: s.firCount, nackCount: s.nackCount,
+          packetsReceived: s.packetsReceived, packetsLost: s.packetsLost,
+          jitterBufferMs: s.jitterBufferEmittedCount
+            ? round(1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount) : undefined,
+          jitterBufferTargetMs: s.jitterBufferEmittedCount && s.jitterBufferTargetDelay !== undefined
+            ? round(1000 * s.jitterBufferTargetDelay / s.jitterBufferEmittedCount) : undefined,
+          decodeMs: s.framesDecoded && s.totalDecodeTime !== undefined
+            ? round(1000 * s.totalDecodeTime / s.framesDecoded) : undefined,
+          lastPacket: sinceStart(t, s.lastPacketReceivedTimestamp),
+        });
+      } else if (s.type === "inbound-rtp" && s.kind === "audio") {
+        stats.audioPacketsReceived = s.packetsReceived;
+      } else if (s.type === "candidate-pair" && s.nominated) {
+        stats.pairFirstRequest = sinceStart(t, s.firstRequestTimestamp);
+        stats.pairLastRequest = sinceStart(t, s.lastRequestTimestamp);
+        stats.pairFirstResponse = sinceStart(t, s.firstResponseTimestamp);
+        stats.pairLastPacketReceived = sinceStart(t, s.lastPacketReceivedTimestamp);
+        stats.pairRttMs = s.currentRoundTripTime !== undefined ? round(1000 * s.currentRoundTripTime) : undefined;
+      } else if (s.type === "transport") {
+        stats.dtlsState = s.dtlsState;
+      }
+    });
+    t.stats = stats;
+  }
+
   // ── Frames ────────────────────────────────────────────────────────────────────────────
   // The badge says LIVE once frames are shown, not merely once the connection is up.
 
   function countFrames() {
     const onFrame = (now, metadata) => {
-      if (strip && video.videoWidth >= 640) readTimecode(metadata);
-      window.cowatch.frames++;
-      lastFrameAt = performance.now();
-      if (window.cowatch.state !== "live" && pc && pc.connectionState === "connected") setState("live");
       video.requestVideoFrameCallback(onFrame);
+      const t = window.cowatch.timing;
+      if (t && t.firstFrame === undefined && pc) {
+        mark(t, "firstFrame", now);
+        t.frame = {
+          receive: metadata.receiveTime !== undefined ? round(metadata.receiveTime - t.at) : undefined,
+          presented: round(metadata.presentationTime - t.at),
+          expectedDisplay: round(metadata.expectedDisplayTime - t.at),
+          processingMs: metadata.processingDuration !== undefined ? round(1000 * metadata.processingDuration) : undefined,
+          width: metadata.width,
+        };
+        recordStats(t, pc);
+      }
+      if (strip && video.videoWidth >= 640) readTimecode(metadata);
+      frameShown(now);
     };
     if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
       video.requestVideoFrameCallback(onFrame);
     } else {
-      video.addEventListener("timeupdate", () => { window.cowatch.frames++; lastFrameAt = performance.now(); });
+      video.addEventListener("timeupdate", () => frameShown(performance.now()));
+    }
+  }
+
+  function frameShown(now) {
+    window.cowatch.frames++;
+    if (!pc) return;
+    if (lastFrameAt && now - lastFrameAt > FREEZE_MS && !document.hidden) {
+      window.cowatch.freezes++;
+      window.cowatch.longestFreezeMs = Math.max(window.cowatch.longestFreezeMs, Math.round(now - lastFrameAt));
+    }
+    lastFrameAt = now;
+    keyframeAskedAt = 0;
+    backoff = 0;
+    othersMayStart();
+    if (window.cowatch.state !== "live") setState("live");
+  }
+
+  // A hidden tab shows no frames (requestVideoFrameCallback stops): that is no freeze.
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && lastFrameAt) lastFrameAt = performance.now();
+  });
+
+  // ── Frames that stop ──────────────────────────────────────────────────────────────────
+  // A lost packet of a keyframe, or a burst of loss, leaves the decoder waiting for the next
+  // keyframe: ask for one at once rather than tearing down a working connection. Only
+  // frames stopped for RECONNECT_AFTER_MS mean the connection is gone.
+
+  function requestKeyframe(now) {
+    if (!resource) return;
+    const ours = pc;
+    keyframeAskedAt = now;
+    window.cowatch.keyframeRequests++;
+    fetch(resource + "/keyframe", { method: "POST" }).then((response) => {
+      // The server no longer knows this session (it restarted, or timed us out): no keyframe
+      // will come, start over now rather than at RECONNECT_AFTER_MS.
+      if (response.status === 404 && pc === ours) scheduleReconnect("session ended");
+    }, () => {});
+  }
+
+  function watchFrames() {
+    if (!pc || retryTimer || document.hidden) return;
+    const now = performance.now();
+    const connected = pc.connectionState === "connected";
+    const t = window.cowatch.timing;
+    // Before the first frame, time from when the connection came up (or the attempt began).
+    const since = lastFrameAt || (t && t.connected !== undefined ? t.at + t.connected : 0);
+    if (!lastFrameAt && now - t.at > FIRST_FRAME_TIMEOUT_MS) {
+      scheduleReconnect("no video");
+    } else if (lastFrameAt && now - lastFrameAt > (connected ? RECONNECT_AFTER_MS : RECONNECT_DISCONNECTED_MS)) {
+      scheduleReconnect("stalled");
+    } else if (connected && since && now - since > KEYFRAME_AFTER_MS
+               && (!keyframeAskedAt || now - keyframeAskedAt > KEYFRAME_AGAIN_MS)) {
+      requestKeyframe(now);
     }
   }
 
   // ── Connecting and reconnecting ───────────────────────────────────────────────────────
+  // One connection at a time and one pending reconnect: hanging up makes the old peer's
+  // callbacks and its unfinished signalling do nothing.
 
   function hangUp() {
     const old = pc, oldResource = resource;
-    pc = null; resource = null;
-    if (old) { old.ontrack = null; old.onconnectionstatechange = null; old.close(); }
+    pc = null; resource = null; lastFrameAt = 0; keyframeAskedAt = 0;
+    if (posting) { posting.abort(); posting = null; }
+    if (old) {
+      old.ontrack = null; old.onconnectionstatechange = null; old.oniceconnectionstatechange = null;
+      old.close();
+    }
     if (oldResource) fetch(oldResource, { method: "DELETE" }).catch(() => {});
   }
 
   function scheduleReconnect(reason) {
     if (retryTimer) return;
+    othersMayStart();
+    window.cowatch.reconnects++;
     setState("reconnecting", reason ? "reconnecting… (" + reason + ")" : "reconnecting…");
     hangUp();
     // Quick first retries (a server restart takes a second or two), then back off.
-    const delay = Math.min(500 * 2 ** Math.min(attempt, 4), 8000);
-    attempt++;
+    const delay = Math.min(500 * 2 ** Math.min(backoff, 4), 8000);
+    backoff++;
     retryTimer = setTimeout(() => { retryTimer = null; connect(); }, delay);
   }
 
   async function connect() {
-    const ours = new RTCPeerConnection();
+    hangUp();
+    window.cowatch.attempts++;
+    const t = newTiming();
+    const ours = new RTCPeerConnection(certificate ? { certificates: [certificate] } : undefined);
     pc = ours;
-    ours.addTransceiver("video", { direction: "recvonly" });
+    if (!certificate) [certificate] = ours.getConfiguration().certificates || [];
+    const videoTransceiver = ours.addTransceiver("video", { direction: "recvonly" });
     ours.addTransceiver("audio", { direction: "recvonly" });
     const stream = new MediaStream();
+    const videoTrack = videoTransceiver.receiver.track;
+    if (videoTrack.muted) videoTrack.addEventListener("unmute", () => mark(t, "firstPacket"), { once: true });
+    else mark(t, "firstPacket");
+    ours.oniceconnectionstatechange = () => {
+      if (ours.iceConnectionState === "connected" || ours.iceConnectionState === "completed") mark(t, "iceConnected");
+    };
     ours.ontrack = (e) => {
+      mark(t, "track");
       stream.addTrack(e.track);
       if (video.srcObject !== stream) video.srcObject = stream;
       video.play().catch(() => {});
@@ -117,45 +313,58 @@
       if (pc !== ours) return;
       const s = ours.connectionState;
       if (s === "connected") {
-        attempt = 0;
-        window.cowatch.connects++;
-        if (lastFrameAt) setState("live");
-      } else if (s === "failed" || s === "closed") {
-        scheduleReconnect();
-      } else if (s === "disconnected") {
-        // Often transient: give ICE a moment before starting over.
-        setTimeout(() => { if (pc === ours && ours.connectionState !== "connected") scheduleReconnect(); }, 2000);
+        // Once per connection, however often ICE comes back after a moment's loss.
+        if (t.connected === undefined) window.cowatch.connects++;
+        mark(t, "connected");
+      } else if (s === "failed") {
+        scheduleReconnect("connection failed");
       }
+      // "disconnected" is often a moment's loss: the frames decide (watchFrames).
     };
+    const abort = new AbortController();
+    posting = abort;
     try {
-      await ours.setLocalDescription(await ours.createOffer());
+      const offer = await ours.createOffer();
+      mark(t, "offer");
+      await ours.setLocalDescription(offer);
+      // The transport exists once the offer is set.
+      const dtls = videoTransceiver.receiver.transport;
+      if (dtls) dtls.addEventListener("statechange", () => { if (dtls.state === "connected") mark(t, "dtlsConnected"); });
       // The server is ICE-lite and learns our address from our checks: no need to wait for
       // candidates before posting, which makes joining faster.
+      mark(t, "post");
       const response = await fetch(whepUrl, {
         method: "POST",
         headers: { "Content-Type": "application/sdp" },
         body: ours.localDescription.sdp,
+        signal: abort.signal,
       });
       if (response.status !== 201) throw new Error(await reasonOf(response));
       const loc = response.headers.get("Location");
-      if (pc !== ours) return;
-      resource = loc ? new URL(loc, whepUrl).toString() : null;
-      await ours.setRemoteDescription({ type: "answer", sdp: await response.text() });
+      const where = loc ? new URL(loc, whepUrl).toString() : null;
+      const answer = await response.text();
+      mark(t, "answer");
+      if (pc !== ours) {
+        // Given up meanwhile: free the seat the server just gave us.
+        if (where) fetch(where, { method: "DELETE" }).catch(() => {});
+        return;
+      }
+      resource = where;
+      posting = null;
+      await ours.setRemoteDescription({ type: "answer", sdp: answer });
+      mark(t, "remote");
     } catch (e) {
       if (pc === ours) scheduleReconnect(String(e.message || e).slice(0, 80));
     }
   }
 
-  // A connection that says "connected" but delivers no frames is broken too.
-  setInterval(() => {
-    if (window.cowatch.state === "live" && performance.now() - lastFrameAt > 5000) scheduleReconnect("stalled");
-  }, 1000);
+  setInterval(watchFrames, WATCH_MS);
 
   // Leaving: the server frees the viewer's place at once rather than when it times out.
   window.addEventListener("pagehide", () => {
     if (resource) fetch(resource, { method: "DELETE", keepalive: true }).catch(() => {});
   });
 
-  countFrames();
   connect();
+  countFrames();
 })();
