@@ -52,6 +52,16 @@ async fn post(app: &Router, content_type: &str, body: impl Into<Body>) -> Reply 
     }
 }
 
+async fn get_json(app: &Router, path: &str) -> serde_json::Value {
+    let response = app
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 fn sdp(name: &str) -> String {
     let path = Path::new("../shared/data/sdp").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -94,12 +104,9 @@ async fn every_real_browser_offer_gets_an_answer_or_a_reason() {
         "opera52_offer_recvonly_audio_video.sdp",
         "safari_offer_sendrecv_audio_video_data_candidates.sdp",
     ];
+    // VP8/VP9 only (a Firefox without OpenH264): gets the on-demand VP8 rendition.
+    let vp8_only = "firefox61_offer_sendrecv_video_candidates.sdp";
     let refused = [
-        // VP8/VP9 only: cannot carry this party's H.264.
-        (
-            "firefox61_offer_sendrecv_video_candidates.sdp",
-            "no video codec in common",
-        ),
         // The browser only sends: it would never see the movie.
         (
             "chrome_2022-08_offer_sendonly_data_audio_video_candidates.sdp",
@@ -116,6 +123,7 @@ async fn every_real_browser_offer_gets_an_answer_or_a_reason() {
     listed.sort();
     let mut expected: Vec<String> = accepted
         .iter()
+        .chain([&vp8_only])
         .map(|s| s.to_string())
         .chain(refused.iter().map(|(s, _)| s.to_string()))
         .collect();
@@ -144,14 +152,30 @@ async fn every_real_browser_offer_gets_an_answer_or_a_reason() {
         assert!(answer.contains("H264/90000"), "{name}");
         assert!(answer.contains("a=fingerprint:sha-256"), "{name}");
     }
-    assert_eq!(broadcaster.stats().viewers, accepted.len());
+    let reply = post(&app, "application/sdp", sdp(vp8_only)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert!(reply.body.contains("VP8/90000"), "{}", reply.body);
+    assert!(!reply.body.contains("H264"), "{}", reply.body);
+    let health: serde_json::Value = get_json(&app, "/healthz").await;
+    let vp8 = &health["sessions"]["renditions"][1];
+    assert_eq!(
+        (
+            vp8["codec"].as_str(),
+            vp8["active"].as_bool(),
+            vp8["viewers"].as_u64()
+        ),
+        (Some("VP8"), Some(true), Some(1)),
+        "the VP8 rendition runs for its viewer: {health}"
+    );
+    let accepted_count = accepted.len() + 1;
+    assert_eq!(broadcaster.stats().viewers, accepted_count);
     for (name, reason) in refused {
         let reply = post(&app, "application/sdp", sdp(name)).await;
         assert_refused(&reply, StatusCode::BAD_REQUEST, reason, name);
     }
     assert_eq!(
         broadcaster.stats().viewers,
-        accepted.len(),
+        accepted_count,
         "refused offers leave nothing behind"
     );
     pipeline.shutdown().await;
@@ -359,5 +383,47 @@ async fn a_viewer_that_vanishes_without_delete_is_reaped() {
     // Its seat is free again.
     let reply = post(&app, "application/sdp", offer).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    pipeline.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_page_asks_its_session_for_a_keyframe_and_an_unknown_one_is_not_found() {
+    let (app, pipeline, broadcaster) = party(10).await;
+    let reply = post(
+        &app,
+        "application/sdp",
+        sdp("chrome120_offer_sendrecv_audio_video.sdp"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let resource = reply.location.unwrap();
+    let ask = |path: String| {
+        let app = app.clone();
+        async move {
+            app.oneshot(Request::post(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let before = broadcaster.stats().keyframes_requested;
+    assert_eq!(
+        ask(format!("{resource}/keyframe")).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        broadcaster.stats().keyframes_requested,
+        before + 1,
+        "the request reached the fan-out"
+    );
+    assert_eq!(
+        ask("/whep/00000000000000ff/keyframe".into()).await,
+        StatusCode::NOT_FOUND,
+        "another session's id"
+    );
+    assert_eq!(
+        ask("/whep/nonsense/keyframe".into()).await,
+        StatusCode::NOT_FOUND
+    );
     pipeline.shutdown().await;
 }

@@ -257,7 +257,7 @@ impl Engine {
             // A viewer's video starts at a keyframe: the first GOP after it connected, unless
             // a cached one was queued for it already.
             if !viewer.video_started && gop_start {
-                viewer.video_started = true;
+                viewer.start_video(now);
             }
             if viewer.video_started {
                 viewer.send_video(&packet, now);
@@ -380,7 +380,12 @@ impl Engine {
             match event {
                 Polled::Connected => self.on_connected(id, now),
                 Polled::KeyframeRequest => {
-                    self.request_keyframe_for(now, id);
+                    let at_start = self.viewers.get(&id).is_some_and(|v| v.asks_at_start(now));
+                    if at_start {
+                        tracing::debug!(viewer = %id, "keyframe request as its video starts: not forced");
+                    } else {
+                        self.request_keyframe_for(now, id);
+                    }
                 }
                 Polled::Repairs { nacks, resent } => {
                     self.stats
@@ -420,7 +425,7 @@ impl Engine {
             Start::InFlight => {}
             Start::Force => self.request_keyframe(now, s, true),
             Start::Replay => {
-                viewer.video_started = true;
+                viewer.start_video(now + MEDIA_GRACE);
                 // Held for the grace: the first burst leaves from a later `handle_timeout`.
                 viewer.queue_backlog(stream.gop.packets());
             }

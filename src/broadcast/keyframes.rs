@@ -25,6 +25,11 @@ pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
 /// merged over this shorter window.
 pub const URGENT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// A keyframe request this soon after a viewer's video started is not answered: Chromium asks
+/// for one as its video starts, whatever it got, and every viewer would pay for each join's
+/// keyframe. A viewer whose first keyframe really did not decode asks again after this.
+pub const START_REQUEST_GRACE: Duration = Duration::from_millis(300);
+
 /// How long after connecting a viewer's keyframe requests count as urgent.
 pub const URGENT_AFTER_START: Duration = Duration::from_secs(3);
 

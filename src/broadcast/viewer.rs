@@ -73,6 +73,8 @@ pub struct Viewer {
     pub connected: bool,
     /// Video is being sent (it starts at a keyframe).
     pub video_started: bool,
+    /// When its first video packet (a keyframe) was or will be sent.
+    pub video_since: Option<Instant>,
     /// Maps our extended sequence numbers to the viewer's, per stream, from the first packet
     /// sent: each viewer's sequence starts without a gap.
     video_seq: Option<(u64, u64)>,
@@ -108,6 +110,7 @@ impl Viewer {
             audio: accepted.audio,
             connected: false,
             video_started: false,
+            video_since: None,
             video_seq: None,
             audio_seq: None,
             backlog: VecDeque::new(),
@@ -244,6 +247,19 @@ impl Viewer {
             .marker(packet.marker)
             .nackable(true),
         );
+    }
+
+    /// Marks its video as starting at `at` (a keyframe goes out then).
+    pub fn start_video(&mut self, at: Instant) {
+        self.video_started = true;
+        self.video_since = Some(at);
+    }
+
+    /// Whether a keyframe request (PLI/FIR) from this viewer at `now` is the one browsers send
+    /// as video starts, and needs no keyframe: its video starts at one, or has not started yet.
+    pub fn asks_at_start(&self, now: Instant) -> bool {
+        self.video_since
+            .is_none_or(|t| now < t + super::keyframes::START_REQUEST_GRACE)
     }
 
     /// Whether a keyframe this viewer asks for is urgent at `now`: it has only just started.

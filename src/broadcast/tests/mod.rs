@@ -15,7 +15,8 @@ use party::Party;
 
 use super::VIEWER_TIMEOUT;
 use super::keyframes::{
-    GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL, URGENT_AFTER_START, URGENT_INTERVAL,
+    GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL, START_REQUEST_GRACE, URGENT_AFTER_START,
+    URGENT_INTERVAL,
 };
 use super::viewer::{MEDIA_GRACE, REPLAY_BURST, REPLAY_TICK};
 
@@ -82,24 +83,46 @@ fn a_new_viewers_keyframe_request_waits_only_the_short_window() {
     let connected = party.clients[a].connected_at.unwrap();
     party.advance(MEDIA_GRACE);
     party.frame(true, 3);
-    party.advance(ms(50));
-    // Its first keyframe did not decode (lost): it asks again at once.
+    party.advance_to(connected + MEDIA_GRACE + START_REQUEST_GRACE + ms(50));
+    // The pipeline lagged: a keyframe for everyone, pending until the 1 s window reopens.
+    party.video_lost();
+    assert_eq!(party.keyframes_asked, [connected]);
+    // The new viewer's picture froze: it may not wait that long.
     party.clients[a].request_keyframe();
-    // str0m sends it with its next feedback, within 100 ms of connecting.
+    party.advance(ms(100));
+    assert_eq!(party.requested(), 3, "the PLI reached the engine");
+    let forced: Vec<_> = party.keyframes_asked.clone();
+    assert_eq!(forced.len(), 2, "{forced:?}");
+    assert!(URGENT_INTERVAL < forced[1] - connected);
+    assert!(
+        forced[1] < connected + KEYFRAME_INTERVAL,
+        "served at once, not when the 1 s window reopens"
+    );
+    assert!(URGENT_AFTER_START > forced[1] - connected);
+}
+
+#[test]
+fn the_keyframe_request_a_browser_sends_as_its_video_starts_costs_no_keyframe() {
+    let mut party = Party::new();
+    let keyframe = party.frame(true, 3);
+    party.frame(false, 2);
     party.advance(ms(50));
-    assert_eq!(party.requested(), 2, "the PLI reached the engine");
-    assert!(URGENT_INTERVAL < KEYFRAME_INTERVAL);
-    assert_eq!(
-        party.keyframes_asked,
-        [connected],
-        "too soon after the last keyframe even for a new viewer"
+    let a = party.connect(); // A young GOP: replayed, keyframe first.
+    party.advance(MEDIA_GRACE + ms(1));
+    party.clients[a].request_keyframe(); // Chromium's PLI at the start of its video.
+    party.advance(ms(150));
+    assert!(ms(150) + MEDIA_GRACE < START_REQUEST_GRACE);
+    assert!(
+        party.keyframes_asked.is_empty(),
+        "{:?}",
+        party.keyframes_asked
     );
-    party.advance_to(connected + URGENT_INTERVAL);
-    assert_eq!(
-        party.keyframes_asked,
-        [connected, connected + URGENT_INTERVAL],
-        "served when the short window ends, not the 1 s one"
-    );
+    assert_eq!(party.clients[a].video_indices()[0], keyframe.start);
+    // Later, a request means a frozen picture: it is answered.
+    party.advance(START_REQUEST_GRACE);
+    party.clients[a].request_keyframe();
+    party.advance(ms(150));
+    assert_eq!(party.keyframes_asked.len(), 1);
 }
 
 #[test]
