@@ -332,7 +332,9 @@ fn firefox_and_chromium_play_the_same_stream_over_a_veth_link() {
     // frame from the last moments in each (all read within a fraction of a second).
     let samples: Vec<Value> = viewers.iter_mut().map(|v| v.eval(SAMPLE)).collect();
     for (viewer, sample) in viewers.iter().zip(&samples) {
-        if !close(&sample["webcam"], WEBCAM_GREEN, 40) {
+        // 16 per channel: a colour-matrix mix-up (BT.709 shown as BT.601, as VP8 signals none)
+        // moves this green by 24.
+        if !close(&sample["webcam"], WEBCAM_GREEN, 16) {
             problems.push(format!(
                 "{}: the webcam box shows {}, wanted about {WEBCAM_GREEN:?}",
                 viewer.name, sample["webcam"]
