@@ -153,3 +153,97 @@ async fn twenty_viewers_joining_at_once_all_get_a_keyframe_within_a_second() {
     );
     pipeline.shutdown().await;
 }
+
+/// `/healthz`'s entry for the VP8 rendition.
+fn vp8_health(http: u16) -> serde_json::Value {
+    let body = ureq_get(&format!("http://127.0.0.1:{http}/healthz"));
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    health["renditions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["codec"] == "VP8"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no VP8 rendition in /healthz: {health}"))
+}
+
+/// A plain HTTP GET on loopback (the tests' own client, not the tools').
+fn ureq_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    body.to_string()
+}
+
+#[test]
+fn a_vp8_only_viewer_starts_the_vp8_rendition_and_it_stops_after_the_linger() {
+    let (http, udp) = (free_port(), free_port());
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{http}")])
+        .args(["--webrtc-port", &udp.to_string()])
+        .args(["--rendition-linger", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("WHEP:"))),
+        "the demo did not start"
+    );
+    let idle = vp8_health(http);
+    assert_eq!(idle["state"], "idle", "nobody needs VP8 yet: {idle}");
+    assert_eq!(idle["frames"], 0, "{idle}");
+
+    // An independent WebRTC stack offering VP8 only, as Firefox without OpenH264 does.
+    let out = Command::new(BIN)
+        .args(["probe", &format!("http://127.0.0.1:{http}/whep")])
+        .args(["--seconds", "4", "--codec", "vp8"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let during = vp8_health(http); // The probe has left; the linger keeps it running.
+    let left = std::time::Instant::now();
+    let mut stopped = None;
+    while left.elapsed() < Duration::from_secs(8) {
+        let now = vp8_health(http);
+        if now["state"] == "idle" {
+            stopped = Some((left.elapsed(), now));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(demo.id() as i32, libc::SIGTERM) };
+    let _ = demo.wait();
+
+    assert!(
+        out.status.success(),
+        "the VP8 probe saw no picture:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("VP8"), "{stdout}");
+    let keyframes = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("keyframes seen"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(keyframes >= 1, "{stdout}");
+    assert_eq!(during["state"], "running", "{during}");
+    let frames = during["frames"].as_u64().unwrap_or(0);
+    assert!(frames >= 60, "VP8 frames encoded while watched: {during}");
+    let (after, stopped) = stopped.expect("the VP8 rendition never stopped after its viewer left");
+    println!("VP8 rendition stopped {after:?} after its viewer left (linger 2 s): {stopped}");
+    assert!(
+        after >= Duration::from_secs(1),
+        "stopped before the linger: {after:?}"
+    );
+}
