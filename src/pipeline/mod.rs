@@ -306,7 +306,7 @@ impl Pipeline {
     /// Asks the encoder for a keyframe now (with SPS/PPS), e.g. for a viewer who just joined.
     pub fn request_keyframe(&self) {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-            .all_headers(true)
+            .all_headers(false)
             .build();
         self.inner.encoder_src.send_event(event);
     }
