@@ -186,8 +186,9 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         let mut loss_runs = Vec::with_capacity(runs);
         for run in 1..=runs {
             println!("run {run}/{runs}: loss table");
+            // The whole chain in one message: `main` prints only the outermost one.
             let levels = loss::measure(&scratch.0, window)
-                .with_context(|| format!("run {run}: the loss table"))?;
+                .map_err(|e| anyhow::anyhow!("run {run}: the loss table: {e:#}"))?;
             loss_runs.push(levels);
         }
         loss::report(&loss_runs, window);

@@ -169,7 +169,9 @@ impl Party {
         let link = Link::create()
             .context("cannot create the network namespaces (needs root, iproute2, iptables)")?;
         let exe = std::env::current_exe().context("cannot locate the cowatch executable")?;
-        let exe = exe.to_str().context("the cowatch executable's path is not UTF-8")?;
+        let exe = exe
+            .to_str()
+            .context("the cowatch executable's path is not UTF-8")?;
         let http = SocketAddr::from((SERVER_IP, HTTP_PORT));
         let mut command = link.command(Side::Server, exe);
         command
@@ -217,17 +219,15 @@ impl Party {
     fn get(&self, path: &str) -> anyhow::Result<String> {
         let mut stream = self.link.connect(Side::Viewer, self.http)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
-            self.http
-        )?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http)?;
         let mut response = String::new();
         stream
             .read_to_string(&mut response)
             .with_context(|| format!("reading {path}"))?;
         match response.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+            Some((head, body)) if head.split_whitespace().nth(1) == Some("200") => {
+                Ok(body.to_owned())
+            }
             _ => bail!("GET {path}: {response}"),
         }
     }
@@ -342,7 +342,10 @@ impl Party {
 
 /// A number from a JSON reading, 0 when absent.
 fn number(value: &Value, pointer: &str) -> f64 {
-    value.pointer(pointer).and_then(Value::as_f64).unwrap_or(0.0)
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
 }
 
 /// One run of the table: a fresh party and Chromium, every level in [`LEVELS`] in turn.
@@ -356,7 +359,10 @@ pub(super) fn measure(dir: &Path, window: Duration) -> anyhow::Result<Vec<Level>
         println!("  loss {}", level.describe());
         levels.push(level);
     }
-    party.server.process.stop("the demo server in its namespace")?;
+    party
+        .server
+        .process
+        .stop("the demo server in its namespace")?;
     Ok(levels)
 }
 
