@@ -13,6 +13,9 @@
 //!    reads the clock strip the pipeline stamps into every frame;
 //! 4. fan-out cost: the server's CPU time (from `/proc`, so the kernel's account) with N probes
 //!    watching, against a window with none just before.
+//!
+//! Then, with that server stopped, the loss table ([`loss`](super::loss)) runs its own party in
+//! network namespaces (it needs root; `--loss-seconds 0` leaves it out).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -22,6 +25,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::browser::{self, BusyChat, PageJoins};
+use super::loss;
 use super::server::Server;
 use super::{Scratch, median, nearest_rank, verdict};
 use crate::tools::cdp::{Browser, CHROMIUM};
@@ -45,6 +49,9 @@ pub struct BroadcastOptions {
     /// Runs of everything; the report shows medians.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Seconds of each level of the loss table (0 leaves the table out: it needs root).
+    #[arg(long, default_value_t = 20)]
+    pub loss_seconds: u64,
 }
 
 /// The server's viewer cap: above the largest default viewer count, so a measurement never
@@ -86,6 +93,7 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         ref viewers,
         seconds,
         runs,
+        loss_seconds,
     } = *options;
     if joins == 0 || page_joins == 0 || seconds == 0 || runs == 0 {
         bail!("--joins, --page-joins, --seconds and --runs must all be at least 1");
@@ -99,6 +107,9 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
             "chromium is not installed at {CHROMIUM} (apt-get install chromium); the \
              glass-to-glass measurement needs it"
         );
+    }
+    if loss_seconds > 0 {
+        loss::check()?;
     }
     let window = Duration::from_secs(seconds);
     let scratch = Scratch::new()?;
@@ -168,6 +179,25 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         browser::load_average()
     );
     server.process.stop("the demo server")?;
+    // After the loopback server has gone: the loss table's own party must not share the
+    // machine with it.
+    if loss_seconds > 0 {
+        let window = Duration::from_secs(loss_seconds);
+        let mut loss_runs = Vec::with_capacity(runs);
+        for run in 1..=runs {
+            println!("run {run}/{runs}: loss table");
+            // The whole chain in one message: `main` prints only the outermost one.
+            let levels = loss::measure(&scratch.0, window)
+                .map_err(|e| anyhow::anyhow!("run {run}: the loss table: {e:#}"))?;
+            loss_runs.push(levels);
+        }
+        loss::report(&loss_runs, window);
+        println!(
+            "  shared the machine: the demo server in its namespace, Chromium, and this process \
+             (the probe); load average at the end {}",
+            browser::load_average()
+        );
+    }
     Ok(())
 }
 

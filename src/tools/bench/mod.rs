@@ -3,7 +3,8 @@
 //! - `bench pipeline` ([`pipeline()`]): CPU cost of composite + encode against ffmpeg.
 //! - `bench broadcast` ([`broadcast()`]): time to first frame (for a WebRTC probe, and on the
 //!   viewer page in Chromium with a busy chat, [`page_joins`]), glass-to-glass latency in a
-//!   real browser, and the CPU cost of fanning out to many viewers.
+//!   real browser, the CPU cost of fanning out to many viewers, and what random packet loss
+//!   costs a viewer ([`loss`], in network namespaces).
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
@@ -14,6 +15,7 @@
 mod broadcast;
 mod browser;
 mod chat;
+mod loss;
 mod pipeline;
 mod process;
 mod server;
