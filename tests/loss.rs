@@ -239,6 +239,20 @@ impl Level {
                 self.chromium_delta("packets_resent")
             ));
         }
+        // Loss is repaired by resends, not keyframes: at most one forced in the window (the
+        // target is 6 a minute). A forced keyframe that brings the next PLI (as SPS/PPS sent as
+        // a frame of their own once did) shows up here as one a second.
+        let forced = s1.keyframes_forced - s0.keyframes_forced;
+        let allowed = (self.window_s / 10.0).ceil() as u64;
+        if forced > allowed {
+            problems.push(format!(
+                "{pct:.0} %: {forced} keyframes forced in {:.0} s (at most {allowed}); the viewers \
+                 asked for {} (chromium's PLIs: {})",
+                self.window_s,
+                s1.keyframes_requested - s0.keyframes_requested,
+                self.delta("/video/pliCount")
+            ));
+        }
         let probe_resent = self.probe_session["packets_resent"].as_u64().unwrap_or(0);
         if probe_resent == 0 {
             problems.push(format!(
