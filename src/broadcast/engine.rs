@@ -162,9 +162,18 @@ impl Engine {
             .position(|s| s.rendition.id == rendition)
     }
 
-    /// Viewer `id` asks for a keyframe (its page saw the picture freeze); false if there is
+    /// Viewer `id`'s page asks for a keyframe (it saw the picture freeze); false if there is
     /// no such viewer.
-    pub fn request_keyframe_for(&mut self, now: Instant, id: ViewerId) -> bool {
+    pub fn page_keyframe_request(&mut self, now: Instant, id: ViewerId) -> bool {
+        match self.viewers.get_mut(&id) {
+            Some(viewer) => viewer.count_page_keyframe_request(),
+            None => return false,
+        }
+        self.request_keyframe_for(now, id)
+    }
+
+    /// Viewer `id` needs a keyframe; false if there is no such viewer.
+    fn request_keyframe_for(&mut self, now: Instant, id: ViewerId) -> bool {
         self.tick(now);
         let Some(viewer) = self.viewers.get(&id) else {
             return false;

@@ -91,7 +91,7 @@ pub async fn run(mut engine: Engine, io: Io) {
                     let _ = reply.send(engine.leave(Instant::now(), id));
                 }
                 Some(Command::Keyframe(id, reply)) => {
-                    let _ = reply.send(engine.request_keyframe_for(Instant::now(), id));
+                    let _ = reply.send(engine.page_keyframe_request(Instant::now(), id));
                 }
                 Some(Command::Sessions(reply)) => {
                     let _ = reply.send(Sessions {

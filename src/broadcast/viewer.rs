@@ -249,6 +249,11 @@ impl Viewer {
         );
     }
 
+    /// Counts a keyframe its page asked for (its picture froze), beside its PLIs and FIRs.
+    pub fn count_page_keyframe_request(&mut self) {
+        self.counts.keyframe_requests += 1;
+    }
+
     /// Marks its video as starting at `at` (a keyframe goes out then).
     pub fn start_video(&mut self, at: Instant) {
         self.video_started = true;
