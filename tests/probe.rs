@@ -24,12 +24,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn probe_watches_the_demo_with_zero_loss() {
+/// `cowatch demo` with `extra` options on free loopback ports, once it announced its WHEP URL;
+/// with its HTTP port.
+fn start_demo(extra: &[&str]) -> (std::process::Child, u16) {
     let (http, udp) = (free_port(), free_port());
     let mut demo = Command::new(BIN)
         .args(["demo", "--listen", &format!("127.0.0.1:{http}")])
         .args(["--webrtc-port", &udp.to_string()])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -40,6 +42,12 @@ fn probe_watches_the_demo_with_zero_loss() {
         lines.any(|l| l.is_ok_and(|l| l.contains("WHEP:"))),
         "the demo did not start"
     );
+    (demo, http)
+}
+
+#[test]
+fn probe_watches_the_demo_with_zero_loss() {
+    let (mut demo, http) = start_demo(&[]);
     let out = Command::new(BIN)
         .args([
             "probe",
@@ -184,21 +192,7 @@ fn ureq_get(url: &str) -> String {
 
 #[test]
 fn a_vp8_only_viewer_starts_the_vp8_rendition_and_it_stops_after_the_linger() {
-    let (http, udp) = (free_port(), free_port());
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{http}")])
-        .args(["--webrtc-port", &udp.to_string()])
-        .args(["--rendition-linger", "2"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.is_ok_and(|l| l.contains("WHEP:"))),
-        "the demo did not start"
-    );
+    let (mut demo, http) = start_demo(&["--rendition-linger", "2"]);
     let idle = vp8_health(http);
     assert_eq!(idle["state"], "idle", "nobody needs VP8 yet: {idle}");
     assert_eq!(idle["frames"], 0, "{idle}");

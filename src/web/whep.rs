@@ -58,10 +58,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let id: ViewerId = id
-        .parse()
-        .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such viewer session"))?;
-    state.broadcaster.leave(id).await?;
+    state.broadcaster.leave(session(&id)?).await?;
     Ok(StatusCode::OK)
 }
 
@@ -71,10 +68,7 @@ pub async fn keyframe(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let id: ViewerId = id
-        .parse()
-        .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such viewer session"))?;
-    state.broadcaster.request_keyframe(id).await?;
+    state.broadcaster.request_keyframe(session(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -104,4 +98,11 @@ pub async fn options() -> impl IntoResponse {
             ("access-control-max-age", "86400"),
         ],
     )
+}
+
+/// The session named in a WHEP resource URL; an id that is not one is no session (404), as an
+/// unknown one is.
+fn session(id: &str) -> Result<ViewerId, AppError> {
+    id.parse()
+        .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such viewer session"))
 }
