@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 use str0m::Input;
 use str0m::net::{Protocol, Receive, Transmit};
 
+use super::adapt::{Adapt, Step};
 use super::keyframes::{self, Start};
 use super::offer::{Accepted, ViewerId};
+use super::quality::Quality;
 use super::rtp::{self, SeqUnwrapper};
 use super::stream::{Rendition, RenditionId, Stream};
 use super::viewer::{MEDIA_GRACE, Polled, Viewer};
@@ -136,7 +138,9 @@ impl Engine {
     /// then overlaps the handshake, and the viewer connects to a young GOP (or one in flight).
     pub fn join(&mut self, now: Instant, accepted: Accepted) {
         self.tick(now);
-        let viewer = Viewer::new(accepted, now);
+        let adapt = Adapt::new(self.ladder(&accepted.codec), accepted.rendition);
+        let mut viewer = Viewer::new(accepted, adapt, now);
+        viewer.update_desired_bitrate();
         tracing::info!(viewer = %viewer.id, codec = %viewer.codec, "viewer joined");
         self.by_ufrag.insert(viewer.ufrag.clone(), viewer.id);
         let id = viewer.id;
@@ -153,6 +157,97 @@ impl Engine {
             }
         }
         self.poll(id, now);
+    }
+
+    /// The renditions a viewer decoding `codec` can be moved between.
+    fn ladder(&self, codec: &str) -> Vec<Step> {
+        self.streams
+            .iter()
+            .map(|s| &s.rendition)
+            .filter(|r| r.codec == codec)
+            .map(|r| Step::new(r.id, &r.name, r.height, r.bitrate_kbps))
+            .collect()
+    }
+
+    /// Viewer `id` picked `quality` in its menu; false if there is no such viewer.
+    pub fn set_quality(&mut self, now: Instant, id: ViewerId, quality: Quality) -> bool {
+        self.tick(now);
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return false;
+        };
+        tracing::info!(viewer = %id, %quality, "viewer picked a quality");
+        let target = viewer.adapt.set_quality(now, quality);
+        viewer.update_desired_bitrate();
+        if let Some(target) = target {
+            self.begin_switch(now, id, target);
+        }
+        self.poll(id, now);
+        true
+    }
+
+    /// Asks viewer `id`'s controller whether it should move, and starts the move.
+    fn adapt(&mut self, now: Instant, id: ViewerId) {
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        if let Some(target) = viewer.adapt.poll(now) {
+            viewer.update_desired_bitrate();
+            self.begin_switch(now, id, target);
+        }
+    }
+
+    /// Starts moving viewer `id` to `target`: the target's encoder runs and is asked for a
+    /// keyframe, and the viewer moves over at that keyframe (see [`Engine::handle_video`]).
+    /// Until then it keeps receiving what it had, so the picture never stops for a switch.
+    fn begin_switch(&mut self, now: Instant, id: ViewerId, target: RenditionId) {
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        let previous = viewer.pending.take();
+        let from = viewer.rendition;
+        let started = viewer.video_started;
+        let down = self
+            .streams
+            .iter()
+            .find(|s| s.rendition.id == target)
+            .zip(self.streams.iter().find(|s| s.rendition.id == from))
+            .is_some_and(|(t, f)| t.rendition.bitrate_kbps < f.rendition.bitrate_kbps);
+        tracing::info!(viewer = %id, from = ?from, to = ?target, "switching rendition");
+        if target == from {
+            // Back to where it is before the move happened: nothing to wait for.
+            if let Some(p) = previous.and_then(|p| self.stream_index(p)) {
+                self.streams[p].remove_viewer(now);
+            }
+            return;
+        }
+        if previous != Some(target) {
+            if let Some(p) = previous.and_then(|p| self.stream_index(p)) {
+                self.streams[p].remove_viewer(now);
+            }
+            let Some(s) = self.stream_index(target) else {
+                return;
+            };
+            if self.streams[s].add_viewer() {
+                tracing::info!(rendition = ?target, "starting an on-demand rendition");
+                self.controls.push_back(Output::SetActive(target, true));
+            }
+        }
+        let Some(s) = self.stream_index(target) else {
+            return;
+        };
+        if let Some(viewer) = self.viewers.get_mut(&id) {
+            if started {
+                viewer.pending = Some(target);
+            } else {
+                // No picture yet: it simply starts on the target.
+                viewer.rendition = target;
+                if let Some(f) = self.stream_index(from) {
+                    self.streams[f].remove_viewer(now);
+                }
+            }
+        }
+        // A viewer stepping down is struggling: its keyframe is as urgent as a starting one.
+        self.request_keyframe(now, s, down);
     }
 
     /// The position of `rendition` in `streams`.
@@ -259,7 +354,12 @@ impl Engine {
             return;
         };
         let gop_start = stream.gop.push(&packet);
+        let mut left = Vec::new();
         self.fan_out(now, |viewer| {
+            if gop_start && viewer.pending == Some(rendition) {
+                left.push(viewer.rendition);
+                viewer.switch_to(rendition, &packet);
+            }
             if viewer.rendition != rendition {
                 return false;
             }
@@ -273,6 +373,11 @@ impl Engine {
             }
             viewer.video_started
         });
+        for from in left {
+            if let Some(s) = self.stream_index(from) {
+                self.streams[s].remove_viewer(now);
+            }
+        }
     }
 
     /// Video packets of `rendition` were lost on their way to us (we fell behind the
@@ -330,9 +435,14 @@ impl Engine {
                 continue;
             }
             let replayed = viewer.drain_backlog(now);
+            let adapt_due = viewer.adapt.deadline().is_some_and(|t| t <= now);
+
             if replayed || viewer.next_timeout <= now {
                 let _ = viewer.rtc.handle_input(Input::Timeout(now));
                 self.poll(id, now);
+            }
+            if adapt_due {
+                self.adapt(now, id);
             }
         }
         ids.clear();
@@ -366,8 +476,10 @@ impl Engine {
         viewer.rtc.disconnect();
         self.by_ufrag.remove(&viewer.ufrag);
         self.by_addr.retain(|_, v| *v != id);
-        if let Some(s) = self.stream_index(viewer.rendition) {
-            self.streams[s].remove_viewer(self.last_now);
+        for r in std::iter::once(viewer.rendition).chain(viewer.pending) {
+            if let Some(s) = self.stream_index(r) {
+                self.streams[s].remove_viewer(self.last_now);
+            }
         }
         self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
         if viewer.connected {
@@ -384,7 +496,7 @@ impl Engine {
         };
         let transmits = &mut self.transmits;
         let mut polled = std::mem::take(&mut self.polled);
-        viewer.poll(&mut |t| transmits.push_back(t), &mut polled);
+        viewer.poll(now, &mut |t| transmits.push_back(t), &mut polled);
         for event in polled.drain(..) {
             match event {
                 Polled::Connected => self.on_connected(id, now),
@@ -403,6 +515,12 @@ impl Engine {
                     self.stats
                         .packets_resent
                         .fetch_add(resent, Ordering::Relaxed);
+                }
+                Polled::Estimate(bps) => {
+                    if let Some(viewer) = self.viewers.get_mut(&id) {
+                        viewer.adapt.on_estimate(now, bps);
+                    }
+                    self.adapt(now, id);
                 }
                 Polled::Disconnected => {
                     self.remove(id);
@@ -464,6 +582,7 @@ impl Engine {
             .map(|s| RenditionState {
                 id: s.rendition.id,
                 codec: s.rendition.codec.clone(),
+                name: s.rendition.name.clone(),
                 on_demand: s.rendition.on_demand,
                 active: s.is_active(),
                 viewers: s.viewers(),

@@ -23,9 +23,11 @@
 //!   parsing to route and re-send packets.
 //! - `tests/`: the engine on a virtual clock, with real str0m viewers and no sockets.
 
+mod adapt;
 mod engine;
 mod keyframes;
 mod offer;
+mod quality;
 pub mod rtp;
 mod run;
 mod stream;
@@ -44,6 +46,7 @@ use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 
 pub use offer::ViewerId;
+pub use quality::{BadQuality, Quality};
 pub use stream::{Rendition, RenditionId};
 
 /// Default UDP port of the fan-out.
@@ -168,6 +171,14 @@ pub struct ViewerStats {
     pub loss: Option<f32>,
     /// Round trip time, in ms.
     pub rtt_ms: Option<f64>,
+    /// The rendition it receives now (`720p`, `360p`).
+    pub rendition: String,
+    /// What it chose in the page's menu: `auto`, or a cap such as `360p`.
+    pub quality: String,
+    /// What str0m estimates its link carries (TWCC), in kbit/s.
+    pub estimate_kbps: Option<u64>,
+    /// Times it was moved between renditions.
+    pub switches: u64,
 }
 
 /// One rendition of the video, as the fan-out sees it.
@@ -177,6 +188,8 @@ pub struct RenditionState {
     pub id: RenditionId,
     /// Its codec.
     pub codec: String,
+    /// Its label (`720p`, `360p`).
+    pub name: String,
     /// It runs only while someone receives it.
     pub on_demand: bool,
     /// Its encoder runs.
@@ -207,6 +220,7 @@ pub(crate) enum Command {
     Join(Box<offer::Accepted>),
     Leave(ViewerId, oneshot::Sender<bool>),
     Keyframe(ViewerId, oneshot::Sender<bool>),
+    Quality(ViewerId, Quality, oneshot::Sender<bool>),
     Sessions(oneshot::Sender<Sessions>),
 }
 
@@ -324,6 +338,43 @@ impl Broadcaster {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Keyframe(id, tx))
+            .map_err(|_| BroadcastError::Stopped)?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BroadcastError::NotFound),
+            Err(_) => Err(BroadcastError::Stopped),
+        }
+    }
+
+    /// The qualities a viewer may pick, highest first (`720p`, `360p`).
+    pub fn qualities(&self) -> Vec<String> {
+        let mut heights: Vec<(u32, &str)> = self
+            .renditions
+            .iter()
+            .map(|r| (r.height, r.name.as_str()))
+            .collect();
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        heights.dedup_by_key(|(h, _)| *h);
+        heights
+            .into_iter()
+            .map(|(_, name)| name.to_string())
+            .collect()
+    }
+
+    /// Sets what viewer `id` may be sent: Auto, or at most the rendition it picked. The switch
+    /// happens at the next keyframe of the rendition it lands on, without a new session.
+    pub async fn set_quality(&self, id: ViewerId, quality: Quality) -> Result<(), BroadcastError> {
+        if let Quality::Max(height) = quality
+            && !self.renditions.iter().any(|r| r.height == height)
+        {
+            return Err(BroadcastError::Unsupported(format!(
+                "this party has no {quality} rendition: pick one of auto, {}",
+                self.qualities().join(", ")
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Quality(id, quality, tx))
             .map_err(|_| BroadcastError::Stopped)?;
         match rx.await {
             Ok(true) => Ok(()),

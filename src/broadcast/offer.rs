@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
@@ -109,6 +110,7 @@ pub fn accept(
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .set_stats_interval(Some(STATS_INTERVAL))
+        .enable_bwe(bwe_start(renditions))
         .enable_raw_packets(plain_resend)
         .clear_codecs()
         .enable_opus(true, false);
@@ -183,6 +185,22 @@ pub fn accept(
         plain_resend,
         audio,
     })
+}
+
+/// The first estimate of a viewer's link, when there is a ladder to choose from (else no
+/// estimation at all: it would cost str0m's pacer and buy nothing).
+///
+/// It starts above the top rendition's bitrate: str0m paces at twice the first estimate, then
+/// at 1.1 times the estimate, and a start below the stream would queue the first keyframe
+/// behind the pacer. TWCC feedback corrects it within a second either way.
+fn bwe_start(renditions: &[Rendition]) -> Option<Bitrate> {
+    let has_ladder = renditions.iter().enumerate().any(|(i, a)| {
+        renditions[..i]
+            .iter()
+            .any(|b| b.codec == a.codec && b.height != a.height)
+    });
+    let top = renditions.iter().map(|r| r.bitrate_kbps).max()?;
+    has_ladder.then(|| Bitrate::kbps(u64::from(top) * 2))
 }
 
 /// Whether a video m-line of `sdp` offers RTX.
@@ -293,11 +311,17 @@ mod tests {
                 id: RenditionId::MAIN,
                 codec: "H264".into(),
                 on_demand: false,
+                name: "720p".into(),
+                height: 720,
+                bitrate_kbps: 2500,
             },
             Rendition {
                 id: RenditionId(1),
                 codec: "VP8".into(),
                 on_demand: true,
+                name: "720p".into(),
+                height: 720,
+                bitrate_kbps: 2500,
             },
         ]
     }

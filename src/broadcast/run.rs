@@ -93,6 +93,9 @@ pub async fn run(mut engine: Engine, io: Io) {
                 Some(Command::Keyframe(id, reply)) => {
                     let _ = reply.send(engine.page_keyframe_request(Instant::now(), id));
                 }
+                Some(Command::Quality(id, quality, reply)) => {
+                    let _ = reply.send(engine.set_quality(Instant::now(), id, quality));
+                }
                 Some(Command::Sessions(reply)) => {
                     let _ = reply.send(Sessions {
                         renditions: engine.renditions(),
@@ -157,6 +160,10 @@ pub fn renditions(pipeline: &Pipeline) -> Vec<Rendition> {
             id: r.id,
             codec: r.codec.encoding_name,
             on_demand: r.on_demand,
+            // Until the pipeline's ladder says (issue #11, being merged).
+            name: "720p".into(),
+            height: 720,
+            bitrate_kbps: 2500,
         })
         .collect()
 }

@@ -22,6 +22,12 @@ pub struct Rendition {
     pub codec: String,
     /// Its encoder runs only while someone receives it.
     pub on_demand: bool,
+    /// Its label in the quality menu (`720p`, `360p`).
+    pub name: String,
+    /// Lines of its picture.
+    pub height: u32,
+    /// Its encoder's target, in kbit/s: what a viewer's link must carry for it.
+    pub bitrate_kbps: u32,
 }
 
 /// The fan-out's state of one rendition.
@@ -115,6 +121,9 @@ mod tests {
             id: RenditionId(1),
             codec: "VP8".into(),
             on_demand: true,
+            name: "720p".into(),
+            height: 720,
+            bitrate_kbps: 2500,
         })
     }
 
@@ -158,6 +167,9 @@ mod tests {
             id: RenditionId::MAIN,
             codec: "H264".into(),
             on_demand: false,
+            name: "720p".into(),
+            height: 720,
+            bitrate_kbps: 2500,
         });
         assert!(s.is_active());
         assert!(!s.add_viewer());

@@ -5,10 +5,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::net::Transmit;
 use str0m::rtp::rtcp::{Nack, Rtcp};
 use str0m::rtp::{RawPacket, RtpWrite};
-use str0m::{Event, IceConnectionState, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
+
+use super::adapt::Adapt;
 
 use super::offer::{Accepted, Track, ViewerId};
 use super::rtp::Packet;
@@ -29,6 +32,17 @@ pub const REPLAY_TICK: Duration = Duration::from_millis(4);
 /// Packets kept for a viewer without RTX, to resend on its NACK: about 4 s of 720p video.
 pub const RESEND_HISTORY: usize = 1024;
 
+/// A pacer timeout this close is due now (str0m asks for one a microsecond after each packet).
+const PACER_NOW: Duration = Duration::from_micros(10);
+/// Packets released per poll at most: a bound on the loop, well above a keyframe's burst.
+const MAX_PACED: usize = 512;
+/// The finest spacing of the delay controller's wakes (it updates every 25 ms anyway).
+pub const BWE_TICK: Duration = Duration::from_millis(5);
+
+/// A timestamp step between renditions beyond this (one second at 90 kHz) means they are not
+/// on one timestamp line.
+const TIMESTAMP_JUMP: i32 = 90_000;
+
 /// What polling a viewer produced for the engine.
 pub enum Polled {
     /// ICE and DTLS are done: media may flow.
@@ -42,6 +56,8 @@ pub enum Polled {
         /// Packets sent again (RTX).
         resent: u64,
     },
+    /// str0m has a new estimate of what the viewer's link carries, in bit/s.
+    Estimate(u64),
     /// The session is over.
     Disconnected,
 }
@@ -58,6 +74,17 @@ pub struct Viewer {
     video: Track,
     /// The rendition it receives.
     pub rendition: RenditionId,
+    /// The rendition it moves to at that rendition's next keyframe.
+    pub pending: Option<RenditionId>,
+    /// Which rendition it should receive, from its link and its menu choice.
+    pub adapt: Adapt,
+    /// What its BWE was last told to probe for.
+    desired_bps: u64,
+    /// Added to the pipeline's RTP timestamps: zero while the renditions' timestamps run on
+    /// one line, which they do (one offset for every payloader).
+    ts_offset: u32,
+    /// The last video timestamp and sequence number it was sent, and when.
+    last_video: Option<(u32, u64, Instant)>,
     /// Its codec.
     pub codec: String,
     /// When media could first flow.
@@ -94,13 +121,18 @@ pub struct Viewer {
 
 impl Viewer {
     /// Wraps an accepted offer, handed over at `now`.
-    pub fn new(accepted: Accepted, now: Instant) -> Self {
+    pub fn new(accepted: Accepted, adapt: Adapt, now: Instant) -> Self {
         Self {
             id: accepted.id,
             rtc: accepted.rtc,
             ufrag: accepted.ufrag,
             video: accepted.video,
             rendition: accepted.rendition,
+            pending: None,
+            adapt,
+            desired_bps: 0,
+            ts_offset: 0,
+            last_video: None,
             codec: accepted.codec,
             connected_at: None,
             counts: Counts::default(),
@@ -172,6 +204,9 @@ impl Viewer {
         if !self.backlog.is_empty() {
             at = at.min(self.burst_due());
         }
+        if let Some(adapt) = self.adapt.deadline() {
+            at = at.min(adapt);
+        }
         at
     }
 
@@ -184,7 +219,9 @@ impl Viewer {
         self.counts.video_written += 1;
         let track = self.video;
         let seq = Self::map(&mut self.video_seq, packet.seq);
-        Self::write(&mut self.rtc, track, seq, packet);
+        let timestamp = packet.timestamp.wrapping_add(self.ts_offset);
+        self.last_video = Some((timestamp, seq, packet.at));
+        Self::write_at(&mut self.rtc, track, seq, timestamp, packet);
         if let Some(history) = &mut self.history {
             if history.len() == RESEND_HISTORY {
                 history.pop_front();
@@ -211,7 +248,8 @@ impl Viewer {
             }
         }
         for (seq, packet) in again {
-            Self::write(&mut self.rtc, self.video, seq, &packet);
+            let timestamp = packet.timestamp.wrapping_add(self.ts_offset);
+            Self::write_at(&mut self.rtc, self.video, seq, timestamp, &packet);
         }
     }
 
@@ -222,7 +260,47 @@ impl Viewer {
             return;
         }
         let seq = Self::map(&mut self.audio_seq, packet.seq);
-        Self::write(&mut self.rtc, track, seq, packet);
+        Self::write_at(&mut self.rtc, track, seq, packet.timestamp, packet);
+    }
+
+    /// Moves the viewer onto another rendition, whose keyframe `first` is the next packet it
+    /// is sent. The browser must see one stream: the same SSRC (str0m's, per session), the
+    /// sequence numbers running on from the last one sent, and timestamps always moving
+    /// forward. The renditions share one timestamp line, so `first` normally keeps its own;
+    /// when the new encoder is a frame ahead of or behind the old one, its timestamp is
+    /// nudged just past the last one sent (a browser drops a frame older than one it has,
+    /// and glues packets of equal H.264 timestamps into one frame).
+    pub fn switch_to(&mut self, rendition: RenditionId, first: &Packet) {
+        self.rendition = rendition;
+        self.pending = None;
+        self.counts.switches += 1;
+        // Whatever was queued of the old rendition is no use at the new one's keyframe.
+        self.backlog.clear();
+        let Some((last_ts, last_seq, last_at)) = self.last_video else {
+            self.video_seq = None;
+            return;
+        };
+        self.video_seq = Some((first.seq, last_seq + 1));
+        let ahead = first.timestamp.wrapping_sub(last_ts) as i32;
+        self.ts_offset = if ahead > 0 && ahead < TIMESTAMP_JUMP {
+            0
+        } else if ahead.unsigned_abs() < TIMESTAMP_JUMP as u32 {
+            last_ts.wrapping_add(1).wrapping_sub(first.timestamp)
+        } else {
+            // Not on one line after all (another payloader's offset): carry on by the clock.
+            let elapsed = first.at.saturating_duration_since(last_at);
+            let ticks = (elapsed.as_secs_f64() * 90_000.0).max(1.0) as u32;
+            last_ts.wrapping_add(ticks).wrapping_sub(first.timestamp)
+        };
+    }
+
+    /// Tells its BWE what to probe for, when that changed.
+    pub fn update_desired_bitrate(&mut self) {
+        let desired = self.adapt.desired_bps();
+        if self.adapt.has_choice() && desired != self.desired_bps {
+            self.desired_bps = desired;
+            self.rtc.bwe().set_desired_bitrate(Bitrate::bps(desired));
+        }
     }
 
     fn map(state: &mut Option<(u64, u64)>, seq: u64) -> u64 {
@@ -231,7 +309,7 @@ impl Viewer {
         theirs + seq.saturating_sub(ours)
     }
 
-    fn write(rtc: &mut Rtc, track: Track, seq: u64, packet: &Packet) {
+    fn write_at(rtc: &mut Rtc, track: Track, seq: u64, timestamp: u32, packet: &Packet) {
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx(&track.ssrc) else {
             return;
@@ -240,7 +318,7 @@ impl Viewer {
             RtpWrite::new(
                 track.pt,
                 seq.into(),
-                packet.timestamp,
+                timestamp,
                 packet.at,
                 packet.payload.clone(),
             )
@@ -289,16 +367,45 @@ impl Viewer {
             keyframe_requests: c.keyframe_requests,
             loss: c.loss,
             rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            rendition: self.adapt.current().name.clone(),
+            quality: self.adapt.quality().to_string(),
+            estimate_kbps: self.adapt.estimate().map(|bps| bps / 1000),
+            switches: c.switches,
         }
     }
 
     /// Drains str0m's output up to the next timeout: datagrams go to `transmit` as str0m made
     /// them (no copy), events into `out`.
-    pub fn poll(&mut self, transmit: &mut impl FnMut(Transmit), out: &mut Vec<Polled>) {
+    ///
+    /// With bandwidth estimation on, str0m paces video: a packet written now leaves only after
+    /// a timeout its pacer asks for a microsecond later. That timeout is handled here, at
+    /// once, so a packet costs no extra wake of the socket loop. And str0m's delay controller
+    /// asks to be woken every round trip while no TWCC report is fresh: on loopback that is
+    /// every 0.1 ms, so its wakes are spaced by [`BWE_TICK`].
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        transmit: &mut impl FnMut(Transmit),
+        out: &mut Vec<Polled>,
+    ) {
+        let mut paced = 0;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    self.next_timeout = t;
+                    let reason = self.rtc.last_timeout_reason();
+                    if matches!(reason, Reason::Pacer(_))
+                        && t <= now + PACER_NOW
+                        && paced < MAX_PACED
+                    {
+                        paced += 1;
+                        let _ = self.rtc.handle_input(Input::Timeout(now));
+                        continue;
+                    }
+                    self.next_timeout = if matches!(reason, Reason::BweDelayControl) {
+                        t.max(now + BWE_TICK)
+                    } else {
+                        t
+                    };
                     return;
                 }
                 Ok(Output::Transmit(t)) => transmit(t),
@@ -313,6 +420,9 @@ impl Viewer {
                     Event::KeyframeRequest(_) => {
                         self.counts.keyframe_requests += 1;
                         out.push(Polled::KeyframeRequest);
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        out.push(Polled::Estimate(estimate.as_u64()));
                     }
                     Event::RawPacket(raw) => {
                         if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = &*raw {
@@ -354,6 +464,8 @@ struct Counts {
     loss: Option<f32>,
     /// Round trip time, from its latest receiver report.
     rtt: Option<Duration>,
+    /// Moves between renditions.
+    switches: u64,
 }
 
 impl Counts {

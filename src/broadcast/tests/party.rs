@@ -314,6 +314,14 @@ impl Party {
             .clamp(self.now, until);
         if next == self.now {
             self.stalls += 1;
+            if self.stalls > 95 {
+                eprintln!(
+                    "stall: now={:?} deadline={:?} clients={:?}",
+                    self.now,
+                    self.deadline,
+                    self.clients.iter().map(|c| c.timeout).collect::<Vec<_>>()
+                );
+            }
             assert!(
                 self.stalls < 100,
                 "deadlines do not advance: the loop would spin"
@@ -480,11 +488,17 @@ fn renditions() -> Vec<Rendition> {
             id: RenditionId::MAIN,
             codec: "H264".into(),
             on_demand: false,
+            name: "720p".into(),
+            height: 720,
+            bitrate_kbps: 2500,
         },
         Rendition {
             id: VP8,
             codec: "VP8".into(),
             on_demand: true,
+            name: "720p".into(),
+            height: 720,
+            bitrate_kbps: 2500,
         },
     ]
 }
