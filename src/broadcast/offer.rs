@@ -114,8 +114,16 @@ pub fn accept(
         .enable_raw_packets(plain_resend)
         .clear_codecs()
         .enable_opus(true, false);
-    for rendition in renditions {
-        match rendition.codec.as_str() {
+    let mut codecs: Vec<&str> = Vec::new();
+    // A ladder has several renditions of one codec: str0m must hear of each codec once (it
+    // panics on a payload type added twice).
+    for r in renditions {
+        if !codecs.contains(&r.codec.as_str()) {
+            codecs.push(&r.codec);
+        }
+    }
+    for codec in codecs {
+        match codec {
             "VP8" => config = config.enable_vp8(true),
             _ => {
                 // Our x264 stream is constrained baseline: offer only what can decode it.

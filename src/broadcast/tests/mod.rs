@@ -4,6 +4,7 @@
 //! Each test states the timing it relies on as an assertion, so a change of a constant that
 //! invalidates a scenario fails loudly instead of testing something else.
 
+mod adaptive;
 mod party;
 mod renditions;
 mod repair;

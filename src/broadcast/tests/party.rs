@@ -24,6 +24,8 @@ use crate::broadcast::{RENDITION_LINGER, Stats};
 
 /// The on-demand VP8 rendition of the party.
 pub const VP8: RenditionId = RenditionId(1);
+/// The on-demand 360p H.264 rendition of a party with a ladder.
+pub const LOW: RenditionId = RenditionId(2);
 
 /// The address the engine advertises.
 pub const SERVER: ([u8; 4], u16) = ([10, 0, 0, 1], 8189);
@@ -45,6 +47,8 @@ pub struct Got {
     pub index: u32,
     /// Part of a keyframe.
     pub keyframe: bool,
+    /// Its RTP timestamp at the viewer.
+    pub timestamp: u32,
 }
 
 /// A viewer: the browser's side of a session.
@@ -142,6 +146,7 @@ impl Client {
                         seq: *p.seq_no,
                         index,
                         keyframe: payload[0] == IDR,
+                        timestamp: p.header.timestamp,
                     };
                     if payload[0] == OPUS {
                         self.audio.push(got);
@@ -169,18 +174,42 @@ pub struct Party {
     pub vp8_keyframes_asked: Vec<Instant>,
     /// When the engine started (true) or stopped the VP8 encoder.
     pub vp8_switches: Vec<(Instant, bool)>,
+    /// When the engine asked the 360p encoder for a keyframe.
+    pub low_keyframes_asked: Vec<Instant>,
+    /// When the engine started (true) or stopped the 360p encoder.
+    pub low_switches: Vec<(Instant, bool)>,
+    /// What the pipeline sends.
+    renditions: Vec<Rendition>,
     /// The engine's latest deadline.
     deadline: Instant,
     /// Wakes in a row that found the clock where it was.
     stalls: u32,
     video_index: u32,
-    /// Sequence numbers of the main and VP8 renditions: each payloader counts its own.
-    video_seq: [u16; 2],
+    /// Sequence numbers of each rendition (by id): each payloader counts its own.
+    video_seq: [u16; 3],
     audio_index: u32,
 }
 
 impl Party {
     pub fn new() -> Self {
+        Self::with(renditions())
+    }
+
+    /// A party whose H.264 has a 360p rendition ([`LOW`]) besides the main 720p one.
+    pub fn with_ladder() -> Self {
+        let mut all = renditions();
+        all.push(Rendition {
+            id: LOW,
+            codec: "H264".into(),
+            on_demand: true,
+            name: "360p".into(),
+            height: 360,
+            bitrate_kbps: 600,
+        });
+        Self::with(all)
+    }
+
+    fn with(renditions: Vec<Rendition>) -> Self {
         offer::init_crypto();
         let now = Instant::now();
         let stats = Arc::new(Stats::default());
@@ -188,7 +217,7 @@ impl Party {
             now,
             SERVER.into(),
             stats.clone(),
-            renditions(),
+            renditions.clone(),
             RENDITION_LINGER,
         );
         let mut party = Self {
@@ -199,10 +228,13 @@ impl Party {
             keyframes_asked: Vec::new(),
             vp8_keyframes_asked: Vec::new(),
             vp8_switches: Vec::new(),
+            low_keyframes_asked: Vec::new(),
+            low_switches: Vec::new(),
+            renditions,
             deadline: now,
             stalls: 0,
             video_index: 0,
-            video_seq: [0; 2],
+            video_seq: [0; 3],
             audio_index: 0,
         };
         party.pump();
@@ -241,7 +273,7 @@ impl Party {
         let accepted = offer::accept(
             &offer.to_sdp_string(),
             SERVER.into(),
-            &renditions(),
+            &self.renditions,
             self.now,
         )
         .expect("the engine refuses a str0m offer");
@@ -366,9 +398,11 @@ impl Party {
                     Output::RequestKeyframe(RenditionId::MAIN) => {
                         self.keyframes_asked.push(self.now)
                     }
+                    Output::RequestKeyframe(LOW) => self.low_keyframes_asked.push(self.now),
                     Output::RequestKeyframe(_) => self.vp8_keyframes_asked.push(self.now),
+                    Output::SetActive(LOW, on) => self.low_switches.push((self.now, on)),
                     Output::SetActive(id, on) => {
-                        assert_eq!(id, VP8, "only the VP8 rendition is switched");
+                        assert_eq!(id, VP8, "the main rendition is never switched");
                         self.vp8_switches.push((self.now, on));
                     }
                     Output::Timeout(t) => {
@@ -426,14 +460,26 @@ impl Party {
         keyframe: bool,
         packets: usize,
     ) -> std::ops::Range<u32> {
+        let timestamp = self.video_index.wrapping_mul(3000);
+        self.frame_at(rendition, keyframe, packets, timestamp)
+    }
+
+    /// One video frame of `rendition` with RTP `timestamp` (the renditions of one composite
+    /// frame share it).
+    pub fn frame_at(
+        &mut self,
+        rendition: RenditionId,
+        keyframe: bool,
+        packets: usize,
+        timestamp: u32,
+    ) -> std::ops::Range<u32> {
         let first = self.video_index;
-        let timestamp = first.wrapping_mul(3000);
         for i in 0..packets {
             let index = self.video_index;
             self.video_index += 1;
             let marker = i + 1 == packets;
             let tag = if keyframe { IDR } else { NON_IDR };
-            let seq = &mut self.video_seq[usize::from(rendition != RenditionId::MAIN)];
+            let seq = &mut self.video_seq[usize::from(rendition.0)];
             *seq = seq.wrapping_add(1);
             let data = rtp(96, marker, *seq, timestamp, tag, index);
             self.engine
@@ -451,6 +497,13 @@ impl Party {
         self.engine.handle_audio(self.now, &data);
         self.pump();
         index
+    }
+
+    /// Viewer `n` picks `quality` in its menu.
+    pub fn set_quality(&mut self, n: usize, quality: crate::broadcast::Quality) {
+        let id = self.clients[n].id;
+        assert!(self.engine.set_quality(self.now, id, quality));
+        self.pump();
     }
 
     /// Video packets were lost between the pipeline and the engine.
