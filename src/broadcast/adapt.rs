@@ -6,9 +6,12 @@
 //!   [`SHORT_FOR`], go straight to the highest rendition the estimate carries: a frozen
 //!   picture costs more than a softer one.
 //! - **Up slowly, one step at a time.** Only after the estimate has carried the next rendition
-//!   up with margin for [`UP_AFTER`]. While below its cap the viewer's BWE probes for that
-//!   rendition's need ([`Adapt::desired_bps`]), so headroom shows even while the link carries
-//!   only the lower rendition.
+//!   up with margin for [`UP_AFTER`]. A viewer on a lower rendition sends too little for the
+//!   estimate to grow past it (str0m caps it at 1.5 times what is acknowledged, and its own
+//!   periodic probes need the send rate under 65 % of the estimate), so every
+//!   [`PROBE_EVERY`] without headroom its link is probed ([`Adapt::poll_probe`]): str0m's
+//!   estimator restarts from the current estimate, which sends its initial probes at 3 and
+//!   6 times it, and a link that has cleared shows it within a second.
 //! - **Learn from a failed step up.** Falling back within [`UP_AFTER`] of a step up doubles
 //!   the wait before the next try, up to [`UP_AFTER_MAX`]; a step up that holds resets it.
 //! - **The menu is a cap.** A viewer on `360p` never gets more; lowering the cap switches at
@@ -25,6 +28,8 @@ pub const SHORT_FOR: Duration = Duration::from_millis(1000);
 pub const UP_AFTER: Duration = Duration::from_secs(10);
 /// The longest wait before stepping up again, after repeated failed tries.
 pub const UP_AFTER_MAX: Duration = Duration::from_secs(60);
+/// How often a viewer below its cap, with no headroom seen, has its link probed.
+pub const PROBE_EVERY: Duration = Duration::from_secs(4);
 /// The estimate must exceed a rendition's need by this factor before we step up to it.
 const UP_MARGIN: f64 = 1.15;
 /// Audio and RTP/SRTP overhead on top of a rendition's video bitrate: Opus at 128 kbit/s,
@@ -79,6 +84,8 @@ pub struct Adapt {
     up_after: Duration,
     /// When it last stepped up.
     last_up: Option<Instant>,
+    /// When it last moved down, or its link was last probed.
+    last_probe: Option<Instant>,
 }
 
 impl Adapt {
@@ -95,6 +102,7 @@ impl Adapt {
             headroom_since: None,
             up_after: UP_AFTER,
             last_up: None,
+            last_probe: None,
         }
     }
 
@@ -205,6 +213,7 @@ impl Adapt {
             } else {
                 UP_AFTER
             };
+            self.last_probe = Some(now);
         } else {
             self.last_up = Some(now);
         }
@@ -214,14 +223,34 @@ impl Adapt {
         Some(self.ladder[target].id)
     }
 
-    /// When [`Adapt::poll`] may next have something to say.
+    /// Whether the link should be probed (below the cap, no headroom in sight), and from
+    /// when (`None`: at once).
+    fn probe_due(&self) -> Option<Option<Instant>> {
+        let below = self.current > self.top() && self.headroom_since.is_none();
+        below.then(|| self.last_probe.map(|t| t + PROBE_EVERY))
+    }
+
+    /// The estimate to restart the viewer's estimator from at `now`, when its link should be
+    /// probed for headroom.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<u64> {
+        let due = self.probe_due()?;
+        let estimate = self.estimate?;
+        if due.is_some_and(|due| now < due) {
+            return None;
+        }
+        self.last_probe = Some(now);
+        Some(estimate)
+    }
+
+    /// When [`Adapt::poll`] or [`Adapt::poll_probe`] may next have something to say.
     pub fn deadline(&self) -> Option<Instant> {
         let down = self.short_since.map(|t| t + SHORT_FOR);
         let up = self.headroom_since.map(|t| t + self.up_after);
-        match (down, up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let probe = self
+            .probe_due()
+            .flatten()
+            .filter(|_| self.estimate.is_some());
+        [down, up, probe].into_iter().flatten().min()
     }
 
     /// What the BWE should probe for, in bit/s: a little above the highest rendition the cap

@@ -190,6 +190,10 @@ impl Engine {
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
+        if let Some(bps) = viewer.adapt.poll_probe(now) {
+            tracing::debug!(viewer = %id, kbps = bps / 1000, "probing a viewer's link for headroom");
+            viewer.probe_link(bps);
+        }
         if let Some(target) = viewer.adapt.poll(now) {
             viewer.update_desired_bitrate();
             self.begin_switch(now, id, target);

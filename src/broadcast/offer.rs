@@ -283,6 +283,15 @@ fn track(rtc: &mut Rtc, line: &MLine, codec: &str) -> Option<Track> {
             ssrc
         }
     };
+    // With bandwidth estimation on, str0m paces video at 1.1 times its estimate. Our video's
+    // rate is the encoder's, not the estimate's: pacing it would queue what the link cannot
+    // take behind the estimate (seen: 720p held up to str0m's 2 s queue limit, then drained
+    // in a burst after the step down, which the bottleneck dropped, which lowered the
+    // estimate further). We answer the estimate by switching renditions instead; a GOP
+    // replay is paced by us (`viewer.rs`).
+    if let Some(stream) = api.stream_tx(&ssrc) {
+        stream.set_unpaced(true);
+    }
     Some(Track {
         mid: line.mid,
         pt,

@@ -294,6 +294,12 @@ impl Viewer {
         };
     }
 
+    /// Probes its link: str0m's estimator restarts from `bps`, with its initial probes (see
+    /// `adapt.rs` for why nothing else probes a viewer sending less than it could).
+    pub fn probe_link(&mut self, bps: u64) {
+        self.rtc.bwe().reset(Bitrate::bps(bps));
+    }
+
     /// Tells its BWE what to probe for, when that changed.
     pub fn update_desired_bitrate(&mut self) {
         let desired = self.adapt.desired_bps();

@@ -1,7 +1,9 @@
 //! Moving a viewer between renditions: at the target's keyframe, as one continuous stream.
 
 use super::ms;
-use super::party::{LOW, Party};
+use std::time::Duration;
+
+use super::party::{LOW, Link, Party};
 use crate::broadcast::Quality;
 use crate::broadcast::stream::RenditionId;
 use crate::broadcast::viewer::MEDIA_GRACE;
@@ -44,7 +46,10 @@ fn a_picked_quality_moves_the_viewer_at_the_targets_keyframe_in_one_continuous_s
         .collect();
     assert!(got.ends_with(&tail), "{got:?} does not end with {tail:?}");
     let at_switch = client.video.len() - 3;
-    assert!(client.video[at_switch].keyframe, "it switched at a keyframe");
+    assert!(
+        client.video[at_switch].keyframe,
+        "it switched at a keyframe"
+    );
     for pair in client.video.windows(2) {
         let step = pair[1].timestamp.wrapping_sub(pair[0].timestamp) as i32;
         assert!(step >= 0, "timestamp went back: {pair:?}");
@@ -57,11 +62,18 @@ fn a_picked_quality_moves_the_viewer_at_the_targets_keyframe_in_one_continuous_s
 
     let renditions = party.engine.renditions();
     let low = renditions.iter().find(|r| r.id == LOW).unwrap();
-    let main = renditions.iter().find(|r| r.id == RenditionId::MAIN).unwrap();
+    let main = renditions
+        .iter()
+        .find(|r| r.id == RenditionId::MAIN)
+        .unwrap();
     assert_eq!((low.active, low.viewers, main.viewers), (true, 1, 0));
     let stats = &party.engine.viewer_stats(party.now)[0];
     assert_eq!(
-        (stats.rendition.as_str(), stats.quality.as_str(), stats.switches),
+        (
+            stats.rendition.as_str(),
+            stats.quality.as_str(),
+            stats.switches
+        ),
         ("360p", "360p", 1)
     );
 }
@@ -81,7 +93,16 @@ fn a_target_keyframe_a_frame_behind_is_nudged_past_what_was_sent() {
     client.assert_clean_video();
     let stamps: Vec<u32> = client.video.iter().map(|g| g.timestamp).collect();
     let n = stamps.len();
-    assert_eq!(&stamps[n - 5..], [2 * FRAME, 2 * FRAME, 2 * FRAME + 1, 2 * FRAME + 1, 3 * FRAME + 1]);
+    assert_eq!(
+        &stamps[n - 5..],
+        [
+            2 * FRAME,
+            2 * FRAME,
+            2 * FRAME + 1,
+            2 * FRAME + 1,
+            3 * FRAME + 1
+        ]
+    );
 }
 
 #[test]
@@ -106,6 +127,74 @@ fn picking_auto_again_before_the_keyframe_cancels_the_move() {
     party.advance(ms(200));
     let got = party.clients[a].video_indices();
     assert!(got.ends_with(&main.collect::<Vec<_>>()), "{got:?}");
-    let low = party.engine.renditions().into_iter().find(|r| r.id == LOW).unwrap();
+    let low = party
+        .engine
+        .renditions()
+        .into_iter()
+        .find(|r| r.id == LOW)
+        .unwrap();
     assert_eq!(low.viewers, 0);
+}
+
+/// Plays until viewer `n` receives `rendition` or `limit` passes; how long it took.
+fn until_on(party: &mut Party, n: usize, rendition: &str, limit: Duration) -> Option<Duration> {
+    let start = party.now;
+    let mut seen = Vec::new();
+    while party.now < start + limit {
+        party.play(ms(100));
+        let v = party.viewer(n);
+        seen.push((
+            ms_since(start, party.now),
+            v.estimate_kbps,
+            v.rendition.clone(),
+        ));
+        if v.rendition == rendition {
+            return Some(party.now - start);
+        }
+    }
+    eprintln!("never on {rendition}: (ms, estimate kbit/s, rendition) {seen:?}");
+    None
+}
+
+fn ms_since(start: std::time::Instant, now: std::time::Instant) -> u128 {
+    (now - start).as_millis()
+}
+
+#[test]
+fn behind_a_1_mbit_link_a_viewer_steps_down_within_seconds_and_back_up_once_it_clears() {
+    let mut party = Party::with_ladder();
+    let a = party.connect();
+    party.play(Duration::from_secs(5));
+    let before = party.viewer(a);
+    assert_eq!(
+        (before.rendition.as_str(), before.switches),
+        ("720p", 0),
+        "{before:?}"
+    );
+
+    party.clients[a].link = Some(Link::new(1_000_000, ms(200)));
+    let down =
+        until_on(&mut party, a, "360p", Duration::from_secs(10)).expect("never stepped down");
+    assert!(
+        down <= Duration::from_secs(5),
+        "stepped down after {down:?}"
+    );
+    // 360p fits the link: it stays, and the link stops dropping.
+    party.play(Duration::from_secs(1));
+    let dropped = party.clients[a].link.as_ref().unwrap().dropped;
+    party.play(Duration::from_secs(4));
+    let link = party.clients[a].link.as_ref().unwrap();
+    assert_eq!(party.viewer(a).rendition, "360p");
+    assert!(
+        link.dropped - dropped < 20,
+        "still dropping: {}",
+        link.dropped - dropped
+    );
+
+    party.clients[a].link = None;
+    let up = until_on(&mut party, a, "720p", Duration::from_secs(30)).expect("never stepped up");
+    assert!(up <= Duration::from_secs(20), "stepped up after {up:?}");
+    eprintln!("stepped down after {down:?}, up after {up:?}");
+    let after = party.viewer(a);
+    assert_eq!(after.switches, 2, "{after:?}");
 }

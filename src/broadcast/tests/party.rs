@@ -51,6 +51,53 @@ pub struct Got {
     pub timestamp: u32,
 }
 
+/// A bottleneck between the engine and a viewer, as `tc qdisc … tbf` makes one: datagrams
+/// leave at `rate`, queue behind each other, and are dropped when the queue would hold them
+/// longer than `queue`.
+#[derive(Debug)]
+pub struct Link {
+    /// Bits per second.
+    pub rate_bps: u64,
+    /// The longest wait in the queue.
+    pub queue: Duration,
+    /// When the link is free again.
+    free_at: Option<Instant>,
+    /// Datagrams on their way, with their arrival time, in order.
+    in_flight: std::collections::VecDeque<(Instant, Transmit)>,
+    /// Datagrams dropped at the queue.
+    pub dropped: u64,
+}
+
+impl Link {
+    /// A link carrying `rate_bps` with a queue of `queue`.
+    pub fn new(rate_bps: u64, queue: Duration) -> Self {
+        Self {
+            rate_bps,
+            queue,
+            free_at: None,
+            in_flight: std::collections::VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Queues `t` sent at `now`, or drops it.
+    fn send(&mut self, now: Instant, t: Transmit) {
+        let start = self.free_at.map_or(now, |f| f.max(now));
+        if start - now > self.queue {
+            self.dropped += 1;
+            return;
+        }
+        let bits = (t.contents.len() as u64 + 28) * 8;
+        let done = start + Duration::from_nanos(bits * 1_000_000_000 / self.rate_bps);
+        self.free_at = Some(done);
+        self.in_flight.push_back((done, t));
+    }
+
+    fn next_arrival(&self) -> Option<Instant> {
+        self.in_flight.front().map(|(at, _)| *at)
+    }
+}
+
 /// A viewer: the browser's side of a session.
 pub struct Client {
     /// Its session at the engine.
@@ -61,6 +108,8 @@ pub struct Client {
     pub online: bool,
     /// This many of the next video packets sent to it are lost on the way.
     pub lose_video: usize,
+    /// A bottleneck on the way to it, if any.
+    pub link: Option<Link>,
     /// The engine's SDP answer.
     answer: String,
     /// When the engine saw it connect (ICE and DTLS done).
@@ -180,6 +229,10 @@ pub struct Party {
     pub low_switches: Vec<(Instant, bool)>,
     /// What the pipeline sends.
     renditions: Vec<Rendition>,
+    /// Frames [`Party::play`] fed, and the keyframe requests it served.
+    played_frames: u64,
+    main_keys_served: usize,
+    low_keys_served: usize,
     /// The engine's latest deadline.
     deadline: Instant,
     /// Wakes in a row that found the clock where it was.
@@ -231,6 +284,9 @@ impl Party {
             low_keyframes_asked: Vec::new(),
             low_switches: Vec::new(),
             renditions,
+            played_frames: 0,
+            main_keys_served: 0,
+            low_keys_served: 0,
             deadline: now,
             stalls: 0,
             video_index: 0,
@@ -290,6 +346,7 @@ impl Party {
             addr,
             online,
             lose_video: 0,
+            link: None,
             answer: accepted_answer,
             connected_at: None,
             last_sent: None,
@@ -341,7 +398,9 @@ impl Party {
             .clients
             .iter()
             .filter(|c| c.online)
-            .map(|c| c.timeout)
+            .flat_map(|c| {
+                std::iter::once(c.timeout).chain(c.link.as_ref().and_then(Link::next_arrival))
+            })
             .fold(self.deadline, Instant::min)
             .clamp(self.now, until);
         if next == self.now {
@@ -366,10 +425,21 @@ impl Party {
         if now >= self.deadline {
             self.engine.handle_timeout(now);
         }
+        let mut outbox = Vec::new();
         for client in self.clients.iter_mut().filter(|c| c.online) {
+            while let Some(link) = &mut client.link
+                && link.next_arrival().is_some_and(|at| at <= now)
+            {
+                let (_, t) = link.in_flight.pop_front().unwrap();
+                client.receive(now, &t);
+                client.poll(now, &mut outbox);
+            }
             if now >= client.timeout {
                 client.rtc.handle_input(Input::Timeout(now)).unwrap();
             }
+        }
+        for t in outbox {
+            self.engine.handle_datagram(now, t.source, &t.contents);
         }
         self.pump();
     }
@@ -387,6 +457,10 @@ impl Party {
                         if let Some(client) = to.filter(|c| c.online) {
                             if client.lose_video > 0 && is_video_rtp(&t.contents) {
                                 client.lose_video -= 1;
+                                continue;
+                            }
+                            if let Some(link) = &mut client.link {
+                                link.send(self.now, t);
                                 continue;
                             }
                             // In RTP mode str0m keeps one received packet until the next
@@ -473,6 +547,18 @@ impl Party {
         packets: usize,
         timestamp: u32,
     ) -> std::ops::Range<u32> {
+        self.frame_sized(rendition, keyframe, packets, timestamp, 100)
+    }
+
+    /// One video frame of `rendition` in `packets` packets of `bytes` of payload each.
+    pub fn frame_sized(
+        &mut self,
+        rendition: RenditionId,
+        keyframe: bool,
+        packets: usize,
+        timestamp: u32,
+        bytes: usize,
+    ) -> std::ops::Range<u32> {
         let first = self.video_index;
         for i in 0..packets {
             let index = self.video_index;
@@ -481,7 +567,7 @@ impl Party {
             let tag = if keyframe { IDR } else { NON_IDR };
             let seq = &mut self.video_seq[usize::from(rendition.0)];
             *seq = seq.wrapping_add(1);
-            let data = rtp(96, marker, *seq, timestamp, tag, index);
+            let data = rtp(96, marker, *seq, timestamp, tag, index, bytes);
             self.engine
                 .handle_video(self.now, rendition, &data, keyframe);
         }
@@ -493,10 +579,55 @@ impl Party {
     pub fn audio(&mut self) -> u32 {
         let index = self.audio_index;
         self.audio_index += 1;
-        let data = rtp(111, false, index as u16, index * 960, OPUS, index);
+        let data = rtp(111, false, index as u16, index * 960, OPUS, index, 100);
         self.engine.handle_audio(self.now, &data);
         self.pump();
         index
+    }
+
+    /// Runs the party for `d` as the pipeline would: 30 frames a second of the main rendition
+    /// (2.5 Mbit/s) and, while it runs, of the 360p one (0.6 Mbit/s), a keyframe every 2 s
+    /// and whenever the engine asks; 20 ms audio packets.
+    pub fn play(&mut self, d: Duration) {
+        const FRAME: Duration = Duration::from_nanos(33_333_333);
+        const AUDIO: Duration = Duration::from_millis(20);
+        let end = self.now + d;
+        let mut next_frame = self.now;
+        let mut next_audio = self.now;
+        while self.now < end {
+            if self.now >= next_frame {
+                let n = self.played_frames;
+                self.played_frames += 1;
+                let timestamp = (n as u32).wrapping_mul(3000);
+                let periodic = n.is_multiple_of(60);
+                let main_key = periodic || self.keyframes_asked.len() > self.main_keys_served;
+                self.main_keys_served = self.keyframes_asked.len();
+                let (packets, bytes) = if main_key { (30, 1150) } else { (9, 1150) };
+                self.frame_sized(RenditionId::MAIN, main_key, packets, timestamp, bytes);
+                if self.low_switches.last().is_some_and(|(_, on)| *on) {
+                    let low_key = periodic || self.low_keyframes_asked.len() > self.low_keys_served;
+                    self.low_keys_served = self.low_keyframes_asked.len();
+                    let packets = if low_key { 8 } else { 2 };
+                    self.frame_sized(LOW, low_key, packets, timestamp, 1200);
+                }
+                next_frame += FRAME;
+            }
+            if self.now >= next_audio {
+                self.audio();
+                next_audio += AUDIO;
+            }
+            self.advance_to(next_frame.min(next_audio).min(end));
+        }
+    }
+
+    /// What the engine says of viewer `n`.
+    pub fn viewer(&self, n: usize) -> crate::broadcast::ViewerStats {
+        let id = self.clients[n].id.to_string();
+        self.engine
+            .viewer_stats(self.now)
+            .into_iter()
+            .find(|v| v.id == id)
+            .expect("no such viewer")
     }
 
     /// Viewer `n` picks `quality` in its menu.
@@ -557,13 +688,21 @@ fn renditions() -> Vec<Rendition> {
 }
 
 /// An RTP packet as the pipeline's payloader makes it; the payload names its `index`.
-fn rtp(pt: u8, marker: bool, seq: u16, timestamp: u32, tag: u8, index: u32) -> Vec<u8> {
+fn rtp(
+    pt: u8,
+    marker: bool,
+    seq: u16,
+    timestamp: u32,
+    tag: u8,
+    index: u32,
+    bytes: usize,
+) -> Vec<u8> {
     let mut data = vec![0x80, pt | if marker { 0x80 } else { 0 }];
     data.extend_from_slice(&seq.to_be_bytes());
     data.extend_from_slice(&timestamp.to_be_bytes());
     data.extend_from_slice(&0x1234_5678u32.to_be_bytes());
     data.push(tag);
     data.extend_from_slice(&index.to_be_bytes());
-    data.extend_from_slice(&[0xab; 100]);
+    data.resize(data.len() + bytes, 0xab);
     data
 }
