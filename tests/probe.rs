@@ -178,16 +178,25 @@ fn ureq_get(url: &str) -> String {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    body.to_string()
+    let mut last = String::new();
+    // A server still starting its encoders on a loaded machine has been seen to close a
+    // connection without an answer: try again a few times, then say what came back.
+    for _ in 0..5 {
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        if let Some((_, body)) = response.split_once("\r\n\r\n") {
+            return body.to_string();
+        }
+        last = response;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("GET {url}: no HTTP answer, got {last:?}")
 }
 
 #[test]
