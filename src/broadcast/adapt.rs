@@ -14,8 +14,15 @@
 //!   6 times it, and a link that has cleared shows it within a second.
 //! - **Learn from a failed step up.** Falling back within [`UP_AFTER`] of a step up doubles
 //!   the wait before the next try, up to [`UP_AFTER_MAX`]; a step up that holds resets it.
+//! - **Trust a step up for a moment.** For [`UP_GRACE`] after stepping up, a short estimate
+//!   does not count: str0m's estimator cuts to 0.85 times the *acknowledged* rate on a delay
+//!   spike, and right after a step up that rate is still the lower rendition's (seen on a busy
+//!   machine: up at 5 Mbit/s, an estimate of 1.4 Mbit/s a moment later, down again). The link
+//!   has just carried the higher rate through [`UP_AFTER`] of headroom.
 //! - **The menu is a cap.** A viewer on `360p` never gets more; lowering the cap switches at
-//!   once, raising it switches at once when the estimate already carries it.
+//!   once, raising it switches at once when the estimate already carries it, else as soon as
+//!   a probe shows headroom (within [`EAGER_FOR`]; the viewer asked for it, so no
+//!   [`UP_AFTER`] wait).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +35,10 @@ pub const SHORT_FOR: Duration = Duration::from_millis(1000);
 pub const UP_AFTER: Duration = Duration::from_secs(10);
 /// The longest wait before stepping up again, after repeated failed tries.
 pub const UP_AFTER_MAX: Duration = Duration::from_secs(60);
+/// How long after a step up a short estimate is not believed.
+pub const UP_GRACE: Duration = Duration::from_secs(2);
+/// How long after raising its cap a viewer steps up on the first sign of headroom.
+pub const EAGER_FOR: Duration = Duration::from_secs(5);
 /// How often a viewer below its cap, with no headroom seen, has its link probed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(4);
 /// The estimate must exceed a rendition's need by this factor before we step up to it.
@@ -86,6 +97,8 @@ pub struct Adapt {
     last_up: Option<Instant>,
     /// When it last moved down, or its link was last probed.
     last_probe: Option<Instant>,
+    /// Until when headroom moves it up at once (it raised its cap).
+    eager_until: Option<Instant>,
 }
 
 impl Adapt {
@@ -103,6 +116,7 @@ impl Adapt {
             up_after: UP_AFTER,
             last_up: None,
             last_probe: None,
+            eager_until: None,
         }
     }
 
@@ -152,7 +166,13 @@ impl Adapt {
         } else {
             self.current
         };
-        self.move_to(now, target)
+        let moved = self.move_to(now, target);
+        if target > top {
+            // Not known to carry more yet: probe now, and take the first headroom seen.
+            self.last_probe = None;
+            self.eager_until = Some(now + EAGER_FOR);
+        }
+        moved
     }
 
     /// str0m has a new estimate of the link at `now`.
@@ -161,7 +181,8 @@ impl Adapt {
         if !self.has_choice() {
             return;
         }
-        if bps < self.ladder[self.current].need_bps {
+        let trusting = self.last_up.is_some_and(|t| now < t + UP_GRACE);
+        if bps < self.ladder[self.current].need_bps && !trusting {
             self.short_since.get_or_insert(now);
         } else {
             self.short_since = None;
@@ -189,10 +210,9 @@ impl Adapt {
             // Already as low as it goes: nothing to do until the next estimate re-arms it.
             self.short_since = None;
         }
-        if self
-            .headroom_since
-            .is_some_and(|since| now >= since + self.up_after)
-        {
+        let eager = self.eager_until.is_some_and(|t| now < t);
+        let wait = if eager { Duration::ZERO } else { self.up_after };
+        if self.headroom_since.is_some_and(|since| now >= since + wait) {
             if self.current > self.top() {
                 return self.move_to(now, self.current - 1);
             }
@@ -220,6 +240,7 @@ impl Adapt {
         self.current = target;
         self.short_since = None;
         self.headroom_since = None;
+        self.eager_until = None;
         Some(self.ladder[target].id)
     }
 
@@ -245,7 +266,12 @@ impl Adapt {
     /// When [`Adapt::poll`] or [`Adapt::poll_probe`] may next have something to say.
     pub fn deadline(&self) -> Option<Instant> {
         let down = self.short_since.map(|t| t + SHORT_FOR);
-        let up = self.headroom_since.map(|t| t + self.up_after);
+        let wait = if self.eager_until.is_some() {
+            Duration::ZERO
+        } else {
+            self.up_after
+        };
+        let up = self.headroom_since.map(|t| t + wait);
         let probe = self
             .probe_due()
             .flatten()
@@ -388,6 +414,55 @@ mod tests {
         // A cap below every rendition gets the lowest.
         assert_eq!(a.set_quality(t, Quality::Max(180)), None);
         assert_eq!(a.current().id, LOW);
+    }
+
+    #[test]
+    fn a_short_estimate_right_after_a_step_up_is_not_believed() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut a = ladder();
+        feed(&mut a, &mut t, Duration::from_secs(2), MBIT);
+        let up_at = loop {
+            if let Some((id, at)) = feed(&mut a, &mut t, Duration::from_millis(100), 4 * MBIT) {
+                assert_eq!(id, HIGH);
+                break at;
+            }
+            assert!(t - t0 < Duration::from_secs(15), "never stepped up");
+        };
+        // The estimator cuts to what was acknowledged at 360p: a spike, not the link.
+        assert_eq!(
+            feed(&mut a, &mut t, UP_GRACE - Duration::from_millis(200), MBIT),
+            None
+        );
+        assert_eq!(feed(&mut a, &mut t, Duration::from_secs(3), 4 * MBIT), None);
+        // Still short once the grace is over: that is the link.
+        let (id, down_at) = feed(&mut a, &mut t, Duration::from_secs(3), MBIT).expect("down");
+        assert_eq!(id, LOW);
+        assert!(down_at - up_at > UP_GRACE);
+    }
+
+    #[test]
+    fn raising_the_cap_probes_at_once_and_takes_the_first_headroom() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut a = ladder();
+        a.set_quality(t, Quality::Max(360));
+        // Capped, it sends 360p and the estimate stays near what that needs.
+        feed(&mut a, &mut t, Duration::from_secs(20), 1_200_000);
+        assert_eq!(a.poll_probe(t), None, "no probing for what it may not get");
+        assert_eq!(
+            a.set_quality(t, Quality::Auto),
+            None,
+            "not known to carry 720p"
+        );
+        assert_eq!(a.poll_probe(t), Some(1_200_000), "probed at once");
+        let (id, at) = feed(&mut a, &mut t, Duration::from_secs(3), 5 * MBIT).expect("up");
+        assert_eq!(id, HIGH);
+        assert!(
+            at - t0 < Duration::from_secs(21),
+            "no 10 s wait: {:?}",
+            at - t0
+        );
     }
 
     #[test]
