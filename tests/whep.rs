@@ -514,7 +514,7 @@ async fn the_quality_menu_caps_a_session_and_a_wrong_choice_gets_a_reason() {
     }
 
     // The host (and moderators) see the choice beside what the session receives: this
-    // offer's peer never connects, so it still gets the main rendition.
+    // offer's peer never connects, so nothing was sent yet and it is on 360p at once.
     let response = app
         .clone()
         .oneshot(
@@ -549,7 +549,7 @@ async fn the_quality_menu_caps_a_session_and_a_wrong_choice_gets_a_reason() {
         ),
         (
             Some("H264"),
-            Some("720p"),
+            Some("360p"),
             Some("360p"),
             Some(0),
             Some(false)

@@ -307,7 +307,11 @@ mod tests {
         assert_eq!(width_for(180), 320);
         assert_eq!(width_for(480), 854);
         assert_eq!(width_for(1080), 1920);
-        assert!((90..=2160).step_by(2).all(|h| width_for(h).is_multiple_of(2)));
+        assert!(
+            (90..=2160)
+                .step_by(2)
+                .all(|h| width_for(h).is_multiple_of(2))
+        );
     }
 
     #[test]
