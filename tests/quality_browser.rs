@@ -2,7 +2,8 @@
 //! of one `cowatch demo` on an unlimited loopback link. The one that picks *360p* gets 640x360
 //! frames within seconds and keeps them, while the one on *Auto* keeps 1280x720; the choice
 //! survives the server dropping the session and a reload of the page; *Auto* brings 720p back;
-//! `/api/viewers` and the host page say who gets what.
+//! `/api/viewers` and the host page say who gets what; the menu works from the keyboard and
+//! on a phone.
 //!
 //! Needs /usr/bin/chromium (Debian's `chromium` package); fails, never skips, without it.
 
@@ -301,10 +302,11 @@ fn hold(
                 viewer.fail(
                     server,
                     &format!(
-                        "left {w}x{h} after {:.1} s of the hold: now {}x{}",
+                        "left {w}x{h} after {:.1} s of the hold: now {}x{}; streams: {:?}",
                         start.elapsed().as_secs_f64(),
                         view["width"],
-                        view["height"]
+                        view["height"],
+                        server.streams()
                     ),
                 );
             }
@@ -519,6 +521,69 @@ fn a_viewer_that_picks_360p_gets_it_and_auto_on_the_same_link_keeps_720p() {
          && !document.getElementById('stream-summary').textContent.includes('360p') \
          && document.querySelector('#stream-list li .rendition').textContent === '720p H264 · auto'",
     );
+
+    // The keyboard: on the focused menu, the arrow key picks the next entry (720p).
+    picker.eval(&server, "document.getElementById('quality').focus(), true");
+    for kind in ["keyDown", "keyUp"] {
+        picker
+            .browser
+            .call(
+                "Input.dispatchKeyEvent",
+                json!({ "type": kind, "key": "ArrowDown", "code": "ArrowDown",
+                        "windowsVirtualKeyCode": 40 }),
+            )
+            .expect("CDP Input.dispatchKeyEvent");
+    }
+    picker.wait(
+        &server,
+        Duration::from_secs(2),
+        "the arrow key picks 720p",
+        "window.cowatch.quality === '720p' && document.getElementById('quality').value === '720p'",
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while stream_on(&server, "720p", "720p").1.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "/api/viewers does not show the keyboard's pick: {:?}",
+            server.streams()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A phone: the menu sits on the picture, apart from the unmute button, big enough for a
+    // finger, and in 16 px type so opening it does not zoom the page.
+    auto.browser
+        .emulate_device(390, 844, 3.0, true)
+        .expect("phone emulation");
+    auto.goto(&server, "/");
+    auto.wait(
+        &server,
+        Duration::from_secs(20),
+        "the phone plays with the menu shown",
+        "window.cowatch.state === 'live' && !document.getElementById('quality-box').hidden",
+    );
+    let layout = auto.eval(
+        &server,
+        "(() => { const box = (e) => e.getBoundingClientRect().toJSON(); \
+           const m = document.getElementById('quality'); \
+           return { player: box(document.querySelector('main.player')), \
+                    menu: box(document.getElementById('quality-box')), select: box(m), \
+                    unmute: box(document.getElementById('unmute')), \
+                    font: getComputedStyle(m).fontSize, width: innerWidth }; })()",
+    );
+    let n = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let (player, menu, unmute) = (&layout["player"], &layout["menu"], &layout["unmute"]);
+    let inside = n(menu, "left") >= n(player, "left")
+        && n(menu, "right") <= n(player, "right")
+        && n(menu, "top") >= n(player, "top")
+        && n(menu, "bottom") <= n(player, "bottom");
+    let apart = n(menu, "left") >= n(unmute, "right")
+        || n(menu, "bottom") <= n(unmute, "top")
+        || n(menu, "top") >= n(unmute, "bottom");
+    if !(inside && apart && n(&layout["select"], "height") >= 36.0 && layout["font"] == "16px") {
+        auto.fail(&server, &format!("the menu on a phone: {layout}"));
+    }
+
     for viewer in [&mut picker, &mut auto] {
         let errors = viewer.eval(&server, "window.__errors");
         if errors.as_array().is_none_or(|e| !e.is_empty()) {
