@@ -478,6 +478,39 @@ fn host_dashboard_drives_the_running_party() {
         "[...document.querySelectorAll('#viewer-list .nick')].some((n) => n.textContent === 'alice_42')",
     );
 
+    // A video stream shows with its quality: a WebRTC offer that never connects, capped at
+    // 720p as the viewer page's menu does.
+    let location = party.rt.block_on(async {
+        let offer =
+            std::fs::read_to_string("../shared/data/sdp/chrome120_offer_sendrecv_audio_video.sdp")
+                .expect("shared/ sits beside the checkout");
+        let response = party
+            .http
+            .post(party.url("/whep"))
+            .header("content-type", "application/sdp")
+            .body(offer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "the WHEP offer");
+        response.headers()["location"].to_str().unwrap().to_owned()
+    });
+    let (status, body) = party.request(
+        reqwest::Method::POST,
+        &format!("{location}/quality"),
+        None,
+        Some(json!({ "quality": "720p" })),
+    );
+    assert_eq!(status, 204, "{body}");
+    let id = location.trim_start_matches("/whep/");
+    page.wait(
+        "the viewers card lists the stream, capped and connecting",
+        &format!(
+            "(() => {{ const row = document.querySelector('#stream-list li[data-id={id}]');              return document.getElementById('stream-summary').textContent === '1 stream' && !!row                && row.querySelector('.rendition').textContent === '720p H264 · picked 720p'                && row.querySelector('.link').textContent === 'connecting…'                && !row.classList.contains('struggling'); }})()",
+            id = json!(id)
+        ),
+    );
+
     // Share: the plain viewer link (the party is public).
     let link = page.eval("document.getElementById('share-link').value");
     assert_eq!(link, json!(party.url("/")));

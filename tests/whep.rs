@@ -432,3 +432,151 @@ async fn a_frozen_page_asks_its_session_for_a_keyframe_and_an_unknown_one_is_not
     );
     pipeline.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quality_menu_caps_a_session_and_a_wrong_choice_gets_a_reason() {
+    let (app, pipeline, broadcaster) = party(10).await;
+    let reply = post(
+        &app,
+        "application/sdp",
+        sdp("chrome120_offer_sendrecv_audio_video.sdp"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let resource = reply.location.unwrap();
+    let choose = |path: String, body: &'static str| {
+        let app = app.clone();
+        async move {
+            let response = app
+                .oneshot(
+                    Request::post(path)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let quality_of_session = || async {
+        let sessions = broadcaster.sessions().await.unwrap();
+        assert_eq!(sessions.viewers.len(), 1, "{sessions:?}");
+        sessions.viewers[0].quality.clone()
+    };
+
+    // What the page offers is what the party has: the ladder, highest first.
+    let party = get_json(&app, "/api/party").await;
+    assert_eq!(
+        party["qualities"],
+        serde_json::json!(["720p", "360p"]),
+        "{party}"
+    );
+    assert_eq!(
+        quality_of_session().await,
+        "auto",
+        "a new session is on Auto"
+    );
+
+    // Each choice is applied to the session before the answer (the fan-out handled it).
+    let url = format!("{resource}/quality");
+    for (body, expected) in [
+        (r#"{"quality":"360p"}"#, "360p"),
+        (r#"{"quality":"720p"}"#, "720p"),
+        (r#"{"quality":"auto"}"#, "auto"),
+        (r#"{"quality":" 360P "}"#, "360p"),
+    ] {
+        let (status, text) = choose(url.clone(), body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}: {text}");
+        assert_eq!(quality_of_session().await, expected, "after {body}");
+    }
+
+    // Refusals: one line saying what is wrong, and the session keeps its choice.
+    for (body, reason) in [
+        (
+            r#"{"quality":"1080p"}"#,
+            "this party has no 1080p rendition: pick one of auto, 720p, 360p",
+        ),
+        (r#"{"quality":"hd"}"#, "unknown quality `hd`"),
+        (r#"{"quality":""}"#, "unknown quality ``"),
+        (r#"{"quality":360}"#, "invalid type: integer `360`"),
+        (r#"{"level":"auto"}"#, "unknown field `level`"),
+        (r#"{"quality":"auto""#, "EOF while parsing"),
+        ("", "EOF while parsing"),
+    ] {
+        let (status, text) = choose(url.clone(), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        assert!(text.contains(reason), "{body}: reason was {text:?}");
+        assert_eq!(text.trim_end().lines().count(), 1, "{body}: {text:?}");
+        assert_eq!(quality_of_session().await, "360p", "{body} changed it");
+    }
+
+    // The host (and moderators) see the choice beside what the session receives: this
+    // offer's peer never connects, so nothing was sent yet and it is on 360p at once.
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/api/viewers")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", common::HOST_KEY),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let viewers: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let streams = viewers["streams"].as_array().expect("streams listed");
+    assert_eq!(streams.len(), 1, "{viewers}");
+    let stream = &streams[0];
+    assert_eq!(
+        format!("/whep/{}", stream["id"].as_str().unwrap_or("")),
+        resource,
+        "{viewers}"
+    );
+    assert_eq!(
+        (
+            stream["codec"].as_str(),
+            stream["rendition"].as_str(),
+            stream["quality"].as_str(),
+            stream["switches"].as_u64(),
+            stream["connected"].as_bool(),
+        ),
+        (
+            Some("H264"),
+            Some("360p"),
+            Some("360p"),
+            Some(0),
+            Some(false)
+        ),
+        "{viewers}"
+    );
+    for field in ["estimate_kbps", "loss", "rtt_ms"] {
+        assert!(
+            stream[field].is_null(),
+            "{field}: no figure before any feedback: {viewers}"
+        );
+    }
+
+    // Another session's id, or none at all, is no session.
+    for path in ["/whep/00000000000000ff/quality", "/whep/nonsense/quality"] {
+        let (status, text) = choose(path.into(), r#"{"quality":"360p"}"#).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {text}");
+        assert!(text.contains("no such viewer session"), "{path}: {text}");
+    }
+    // A session that left is gone too.
+    let left = app
+        .clone()
+        .oneshot(Request::delete(&resource).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(left.status(), StatusCode::OK);
+    let (status, _) = choose(url, r#"{"quality":"auto"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a session that left");
+    pipeline.shutdown().await;
+}

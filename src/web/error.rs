@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::broadcast::BroadcastError;
+use crate::broadcast::{BadQuality, BroadcastError};
 use crate::chat::PostError;
 use crate::moderation::ModError;
 use crate::party::{ChatError, ModLinkError, SessionError};
@@ -39,6 +39,12 @@ impl From<BroadcastError> for AppError {
             }
         };
         Self::new(status, e.to_string())
+    }
+}
+
+impl From<BadQuality> for AppError {
+    fn from(e: BadQuality) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, e.to_string())
     }
 }
 

@@ -3,7 +3,7 @@
 //! - `/` the viewer page, `/host` the host's dashboard, `/assets/` their scripts and styles
 //!   (`pages`);
 //! - `/healthz` state as JSON, `/metrics` Prometheus text;
-//! - `/whep` WHEP signalling for any WebRTC player;
+//! - `/whep` WHEP signalling for any WebRTC player (and the page's keyframe and quality calls);
 //! - `/chat` the chat as a WebSocket event stream;
 //! - `/api/` the JSON API (`api`), its callers and bodies checked by `extract`, its errors
 //!   mapped once in `error`.
@@ -70,6 +70,7 @@ pub fn app(state: AppState) -> Router {
                 .options(whep::options),
         )
         .route("/whep/{id}/keyframe", post(whep::keyframe))
+        .route("/whep/{id}/quality", post(whep::quality))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(cors))
         .with_state(state)

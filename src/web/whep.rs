@@ -1,16 +1,18 @@
 //! WHEP signalling (RFC 9725): POST an offer, get an answer and a session URL; DELETE it to
 //! leave. Non-trickle: the answer carries our candidate, so PATCH is refused. Beyond WHEP, a
-//! player whose picture froze POSTs `{session URL}/keyframe`.
+//! player whose picture froze POSTs `{session URL}/keyframe`, and the page's quality menu POSTs
+//! `{session URL}/quality`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::Admitted;
-use crate::broadcast::ViewerId;
+use super::extract::{Admitted, AppJson};
+use crate::broadcast::{Quality, ViewerId};
 
 /// `POST /whep`: a viewer's offer in, the answer out.
 pub async fn post(
@@ -69,6 +71,27 @@ pub async fn keyframe(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     state.broadcaster.request_keyframe(session(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /whep/{id}/quality`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityRequest {
+    /// `auto`, or a rendition's label such as `360p`.
+    quality: String,
+}
+
+/// `POST /whep/{id}/quality`: the viewer picked in the page's menu. A cap takes effect at the
+/// next keyframe of the rendition it lands on, on the same session (no renegotiation).
+pub async fn quality(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    AppJson(request): AppJson<QualityRequest>,
+) -> Result<StatusCode, AppError> {
+    let id = session(&id)?;
+    let quality: Quality = request.quality.parse()?;
+    state.broadcaster.set_quality(id, quality).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

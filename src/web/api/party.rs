@@ -32,6 +32,8 @@ pub async fn party(State(state): State<AppState>) -> Json<Value> {
         "room": state.chat.modes(),
         "party_chat": state.moderation.party_chat(),
         "nick_rule": crate::chat::nick_rule(),
+        // What the page's quality menu offers besides Auto, highest first.
+        "qualities": state.broadcaster.qualities(),
     }))
 }
 
@@ -95,7 +97,8 @@ pub async fn chat(
     ))
 }
 
-/// `GET /api/viewers`: how many watch, and the party nicknames.
+/// `GET /api/viewers`: how many watch, the party nicknames, and each video stream's quality
+/// and link, so the streamer sees who struggles.
 pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value> {
     let nicknames: Vec<Value> = state
         .party
@@ -103,10 +106,33 @@ pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value>
         .into_iter()
         .map(|(nick, since)| json!({ "nick": nick, "in_party_s": since.as_secs() }))
         .collect();
+    // A stopped fan-out has no streams; the rest of the answer still holds.
+    let streams: Vec<Value> = state
+        .broadcaster
+        .sessions()
+        .await
+        .map(|s| s.viewers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| {
+            json!({
+                "id": v.id,
+                "codec": v.codec,
+                "connected": v.connected,
+                "rendition": v.rendition,
+                "quality": v.quality,
+                "estimate_kbps": v.estimate_kbps,
+                "loss": v.loss,
+                "rtt_ms": v.rtt_ms,
+                "switches": v.switches,
+            })
+        })
+        .collect();
     Json(json!({
         "watching": state.broadcaster.stats().connected,
         "sessions": state.party.session_count(),
         "nicknames": nicknames,
+        "streams": streams,
     }))
 }
 

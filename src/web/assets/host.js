@@ -1,7 +1,8 @@
 "use strict";
 // The host's dashboard: the party's library, going live, the live controls, who is watching,
-// the link to share and the moderator links. It polls the API with the host key (from the
-// link's #key=, see common.js) and shows what the server says; every control is one call.
+// each viewer's video stream (its quality and link, to see who struggles), the link to share
+// and the moderator links. It polls the API with the host key (from the link's #key=, see
+// common.js) and shows what the server says; every control is one call.
 //
 // Everything the server sends (titles come from file names, labels and nicknames from
 // people) is put into the page with textContent, never as HTML.
@@ -358,6 +359,75 @@
       return li;
     }));
     if (!v.nicknames.length) list.append(el("li", "since", "No one has picked a nickname yet."));
+    renderStreams(Array.isArray(v.streams) ? v.streams : []);
+  }
+
+  // ── video streams ─────────────────────────────────────────────────────────────────────
+  // Who struggles: a stream Auto moved below the top rendition (its link's estimate is too
+  // low), or one losing packets. A viewer who picked a lower quality is not struggling.
+
+  /** Loss at or above this fraction marks a stream as struggling. */
+  const LOSSY = 0.02;
+
+  const mbits = (kbps) => `${(kbps / 1000).toFixed(1)} Mbit/s`;
+  const percent = (loss) => `${Math.round(loss * 100)} % loss`;
+
+  /** The rendition a stream gets when its link allows: the party's best. */
+  function topRendition(streams) {
+    const offered = st.party && Array.isArray(st.party.qualities) ? st.party.qualities : [];
+    if (offered.length) return offered[0];
+    return streams.map((s) => s.rendition).sort((a, b) => parseInt(b, 10) - parseInt(a, 10))[0];
+  }
+
+  function struggles(s, top) {
+    return Boolean(s.connected) && ((s.quality === "auto" && s.rendition !== top)
+      || (Number.isFinite(s.loss) && s.loss >= LOSSY));
+  }
+
+  /** "est. 0.9 Mbit/s · 4 % loss · 35 ms": the link figures a stream has, in words (the round
+   *  trip only `withRtt`). */
+  function linkFigures(s, separator, withRtt) {
+    const parts = [];
+    if (Number.isFinite(s.estimate_kbps)) parts.push(`est. ${mbits(s.estimate_kbps)}`);
+    if (Number.isFinite(s.loss)) parts.push(percent(s.loss));
+    if (withRtt && Number.isFinite(s.rtt_ms)) parts.push(`${Math.round(s.rtt_ms)} ms`);
+    return parts.join(separator);
+  }
+
+  /** "3 streams · 1 on 360p (est. 0.9 Mbit/s, 4 % loss)". */
+  function streamSummary(streams, top) {
+    const parts = [`${streams.length} ${streams.length === 1 ? "stream" : "streams"}`];
+    const below = new Map();
+    for (const s of streams) {
+      if (s.connected && s.rendition !== top) below.set(s.rendition, [...(below.get(s.rendition) || []), s]);
+    }
+    for (const [rendition, those] of below) {
+      const figures = those.length === 1 ? linkFigures(those[0], ", ") : "";
+      parts.push(`${those.length} on ${rendition}${figures ? ` (${figures})` : ""}`);
+    }
+    const lossy = streams.filter((s) => s.connected && s.rendition === top && s.loss >= LOSSY).length;
+    if (lossy) parts.push(`${lossy} losing packets`);
+    return parts.join(" · ");
+  }
+
+  function renderStreams(streams) {
+    const top = topRendition(streams);
+    $("stream-summary").textContent = streams.length ? streamSummary(streams, top) : "No video streams.";
+    // The ones that struggle first, then by id so a row does not jump between polls.
+    const sorted = [...streams].sort((a, b) =>
+      struggles(b, top) - struggles(a, top) || String(a.id).localeCompare(String(b.id)));
+    $("stream-list").replaceChildren(...sorted.map((s) => {
+      const li = el("li", struggles(s, top) ? "struggling" : null);
+      li.dataset.id = s.id;
+      const chose = s.quality === "auto" ? "auto" : `picked ${s.quality}`;
+      li.append(
+        el("span", "sid", String(s.id).slice(0, 8)),
+        el("span", "rendition", `${s.rendition} ${s.codec} · ${chose}`),
+        el("span", "link", s.connected ? (linkFigures(s, " · ", true) || "measuring…") : "connecting…"),
+      );
+      if (s.switches) li.title = `moved between qualities ${s.switches} ${s.switches === 1 ? "time" : "times"}`;
+      return li;
+    }));
   }
 
   // ── moderators ────────────────────────────────────────────────────────────────────────

@@ -9,19 +9,27 @@
 // only be waiting for one); only frames stopped for RECONNECT_AFTER_MS start a new connection,
 // and the badge says "reconnecting…" only then.
 //
+// The quality menu: Auto, or a cap such as 360p, from the renditions the party offers
+// (GET /api/party, `qualities`). The choice is kept in localStorage and POSTed to every session
+// this page opens; the server moves the stream at a keyframe, on the same connection. The menu
+// shows the choice and the height that plays now ("Auto · 360p").
+//
 // State for diagnostics (and the browser tests and `cowatch bench`) is `window.cowatch`:
 // `state` (connecting, live, reconnecting), `frames` shown, `attempts` at connecting,
 // `connects` that got through, `reconnects` started, `freezes` (gaps over FREEZE_MS between
 // frames of one connection) and the `longestFreezeMs`, `keyframeRequests` sent, and with ?timecode the glass-to-glass
 // `latencies`. `timing` is the current attempt's start, step by step (see "Timing"), `timings`
-// every attempt's, oldest first.
+// every attempt's, oldest first. `quality` is the menu's choice (`auto`, `360p`) and
+// `playingHeight` the height of the frames shown now (0 before the first one).
 
 (() => {
-  const { $, withInvite, reasonOf } = window.cowatchPage.common;
+  const { $, withInvite, reasonOf, call, store } = window.cowatchPage.common;
 
   const video = $("video");
   const badge = $("state");
   const unmute = $("unmute");
+  const qualityBox = $("quality-box");
+  const qualityMenu = $("quality");
   const whepUrl = withInvite("/whep").toString();
 
   /** A gap between two frames of one connection that a viewer sees as a freeze. */
@@ -40,10 +48,13 @@
   const HOLD_OTHERS_MS = 1500;
   /** How often the frames are watched. */
   const WATCH_MS = 250;
+  /** Where the menu's choice is kept across visits. */
+  const QUALITY_SLOT = "cowatch.quality";
 
   window.cowatch = {
     state: "connecting", frames: 0, attempts: 0, connects: 0, reconnects: 0,
     freezes: 0, longestFreezeMs: 0, keyframeRequests: 0, timing: null, timings: [],
+    quality: store.get(QUALITY_SLOT) || "auto", playingHeight: 0, qualityError: null,
   };
 
   /** The current peer connection; any other one is old, and its callbacks do nothing. */
@@ -209,6 +220,7 @@
 
   function frameShown(now) {
     window.cowatch.frames++;
+    if (video.videoHeight !== window.cowatch.playingHeight) showPlaying();
     if (!pc) return;
     if (lastFrameAt && now - lastFrameAt > FREEZE_MS && !document.hidden) {
       window.cowatch.freezes++;
@@ -259,6 +271,90 @@
       requestKeyframe(now);
     }
   }
+
+  // ── Quality ───────────────────────────────────────────────────────────────────────────
+  // The server knows each session's choice; the page remembers it and tells every new
+  // session. Choices are sent one after another, so a quick Auto → 360p → Auto ends on Auto.
+
+  /** The quality calls in flight, chained. */
+  let sending = Promise.resolve();
+
+  const playingText = () => (video.videoHeight ? video.videoHeight + "p" : "");
+
+  /** The menu's text for the choice: what was picked and, when it says more, what plays. */
+  function showPlaying() {
+    window.cowatch.playingHeight = video.videoHeight;
+    const choice = window.cowatch.quality;
+    const playing = playingText();
+    for (const option of qualityMenu.options) {
+      const base = option.value === "auto" ? "Auto" : option.value;
+      const more = option.value === choice && playing && (choice === "auto" || playing !== choice);
+      option.textContent = more ? base + " · " + playing : base;
+    }
+  }
+
+  /** Tells the current session the current choice. */
+  function sendQuality() {
+    sending = sending.then(async () => {
+      const ours = pc, where = resource;
+      if (!where) return;  // the next session gets it when it opens
+      let response;
+      try {
+        response = await fetch(where + "/quality", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ quality: window.cowatch.quality }),
+        });
+      } catch {
+        return;  // the server is gone: the reconnect will send it again
+      }
+      if (response.status === 204) {
+        window.cowatch.qualityError = null;
+        qualityMenu.title = "";
+      } else if (response.status === 404) {
+        if (pc === ours) scheduleReconnect("session ended");
+      } else {
+        window.cowatch.qualityError = await reasonOf(response);
+        qualityMenu.title = window.cowatch.qualityError;
+      }
+    });
+  }
+
+  function pick(quality) {
+    window.cowatch.quality = quality;
+    store.set(QUALITY_SLOT, quality);
+    qualityMenu.value = quality;
+    showPlaying();
+    sendQuality();
+  }
+
+  qualityMenu.addEventListener("change", () => pick(qualityMenu.value));
+  video.addEventListener("resize", showPlaying);
+
+  /** Fills the menu with what the party offers (labels, highest first); one quality alone
+   *  leaves nothing to pick. */
+  function offer(qualities) {
+    const offered = Array.isArray(qualities) ? qualities.filter((q) => typeof q === "string") : [];
+    qualityMenu.replaceChildren(new Option("Auto", "auto"), ...offered.map((q) => new Option(q, q)));
+    const choice = window.cowatch.quality;
+    if (choice !== "auto" && !offered.includes(choice)) {
+      // Kept for a party that offers it again; this one plays Auto (the server refused it).
+      window.cowatch.quality = "auto";
+    }
+    qualityMenu.value = window.cowatch.quality;
+    qualityBox.hidden = offered.length < 2;
+    showPlaying();
+  }
+
+  /** What the party offers, asked once the picture is up so it never holds up the first
+   *  frame; asked again a little later while the server cannot answer. */
+  function loadQualities() {
+    call("/api/party").then(
+      (party) => offer(party && party.qualities),
+      () => setTimeout(loadQualities, 5000),
+    );
+  }
+  started.then(loadQualities);
 
   // ── Connecting and reconnecting ───────────────────────────────────────────────────────
   // One connection at a time and one pending reconnect: hanging up makes the old peer's
@@ -351,6 +447,8 @@
       }
       resource = where;
       posting = null;
+      // A new session starts on Auto: give it this viewer's cap before its first frames.
+      if (window.cowatch.quality !== "auto") sendQuality();
       await ours.setRemoteDescription({ type: "answer", sdp: answer });
       mark(t, "remote");
     } catch (e) {
