@@ -204,7 +204,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The per-viewer and per-rendition series of `/metrics`, labelled by session id and codec.
 fn per_viewer(text: &mut String, sessions: &Sessions) {
     type Field = fn(&crate::broadcast::ViewerStats) -> u64;
-    let series: [(&str, &str, Field); 4] = [
+    let series: [(&str, &str, Field); 5] = [
         (
             "viewer_nacks_received_total",
             "NACK messages this viewer sent.",
@@ -225,6 +225,11 @@ fn per_viewer(text: &mut String, sessions: &Sessions) {
             "Video packets sent to this viewer (first sends).",
             |v| v.video_packets,
         ),
+        (
+            "viewer_rendition_switches_total",
+            "Times this viewer was moved between renditions.",
+            |v| v.switches,
+        ),
     ];
     for (name, help, field) in series {
         text.push_str(&format!(
@@ -240,14 +245,28 @@ fn per_viewer(text: &mut String, sessions: &Sessions) {
         }
     }
     text.push_str(
+        "# HELP cowatch_viewer_estimate_kbps What the bandwidth estimate (TWCC) says this \
+         viewer's link carries, labelled with the rendition it receives.\n\
+         # TYPE cowatch_viewer_estimate_kbps gauge\n",
+    );
+    for v in &sessions.viewers {
+        if let Some(kbps) = v.estimate_kbps {
+            text.push_str(&format!(
+                "cowatch_viewer_estimate_kbps{{viewer=\"{}\",codec=\"{}\",rendition=\"{}\"}} {kbps}\n",
+                v.id, v.codec, v.rendition
+            ));
+        }
+    }
+    text.push_str(
         "# HELP cowatch_rendition_active Whether a rendition's encoder runs.\n\
          # TYPE cowatch_rendition_active gauge\n",
     );
     for r in &sessions.renditions {
         text.push_str(&format!(
-            "cowatch_rendition_active{{rendition=\"{}\",codec=\"{}\"}} {}\n",
+            "cowatch_rendition_active{{rendition=\"{}\",codec=\"{}\",name=\"{}\"}} {}\n",
             r.id.0,
             r.codec,
+            r.name,
             u8::from(r.active)
         ));
     }
