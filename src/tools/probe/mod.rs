@@ -16,8 +16,10 @@
 //! what restricts gathering instead, because a concrete address is gathered exactly as bound.
 
 mod counters;
+mod frames;
 mod keyframe;
 mod peer;
+mod picture;
 mod report;
 mod sdp;
 mod whep;
@@ -36,8 +38,10 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 use counters::Counters;
 pub use counters::SequenceTracker;
 pub use counters::VideoCodec;
+pub use frames::{GIVE_UP_AFTER, Gap, SizeChange, VideoTimeline, VideoWatch};
 pub use keyframe::{h264_starts_keyframe, vp8_starts_keyframe};
 use peer::{Shared, build_peer_connection};
+pub use picture::{PictureSize, h264_sps_size, vp8_frame_size};
 pub use report::{ProbeArgs, main};
 use sdp::{AnswerInfo, loopback_candidates_only};
 use whep::{Whep, one_line};
@@ -93,6 +97,14 @@ pub struct ProbeReport {
     pub video_codec: Option<String>,
     /// Length of the measurement: from the answer being applied to the end of counting.
     pub seconds: f64,
+    /// The sizes of the pictures shown, each from when its first keyframe was whole (ms
+    /// after the answer): a switch between renditions shows as a new size.
+    pub sizes: Vec<SizeChange>,
+    /// Video frames that arrived whole and decodable (see [`VideoTimeline`]).
+    pub frames_shown: u64,
+    /// The longest time without a new frame after the first one, the end of the measurement
+    /// included; `None` when no frame was shown.
+    pub longest_freeze_ms: Option<f64>,
 }
 
 impl ProbeReport {
@@ -112,6 +124,9 @@ impl ProbeReport {
             bitrate_kbps: 0.0,
             video_codec: None,
             seconds: 0.0,
+            sizes: Vec::new(),
+            frames_shown: 0,
+            longest_freeze_ms: None,
         }
     }
 }
@@ -141,12 +156,21 @@ fn local_ip_towards(server: std::net::IpAddr) -> anyhow::Result<std::net::IpAddr
 /// speaks something other than WHEP. Every wait is bounded, so this always finishes within a
 /// few multiples of `CONNECT_TIMEOUT` plus `options.duration`.
 pub async fn probe(options: &ProbeOptions) -> anyhow::Result<ProbeReport> {
+    probe_watched(options, VideoWatch::default()).await
+}
+
+/// [`probe`], with the pictures it receives readable through `video` while it runs: a test
+/// can wait for a switch of rendition as it happens.
+pub async fn probe_watched(
+    options: &ProbeOptions,
+    video: VideoWatch,
+) -> anyhow::Result<ProbeReport> {
     // Resolve before building anything so a wrong URL fails fast and nothing is sent anywhere
     // but loopback.
     let whep = Whep::open(&options.url).await?;
 
     let local = local_ip_towards(whep.server_ip().await?)?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(video));
     let pc = tokio::time::timeout(
         CONNECT_TIMEOUT,
         build_peer_connection(shared.clone(), local, options.codec),
@@ -211,6 +235,7 @@ async fn run_session(
     let _ = shared.posted.set(posted);
     let answer = whep.offer(&offer.sdp).await?;
     let post_to_answer_ms = ms(posted.elapsed());
+    shared.video.answered(Instant::now());
 
     if !(200..300).contains(&answer.status) {
         return Ok(ProbeReport::refused(
@@ -237,6 +262,7 @@ async fn run_session(
 
     let (counters, window) = measured?;
     let total = counters.summary(window.end);
+    let pictures = shared.video.timeline();
     Ok(ProbeReport {
         status: answer.status,
         reason: None,
@@ -251,6 +277,11 @@ async fn run_session(
         bitrate_kbps: total.bitrate_kbps,
         video_codec: window.video_codec,
         seconds: (window.end - window.start).as_secs_f64(),
+        longest_freeze_ms: pictures
+            .first_frame_ms
+            .map(|first| pictures.longest_freeze(first, pictures.now_ms)),
+        frames_shown: pictures.frames,
+        sizes: pictures.sizes,
     })
 }
 
@@ -323,6 +354,7 @@ async fn measure(
     let end = Instant::now();
     // Freeze the counters now so packets racing with the DELETE are not counted.
     let counters = shared.counters.lock().expect("counters lock").freeze();
+    shared.video.stop(end);
     Ok((
         counters,
         Window {

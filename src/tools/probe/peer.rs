@@ -29,6 +29,7 @@ use webrtc::peer_connection::{
 use anyhow::Context;
 
 use super::counters::{Counters, MediaKind, PacketInfo, Recorded, VideoCodec};
+use super::frames::VideoWatch;
 
 /// Pace of ICE connectivity checks (see [`build_peer_connection`]).
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
@@ -49,11 +50,21 @@ pub(super) struct Shared {
     /// Video payload type → codec, from the answer; decides how a payload is parsed.
     pub(super) payload_types: OnceLock<HashMap<u8, VideoCodec>>,
     pub(super) counters: Mutex<Counters>,
+    /// The pictures the video's packets make, readable while the probe runs.
+    pub(super) video: VideoWatch,
     /// Track reader tasks, aborted when the probe ends.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
+    /// State for a probe whose pictures go to `video`.
+    pub(super) fn new(video: VideoWatch) -> Self {
+        Self {
+            video,
+            ..Self::default()
+        }
+    }
+
     pub(super) fn stop_tasks(&self) {
         for task in self.tasks.lock().expect("tasks lock").drain(..) {
             task.abort();
@@ -103,19 +114,23 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                 .and_then(|types| types.get(&packet.header.payload_type).copied()),
             MediaKind::Audio => None,
         };
-        let size = packet.header.marshal_size() + packet.payload.len();
-        let outcome = shared.counters.lock().expect("counters lock").record(
-            kind,
-            codec,
-            &PacketInfo {
-                ssrc: packet.header.ssrc,
-                sequence_number: packet.header.sequence_number,
-                timestamp: packet.header.timestamp,
-                payload: &packet.payload,
-                size,
-                at: now,
-            },
-        );
+        let info = PacketInfo {
+            ssrc: packet.header.ssrc,
+            sequence_number: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            payload: &packet.payload,
+            size: packet.header.marshal_size() + packet.payload.len(),
+            marker: packet.header.marker,
+            at: now,
+        };
+        let outcome = shared
+            .counters
+            .lock()
+            .expect("counters lock")
+            .record(kind, codec, &info);
+        if kind == MediaKind::Video {
+            shared.video.record(codec, &info);
+        }
         match outcome {
             Recorded::Frozen => break,
             Recorded::WaitingForKeyframe
