@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::{
     PeerConnection, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
@@ -156,15 +157,33 @@ fn local_ip_towards(server: std::net::IpAddr) -> anyhow::Result<std::net::IpAddr
 /// speaks something other than WHEP. Every wait is bounded, so this always finishes within a
 /// few multiples of `CONNECT_TIMEOUT` plus `options.duration`.
 pub async fn probe(options: &ProbeOptions) -> anyhow::Result<ProbeReport> {
-    probe_watched(options, VideoWatch::default()).await
+    probe_with(options, &ProbeHandle::default()).await
 }
 
-/// [`probe`], with the pictures it receives readable through `video` while it runs: a test
-/// can wait for a switch of rendition as it happens.
-pub async fn probe_watched(
+/// A running probe seen from outside, for a test that must act while it watches: what its
+/// pictures did so far, and a way to make it leave before its time is up.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeHandle {
+    /// Its pictures, live.
+    pub video: VideoWatch,
+    leave: CancellationToken,
+}
+
+impl ProbeHandle {
+    /// Ends the probe's watch now: it closes and DELETEs its session, as a viewer closing
+    /// the page would, and [`probe_with`] returns its report.
+    pub fn leave(&self) {
+        self.leave.cancel();
+    }
+}
+
+/// [`probe`], with `handle` to follow its pictures while it runs (a test waits for a switch of
+/// rendition as it happens) and to make it leave early.
+pub async fn probe_with(
     options: &ProbeOptions,
-    video: VideoWatch,
+    handle: &ProbeHandle,
 ) -> anyhow::Result<ProbeReport> {
+    let video = handle.video.clone();
     // Resolve before building anything so a wrong URL fails fast and nothing is sent anywhere
     // but loopback.
     let whep = Whep::open(&options.url).await?;
@@ -178,7 +197,7 @@ pub async fn probe_watched(
     .await
     .context("timed out building the peer connection")??;
 
-    let result = run_session(&pc, &shared, &whep, options.duration).await;
+    let result = run_session(&pc, &shared, &whep, options.duration, &handle.leave).await;
 
     // Whatever happened, stop reading and release the sockets; a close that hangs must not
     // hang the caller.
@@ -199,6 +218,7 @@ async fn run_session(
     shared: &Arc<Shared>,
     whep: &Whep,
     duration: Duration,
+    leave: &CancellationToken,
 ) -> anyhow::Result<ProbeReport> {
     let recvonly = || {
         Some(RTCRtpTransceiverInit {
@@ -246,7 +266,7 @@ async fn run_session(
     }
 
     // From here on a session exists on the server: end it whatever else happens.
-    let measured = measure(pc, shared, &answer.body, duration).await;
+    let measured = measure(pc, shared, &answer.body, duration, leave).await;
 
     match answer.resource {
         Some(Ok(resource)) => {
@@ -293,12 +313,14 @@ struct Window {
     video_codec: Option<String>,
 }
 
-/// Applies the answer and counts for `duration`, or until ICE/DTLS give up.
+/// Applies the answer and counts for `duration`, or until ICE/DTLS give up or `leave` is
+/// cancelled.
 async fn measure(
     pc: &impl PeerConnection,
     shared: &Arc<Shared>,
     answer_sdp: &str,
     duration: Duration,
+    leave: &CancellationToken,
 ) -> anyhow::Result<(Counters, Window)> {
     let answer = AnswerInfo::parse(answer_sdp);
     let _ = shared.payload_types.set(answer.video_payload_types.clone());
@@ -322,35 +344,42 @@ async fn measure(
     let deadline = tokio::time::Instant::from_std(start + duration);
     let connect_deadline = tokio::time::Instant::from_std(start + CONNECT_TIMEOUT);
     // Connected within the connect timeout, or give up early; then watch until the deadline,
-    // leaving early only if the connection dies (nothing more can arrive).
-    let connected = match tokio::time::timeout_at(
-        deadline.min(connect_deadline),
-        connection.wait_for(|state| {
-            matches!(
-                state,
-                RTCPeerConnectionState::Connected
-                    | RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Closed
-            )
-        }),
-    )
-    .await
-    {
-        Ok(Ok(state)) => *state == RTCPeerConnectionState::Connected,
-        _ => false,
-    };
-    if connected {
-        let _ = tokio::time::timeout_at(
-            deadline,
+    // leaving early only if the connection dies (nothing more can arrive) or we are told to.
+    let watch = async {
+        let connected = match tokio::time::timeout_at(
+            deadline.min(connect_deadline),
             connection.wait_for(|state| {
                 matches!(
                     state,
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                    RTCPeerConnectionState::Connected
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
                 )
             }),
         )
-        .await;
-    }
+        .await
+        {
+            Ok(Ok(state)) => *state == RTCPeerConnectionState::Connected,
+            _ => false,
+        };
+        if connected {
+            let _ = tokio::time::timeout_at(
+                deadline,
+                connection.wait_for(|state| {
+                    matches!(
+                        state,
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                    )
+                }),
+            )
+            .await;
+        }
+        connected
+    };
+    let connected = tokio::select! {
+        connected = watch => connected,
+        () = leave.cancelled() => *shared.connection.borrow() == RTCPeerConnectionState::Connected,
+    };
     let end = Instant::now();
     // Freeze the counters now so packets racing with the DELETE are not counted.
     let counters = shared.counters.lock().expect("counters lock").freeze();
