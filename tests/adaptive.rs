@@ -510,6 +510,26 @@ fn close(actual: &Value, expected: [u8; 3], tolerance: i64) -> bool {
     })
 }
 
+/// A colour expected at a point of the picture.
+struct Expect {
+    name: &'static str,
+    at: (i32, i32),
+    colour: [u8; 3],
+    /// Per channel.
+    tolerance: i64,
+}
+
+impl Expect {
+    fn new(name: &'static str, at: (i32, i32), colour: [u8; 3], tolerance: i64) -> Self {
+        Self {
+            name,
+            at,
+            colour,
+            tolerance,
+        }
+    }
+}
+
 /// A point `(dx, dy)` pixels into `rect` from its top-left corner (negative: from the
 /// bottom-right), in the canvas scaled by `scale`.
 fn point(rect: Rect, dx: i32, dy: i32, scale: f64) -> (i32, i32) {
@@ -553,20 +573,20 @@ fn pixel_problems(browser: &mut Browser) -> (Vec<String>, Value) {
         height: picture_height,
     };
     let green = WEBCAM_GREEN;
-    let expected: Vec<(&str, (i32, i32), [u8; 3], i64)> = vec![
-        ("webcam", centre(cam, scale), green, 16),
-        ("webcam_top_left", point(cam, 8, 8, scale), green, 20),
-        ("webcam_bottom_right", point(cam, -8, -8, scale), green, 20),
-        ("movie", centre(movie_picture, scale), MOVIE_RED, 24),
-        (
+    let expected = [
+        Expect::new("webcam", centre(cam, scale), green, 16),
+        Expect::new("webcam_top_left", point(cam, 8, 8, scale), green, 20),
+        Expect::new("webcam_bottom_right", point(cam, -8, -8, scale), green, 20),
+        Expect::new("movie", centre(movie_picture, scale), MOVIE_RED, 24),
+        Expect::new(
             "movie_right_edge",
             point(movie_picture, -8, 60, scale),
             MOVIE_RED,
             24,
         ),
-        ("chat", centre(chat, scale), [bg.r, bg.g, bg.b], 16),
+        Expect::new("chat", centre(chat, scale), [bg.r, bg.g, bg.b], 16),
     ];
-    let points: Vec<(&str, (i32, i32))> = expected.iter().map(|(n, p, _, _)| (*n, *p)).collect();
+    let points: Vec<(&str, (i32, i32))> = expected.iter().map(|e| (e.name, e.at)).collect();
     let sample = browser
         .eval(&sample_js(LOW, &points, 6))
         .unwrap_or_else(|e| json!(format!("(cannot sample: {e:#})")));
@@ -577,11 +597,11 @@ fn pixel_problems(browser: &mut Browser) -> (Vec<String>, Value) {
         ));
         return (problems, sample);
     }
-    for (name, (x, y), colour, tolerance) in expected {
-        if !close(&sample[name], colour, tolerance) {
+    for e in expected {
+        if !close(&sample[e.name], e.colour, e.tolerance) {
             problems.push(format!(
-                "pixels at 360p: {name} at ({x}, {y}) is {}, wanted {colour:?} ± {tolerance}",
-                sample[name]
+                "pixels at 360p: {} at {:?} is {}, wanted {:?} ± {}",
+                e.name, e.at, sample[e.name], e.colour, e.tolerance
             ));
         }
     }

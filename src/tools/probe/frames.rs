@@ -408,9 +408,12 @@ mod tests {
 
     use super::*;
 
+    /// One RTP packet: marker bit, sequence number, payload.
+    type Rtp = (bool, u16, Vec<u8>);
+
     /// RTP packets of `frames` frames of `width`x`height`, payloaded as the broadcaster's
-    /// presets do: (marker, sequence number, payload).
-    fn rtp(codec: VideoCodec, width: u32, height: u32, frames: u32) -> Vec<(bool, u16, Vec<u8>)> {
+    /// presets do.
+    fn rtp(codec: VideoCodec, width: u32, height: u32, frames: u32) -> Vec<Rtp> {
         gst::init().unwrap();
         let encode = match codec {
             VideoCodec::H264 => {
@@ -453,11 +456,7 @@ mod tests {
 
     /// Feeds `packets` to a fresh watch, one frame every `frame_ms`, skipping the indices in
     /// `drop`; returns the timeline.
-    fn watch(
-        codec: VideoCodec,
-        streams: &[(u32, &[(bool, u16, Vec<u8>)])],
-        drop: &[usize],
-    ) -> VideoTimeline {
+    fn watch(codec: VideoCodec, streams: &[(u32, &[Rtp])], drop: &[usize]) -> VideoTimeline {
         let watch = VideoWatch::default();
         let zero = Instant::now();
         watch.answered(zero);
