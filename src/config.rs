@@ -15,6 +15,7 @@ use crate::broadcast::{self, BroadcastConfig};
 use crate::chat::ChatConfig;
 use crate::chat::bridge::{BridgeConfig, Secret};
 use crate::moderation::helix::{HelixConfig, Token};
+use crate::pipeline::ladder::Ladder;
 use crate::pipeline::layout::Layout;
 use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
@@ -56,7 +57,7 @@ pub struct PartyOptions {
     #[arg(long = "loop", num_args = 0..=1, default_missing_value = "true")]
     #[serde(rename = "loop")]
     pub loop_movie: Option<bool>,
-    /// Directory of editable pipeline parts (encoders/, layouts/, sources.toml).
+    /// Directory of editable pipeline parts (encoders/, layouts/, sources.toml, ladder.toml).
     #[arg(long, value_name = "DIR")]
     pub pipelines_dir: Option<PathBuf>,
     /// Stamp a machine-readable clock strip into the top-left corner of every frame, so a
@@ -241,6 +242,7 @@ impl PartyOptions {
         let layout =
             Layout::load(layout_spec).map_err(|e| ConfigError(format!("{e} (--layout)")))?;
         let encoder = EncoderPreset::load(options.encoder.as_deref().unwrap_or("h264"), &dir)?;
+        let ladder = Ladder::load(&dir)?;
         let bitrate_kbps = options.bitrate.unwrap_or(pipeline::DEFAULT_BITRATE_KBPS);
         if !(100..=50_000).contains(&bitrate_kbps) {
             return Err(ConfigError(format!(
@@ -370,6 +372,7 @@ impl PartyOptions {
                 layout,
                 encoder,
                 bitrate_kbps,
+                ladder,
                 duck_db,
                 record: options.record,
                 timecode: options.timecode.unwrap_or(false),

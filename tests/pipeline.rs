@@ -514,20 +514,32 @@ fn first_packet(rx: &mut tokio::sync::broadcast::Receiver<RtpPacket>) -> (Durati
     }
 }
 
-/// VP8 RTP → pictures through GStreamer's depayloader and libvpx's decoder, nothing of
-/// cowatch. A depayloader that does not start at a keyframe drops frames until one comes,
-/// so every frame sent is decoded only if the first one is a keyframe.
+/// VP8 RTP → pictures: see [`decode`].
 fn decode_vp8(packets: &[RtpPacket], payload_type: u8) -> Vec<image::RgbImage> {
+    decode(packets, "VP8", payload_type)
+}
+
+/// RTP of `codec` (`VP8`, `H264`) → pictures through GStreamer's depayloader and libvpx's or
+/// libav's decoder, nothing of cowatch. A depayloader that does not start at a keyframe drops
+/// frames until one comes, so every frame sent is decoded only if the first one is a keyframe.
+fn decode(packets: &[RtpPacket], codec: &str, payload_type: u8) -> Vec<image::RgbImage> {
     use gst::prelude::*;
     use gstreamer as gst;
     use gstreamer_app as gst_app;
 
+    let decoder = match codec {
+        "VP8" => "rtpvp8depay ! vp8dec",
+        "H264" => "rtph264depay ! avdec_h264",
+        other => panic!("no decoder for {other}"),
+    };
     let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps=application/x-rtp,media=video,encoding-name=VP8,\
+        "appsrc name=src format=time caps=application/x-rtp,media=video,encoding-name={codec},\
          clock-rate=90000,payload={payload_type} \
-         ! rtpvp8depay ! vp8dec ! videoconvert ! video/x-raw,format=RGB ! appsink name=out sync=false"
+         ! {decoder} ! videoconvert ! video/x-raw,format=RGB ! appsink name=out sync=false"
     ))
-    .expect("rtpvp8depay and vp8dec (gst-plugins-good) are needed by the tests")
+    .unwrap_or_else(|e| {
+        panic!("{decoder} (gst-plugins-good, gstreamer1.0-libav) is needed by the tests: {e}")
+    })
     .downcast::<gst::Pipeline>()
     .unwrap();
     let src = pipeline
@@ -567,13 +579,13 @@ fn frames_in(packets: &[RtpPacket]) -> usize {
     ts.len()
 }
 
-fn rendition_health(pipeline: &Pipeline) -> cowatch::pipeline::RenditionHealth {
+fn rendition_health(pipeline: &Pipeline, id: RenditionId) -> cowatch::pipeline::RenditionHealth {
     pipeline
         .health()
         .renditions
         .into_iter()
-        .find(|r| r.id == RenditionId::VP8)
-        .expect("health lists the VP8 rendition")
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("health lists no rendition {id}"))
 }
 
 #[test]
@@ -590,16 +602,33 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
     let layout = Layout::builtin("side-panel").unwrap();
 
     let renditions = pipeline.renditions();
-    assert_eq!(renditions.len(), 2, "{renditions:?}");
+    let listed: Vec<_> = renditions
+        .iter()
+        .map(|r| (r.codec.encoding_name.as_str(), r.name.as_str(), r.on_demand))
+        .collect();
     assert_eq!(
-        (renditions[0].id, renditions[0].codec.encoding_name.as_str()),
-        (RenditionId::MAIN, "H264")
+        listed,
+        [
+            ("H264", "720p", false),
+            ("H264", "360p", true),
+            ("VP8", "720p", true),
+            ("VP8", "360p", true)
+        ]
     );
-    let vp8 = &renditions[1];
-    assert_eq!((vp8.id, vp8.on_demand), (RenditionId::VP8, true));
-    assert_eq!(vp8.codec.encoding_name, "VP8");
-    assert_ne!(vp8.codec.payload_type, renditions[0].codec.payload_type);
-    let mut rx = pipeline.subscribe_rendition(RenditionId::VP8).unwrap();
+    assert_eq!(renditions[0].id, RenditionId::MAIN);
+    let vp8_id = pipeline.rendition_id("VP8", "720p").unwrap();
+    let vp8 = renditions.iter().find(|r| r.id == vp8_id).unwrap();
+    assert_eq!((vp8.width, vp8.height), (1280, 720));
+    let mut pts: Vec<u8> = renditions.iter().map(|r| r.codec.payload_type).collect();
+    pts.sort();
+    pts.dedup();
+    assert_eq!(
+        pts.len(),
+        renditions.len(),
+        "payload types clash: {renditions:?}"
+    );
+    let mut main_rx = pipeline.subscribe_video();
+    let mut rx = pipeline.subscribe_rendition(vp8_id).unwrap();
     assert!(pipeline.subscribe_rendition(RenditionId(9)).is_none());
     assert!(pipeline.set_rendition_active(RenditionId(9), true).is_err());
 
@@ -611,7 +640,7 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
         collect(&mut rx, Duration::from_secs(1)).is_empty(),
         "idle rendition sent packets"
     );
-    let h = rendition_health(&pipeline);
+    let h = rendition_health(&pipeline, vp8_id);
     assert_eq!(
         (h.active, h.state, h.frames),
         (false, RenditionState::Idle, 0)
@@ -622,12 +651,9 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
 
     // On: the first packet starts a keyframe, at once; every frame sent decodes, with the
     // composite's pixels.
-    pipeline
-        .set_rendition_active(RenditionId::VP8, true)
-        .unwrap();
-    pipeline
-        .set_rendition_active(RenditionId::VP8, true)
-        .unwrap();
+    while main_rx.try_recv().is_ok() {}
+    pipeline.set_rendition_active(vp8_id, true).unwrap();
+    pipeline.set_rendition_active(vp8_id, true).unwrap();
     let (took, first) = first_packet(&mut rx);
     eprintln!("first VP8 packet {} ms after activation", took.as_millis());
     assert!(first.keyframe, "the first packet is not flagged keyframe");
@@ -641,7 +667,10 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
         "first keyframe took {took:?}"
     );
     let mut packets = vec![first];
-    packets.extend(collect(&mut rx, Duration::from_secs(2)));
+    let (more, main) = collect_both(&mut rx, &mut main_rx, Duration::from_secs(2));
+    packets.extend(more);
+    // A viewer switched between renditions keeps its timestamp line: same frame, same stamp.
+    assert_same_timestamps(&packets, &main, "VP8 720p");
     let (keys, deltas) = assert_vp8_flags_at_keyframes(&packets);
     // The leaky queue drops frames when the encoder falls behind (a loaded machine): the
     // count only shows that it runs.
@@ -658,7 +687,7 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
     let last = decoded.last().unwrap();
     expect_at(last, layout.movie, MOVIE_RED, "VP8 movie").unwrap();
     expect_at(last, layout.webcam_inner(), WEBCAM_GREEN, "VP8 webcam").unwrap();
-    let h = rendition_health(&pipeline);
+    let h = rendition_health(&pipeline, vp8_id);
     assert_eq!((h.active, h.state), (true, RenditionState::Running));
     assert!(h.frames >= 15 && h.keyframes >= 1, "{h:?}");
     assert!(h.last_started_s.is_some());
@@ -669,26 +698,22 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
     assert!(main_fps >= 20, "main encode slowed to {main_fps} frames/s");
 
     // Off: packets stop, health says idle.
-    pipeline
-        .set_rendition_active(RenditionId::VP8, false)
-        .unwrap();
+    pipeline.set_rendition_active(vp8_id, false).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     while rx.try_recv().is_ok() {}
     assert!(
         collect(&mut rx, Duration::from_secs(1)).is_empty(),
         "packets after deactivation"
     );
-    let h = rendition_health(&pipeline);
+    let h = rendition_health(&pipeline, vp8_id);
     assert_eq!((h.active, h.state), (false, RenditionState::Idle));
     assert!(h.last_stopped_s > h.last_started_s, "{h:?}");
     let frames_when_idle = h.frames;
 
     // On again after a pause longer than a GOP: a forced keyframe first, at once.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(rendition_health(&pipeline).frames, frames_when_idle);
-    pipeline
-        .set_rendition_active(RenditionId::VP8, true)
-        .unwrap();
+    assert_eq!(rendition_health(&pipeline, vp8_id).frames, frames_when_idle);
+    pipeline.set_rendition_active(vp8_id, true).unwrap();
     let (took, first) = first_packet(&mut rx);
     eprintln!(
         "first VP8 packet {} ms after re-activation",
@@ -717,16 +742,16 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
     .unwrap();
 
     // A keyframe on request.
-    let keys = rendition_health(&pipeline).keyframes;
-    pipeline.request_keyframe_of(RenditionId::VP8);
+    let keys = rendition_health(&pipeline, vp8_id).keyframes;
+    pipeline.request_keyframe_of(vp8_id);
     wait_health(&pipeline, "requested VP8 keyframe", |h| {
-        h.renditions[1].keyframes > keys
+        h.renditions
+            .iter()
+            .any(|r| r.id == vp8_id && r.keyframes > keys)
     });
     // Stopping waits for the end of every stream (the recording's index depends on it): an
     // idle rendition must not hold it up.
-    pipeline
-        .set_rendition_active(RenditionId::VP8, false)
-        .unwrap();
+    pipeline.set_rendition_active(vp8_id, false).unwrap();
     let stopping = std::time::Instant::now();
     block(pipeline.shutdown());
     eprintln!(
@@ -739,13 +764,13 @@ fn vp8_rendition_encodes_the_composite_only_while_asked() {
         stopping.elapsed()
     );
     assert!(matches!(
-        pipeline.set_rendition_active(RenditionId::VP8, false),
+        pipeline.set_rendition_active(vp8_id, false),
         Err(cowatch::pipeline::PipelineError::Stopped)
     ));
 }
 
 #[test]
-fn vp8_main_has_no_rendition_and_flags_exactly_its_keyframes() {
+fn vp8_main_has_no_vp8_fallback_and_flags_exactly_its_keyframes() {
     let dir = scratch("vp8-flags");
     let movie = dir.join("red.mkv");
     make_movie(&movie, MOVIE_RED, 10);
@@ -754,13 +779,23 @@ fn vp8_main_has_no_rendition_and_flags_exactly_its_keyframes() {
         cowatch::pipeline::presets::EncoderPreset::load("vp8", std::path::Path::new("pipelines"))
             .unwrap();
     let pipeline = Pipeline::start(s).unwrap();
+    let listed: Vec<_> = pipeline
+        .renditions()
+        .into_iter()
+        .map(|r| (r.id, r.codec.encoding_name, r.name))
+        .collect();
     assert_eq!(
-        pipeline.renditions().len(),
-        1,
-        "{:?}",
-        pipeline.renditions()
+        listed,
+        [
+            (RenditionId::MAIN, "VP8".into(), "720p".into()),
+            (RenditionId(1), "VP8".into(), "360p".into())
+        ]
     );
-    assert!(pipeline.subscribe_rendition(RenditionId::VP8).is_none());
+    assert_eq!(
+        pipeline.rendition_id("VP8", "720p"),
+        Some(RenditionId::MAIN)
+    );
+    assert!(pipeline.subscribe_rendition(RenditionId(2)).is_none());
     let mut rx = pipeline.subscribe_video();
     wait_health(&pipeline, "vp8 frames", |h| h.output.video_frames >= 10);
     let mut packets = collect(&mut rx, Duration::from_millis(1500));
@@ -797,4 +832,217 @@ fn opus_carries_in_band_fec() {
         "CELT-only Opus packets carry no FEC: configs {configs:?}"
     );
     block(pipeline.shutdown());
+}
+
+/// The packets `a` and `b` receive within `window`, drained side by side so neither lags.
+fn collect_both(
+    a: &mut tokio::sync::broadcast::Receiver<RtpPacket>,
+    b: &mut tokio::sync::broadcast::Receiver<RtpPacket>,
+    window: Duration,
+) -> (Vec<RtpPacket>, Vec<RtpPacket>) {
+    let until = std::time::Instant::now() + window;
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    while std::time::Instant::now() < until {
+        let mut idle = true;
+        for (rx, out) in [(&mut *a, &mut from_a), (&mut *b, &mut from_b)] {
+            match rx.try_recv() {
+                Ok(p) => {
+                    out.push(p);
+                    idle = false;
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {}
+                Err(e) => panic!("video channel: {e}"),
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    (from_a, from_b)
+}
+
+/// Every frame of `rendition` that falls within what `main` sent at the same time carries the
+/// RTP timestamp of one of `main`'s frames: the same composite frame, the same timestamp.
+fn assert_same_timestamps(rendition: &[RtpPacket], main: &[RtpPacket], name: &str) {
+    let main: std::collections::BTreeSet<u32> = main.iter().map(rtp_timestamp).collect();
+    let (Some(&first), Some(&last)) = (main.first(), main.last()) else {
+        panic!("no main packets");
+    };
+    // Timestamps advance 3000 a frame from a random start: no wrap within a few seconds
+    // unless the start was near it, which `within` handles by distance from `first`.
+    let within = |ts: u32| ts.wrapping_sub(first) <= last.wrapping_sub(first);
+    let frames: std::collections::BTreeSet<u32> = rendition
+        .iter()
+        .map(rtp_timestamp)
+        .filter(|ts| within(*ts))
+        .collect();
+    let shared = frames.intersection(&main).count();
+    eprintln!(
+        "{name}: {} frames within the main stream's {} frames, {shared} with a main timestamp",
+        frames.len(),
+        main.len()
+    );
+    assert!(
+        frames.len() >= 20,
+        "{name}: only {} frames overlap the main stream's",
+        frames.len()
+    );
+    assert_eq!(
+        shared,
+        frames.len(),
+        "{name} frames whose timestamp no main frame has: {:?}",
+        frames.difference(&main).take(5).collect::<Vec<_>>()
+    );
+}
+
+/// `rect` of a 1280x720 canvas on a picture scaled by `factor` (2 for 360p).
+fn scaled(rect: cowatch::pipeline::layout::Rect, factor: u32) -> cowatch::pipeline::layout::Rect {
+    cowatch::pipeline::layout::Rect {
+        x: rect.x / factor as i32,
+        y: rect.y / factor as i32,
+        width: rect.width / factor,
+        height: rect.height / factor,
+    }
+}
+
+#[test]
+fn h264_360p_rendition_is_the_whole_composite_scaled_on_the_same_timestamps() {
+    let dir = scratch("h264-360p");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 30);
+    let pipeline = Pipeline::start(settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "side-panel",
+    ))
+    .unwrap();
+    let layout = Layout::builtin("side-panel").unwrap();
+    let id = pipeline.rendition_id("h264", "360p").unwrap();
+    let info = pipeline
+        .renditions()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap();
+    assert_eq!(
+        (info.width, info.height, info.bitrate_kbps, info.on_demand),
+        (640, 360, 600, true)
+    );
+    let main = &pipeline.renditions()[0];
+    assert_eq!(
+        (
+            main.name.as_str(),
+            main.width,
+            main.height,
+            main.bitrate_kbps
+        ),
+        ("720p", 1280, 720, 1500)
+    );
+
+    // Idle: health lists it by name and size, and it sends nothing.
+    wait_health(&pipeline, "a second of main video", |h| {
+        h.output.video_frames >= 30
+    });
+    let h = rendition_health(&pipeline, id);
+    assert_eq!(
+        (h.name.as_str(), h.width, h.height, h.codec.as_str()),
+        ("360p", 640, 360, "H264")
+    );
+    assert_eq!((h.state, h.frames), (RenditionState::Idle, 0));
+    let mut rx = pipeline.subscribe_rendition(id).unwrap();
+    let mut main_rx = pipeline.subscribe_video();
+    assert!(
+        collect(&mut rx, Duration::from_millis(500)).is_empty(),
+        "idle rendition sent packets"
+    );
+    while main_rx.try_recv().is_ok() {}
+
+    // On: a keyframe at once, then the whole composite at half size.
+    pipeline.set_rendition_active(id, true).unwrap();
+    let (took, first) = first_packet(&mut rx);
+    eprintln!("first 360p packet {} ms after activation", took.as_millis());
+    assert!(
+        first.keyframe,
+        "the first 360p packet is not flagged keyframe"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "first keyframe took {took:?}"
+    );
+    let mut packets = vec![first];
+    let (more, main_packets) = collect_both(&mut rx, &mut main_rx, Duration::from_secs(2));
+    packets.extend(more);
+    assert_same_timestamps(&packets, &main_packets, "H.264 360p");
+    let decoded = decode(&packets, "H264", info.codec.payload_type);
+    assert_eq!(
+        decoded.len(),
+        frames_in(&packets),
+        "frames lost to a missing keyframe"
+    );
+    let last = decoded.last().unwrap();
+    assert_eq!(last.dimensions(), (640, 360));
+    // Scaled, not cropped: every layer sits at half its canvas position and size.
+    expect_at(last, scaled(layout.movie, 2), MOVIE_RED, "360p movie").unwrap();
+    expect_at(
+        last,
+        scaled(layout.webcam_inner(), 2),
+        WEBCAM_GREEN,
+        "360p webcam",
+    )
+    .unwrap();
+    let chat = scaled(layout.chat.unwrap(), 2);
+    let bg = layout.chat_background;
+    expect_at(last, chat, [bg.r, bg.g, bg.b], "360p chat panel").unwrap();
+    let h = rendition_health(&pipeline, id);
+    assert_eq!(h.state, RenditionState::Running);
+    assert!(h.frames >= 20 && h.keyframes >= 1, "{h:?}");
+
+    // Off: it stops sending, health says idle; the main stream goes on.
+    pipeline.set_rendition_active(id, false).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    while rx.try_recv().is_ok() {}
+    let frames = pipeline.health().output.video_frames;
+    assert!(
+        collect(&mut rx, Duration::from_secs(1)).is_empty(),
+        "360p packets after deactivation"
+    );
+    assert!(pipeline.health().output.video_frames >= frames + 20);
+    let h = rendition_health(&pipeline, id);
+    assert_eq!(h.state, RenditionState::Idle);
+    assert!(h.last_stopped_s > h.last_started_s, "{h:?}");
+    block(pipeline.shutdown());
+}
+
+#[test]
+fn a_bad_ladder_is_refused_with_what_to_fix() {
+    use cowatch::pipeline::ladder::Ladder;
+    let dir = scratch("bad-ladder");
+    let write = |text: &str| std::fs::write(dir.join("ladder.toml"), text).unwrap();
+    write(
+        "[[rendition]]\nname = \"720p\"\nheight = 720\n[[rendition]]\nname = \"360p\"\nheight = 361\nbitrate_kbps = 600\n",
+    );
+    let err = Ladder::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("ladder.toml") && err.contains("360p") && err.contains("even"),
+        "{err}"
+    );
+    write("fallback_encoders = [\"av1\"]\n[[rendition]]\nname = \"720p\"\nheight = 720\n");
+    let err = Ladder::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("av1") && err.contains("fallback_encoders"),
+        "{err}"
+    );
+
+    // Taller than the canvas: refused when the pipeline starts, before anything runs.
+    write(
+        "[[rendition]]\nname = \"1080p\"\nheight = 1080\n[[rendition]]\nname = \"360p\"\nheight = 360\nbitrate_kbps = 600\n",
+    );
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 5);
+    let mut s = settings(&movie, WebcamSource::None, "inset");
+    s.ladder = Ladder::load(&dir).unwrap();
+    let err = Pipeline::start(s)
+        .err()
+        .expect("a 1080p rendition on a 720p canvas");
+    let err = err.to_string();
+    assert!(err.contains("1080p") && err.contains("1280x720"), "{err}");
 }

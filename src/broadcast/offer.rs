@@ -114,8 +114,16 @@ pub fn accept(
         .enable_raw_packets(plain_resend)
         .clear_codecs()
         .enable_opus(true, false);
+    // Several renditions share a codec (720p and 360p H.264): str0m takes each payload type
+    // once. The main rendition's codec stays first.
+    let mut codecs: Vec<&str> = Vec::new();
     for rendition in renditions {
-        match rendition.codec.as_str() {
+        if !codecs.contains(&rendition.codec.as_str()) {
+            codecs.push(&rendition.codec);
+        }
+    }
+    for codec in codecs {
+        match codec {
             "VP8" => config = config.enable_vp8(true),
             _ => {
                 // Our x264 stream is constrained baseline: offer only what can decode it.

@@ -133,8 +133,6 @@ pub struct Conductor {
     stats: Arc<OutputStats>,
     shared: Arc<Shared>,
     encoder: String,
-    /// The main rendition's RTP encoding name.
-    video_codec: String,
     bitrate_kbps: u32,
     /// The chat area of the current layout, for the chat overlay; dropped with the conductor,
     /// which tells the overlay the pipeline has stopped.
@@ -189,7 +187,6 @@ impl Conductor {
             stats,
             shared,
             encoder: settings.encoder.name.clone(),
-            video_codec: settings.encoder.codec.clone(),
             bitrate_kbps: settings.bitrate_kbps,
             chat_area,
         };
@@ -695,7 +692,7 @@ impl Conductor {
 
     /// The main rendition, then every on-demand one.
     fn renditions(&self, output: &OutputHealth) -> Vec<RenditionHealth> {
-        std::iter::once(RenditionHealth::main(&self.video_codec, output))
+        std::iter::once(RenditionHealth::main(&self.canvas.outputs.main, output))
             .chain(
                 self.canvas
                     .outputs

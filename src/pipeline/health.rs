@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::Settings;
+use super::ladder::Encode;
 use super::output::{OutputStats, RenditionId};
 
 /// Overall state of the composite.
@@ -132,6 +133,14 @@ pub enum RenditionState {
 pub struct RenditionHealth {
     /// Which one (0: the main encode).
     pub id: RenditionId,
+    /// Its name in the ladder (`720p`).
+    pub name: String,
+    /// Picture width it encodes.
+    pub width: u32,
+    /// Picture height it encodes.
+    pub height: u32,
+    /// Its target bitrate.
+    pub bitrate_kbps: u32,
     /// Its RTP encoding name.
     pub codec: String,
     /// Whether it runs only while viewers need it.
@@ -153,11 +162,15 @@ pub struct RenditionHealth {
 }
 
 impl RenditionHealth {
-    /// The main encode: always running since the start.
-    pub fn main(codec: &str, output: &OutputHealth) -> Self {
+    /// The main encode, `main`: always running since the start.
+    pub fn main(main: &Encode, output: &OutputHealth) -> Self {
         Self {
             id: RenditionId::MAIN,
-            codec: codec.to_string(),
+            name: main.name.clone(),
+            width: main.width,
+            height: main.height,
+            bitrate_kbps: main.bitrate_kbps,
+            codec: main.preset.codec.clone(),
             on_demand: false,
             active: true,
             state: RenditionState::Running,

@@ -4,7 +4,7 @@
 //!  movie feed ──┐ (own pipelines, so they can pause, seek, swap or die)
 //!  webcam feed ─┼─► slots ─► compositor + audiomixer ─► x264/opus ─► RTP appsinks ─► subscribers
 //!  mic feed ────┘                 ▲ layout, ducking   │              └─► recording (--record)
-//!                                 │                   └─► VP8, on demand ─► RTP appsink
+//!                                 │                   └─► on demand: 360p H.264, VP8 720p/360p
 //!                        conductor thread (controls, watchdog, health)
 //! ```
 //!
@@ -17,9 +17,11 @@
 //!   feeds (`feed`), runs the timers and publishes [`Health`] (`health`).
 //! - A feed reports what its bus says as a `FeedReport`, through a callback the conductor
 //!   gives it; feeds know nothing of the conductor.
-//! - Renditions ([`output::RenditionId`]): the main encode always runs; when it is not VP8, a
-//!   VP8 encode of the same frames runs only while [`Pipeline::set_rendition_active`] says so
-//!   (`rendition`), for browsers without H.264.
+//! - Renditions ([`output::RenditionId`]), as the [`ladder`] file lists them: the main encode
+//!   (its first rung) always runs; the smaller rungs in the main codec, and every rung in each
+//!   fallback codec (VP8, for browsers without H.264), encode the same frames, scaled, only
+//!   while [`Pipeline::set_rendition_active`] says so (`rendition`). All of them stamp the
+//!   same RTP timestamp on the same frame.
 //! - The composite shows pictures drawn by [`crate::overlay`]; the chat panel's are handed in
 //!   through [`Pipeline::set_chat_panel`] (by the `panel` module).
 
@@ -30,6 +32,7 @@ mod ducking;
 mod feed;
 mod health;
 mod keyframe;
+pub mod ladder;
 pub mod layout;
 pub mod output;
 pub mod presets;
@@ -59,6 +62,7 @@ pub use health::{
     ErrorReport, Health, HealthEvent, MicState, MovieHealth, MovieState, OutputHealth,
     PipelineState, RenditionHealth, RenditionState, WebcamState,
 };
+use ladder::{Encode, Ladder};
 use layout::Layout;
 use output::{CodecParams, Output, RenditionId, RenditionInfo, RtpPacket};
 use presets::EncoderPreset;
@@ -129,8 +133,10 @@ pub struct Settings {
     pub layout: Layout,
     /// Video encoder preset.
     pub encoder: EncoderPreset,
-    /// Video bitrate.
+    /// Video bitrate of the main encode.
     pub bitrate_kbps: u32,
+    /// The renditions: sizes, their bitrates, fallback codecs (`pipelines/ladder.toml`).
+    pub ladder: Ladder,
     /// How much quieter the movie gets while the streamer talks.
     pub duck_db: f64,
     /// Write the encoded streams to this Matroska file too.
@@ -161,6 +167,8 @@ struct Inner {
     audio_sink_pad: gst::Pad,
     video_codec: output::RtpCodec,
     audio_codec: output::RtpCodec,
+    /// What the main encode is (size, bitrate).
+    main: Encode,
     /// The on-demand renditions (the main one is the fields above).
     renditions: Vec<Arc<Rendition>>,
     /// What the conductor announces as the chat area; handed out to the chat panel.
@@ -175,14 +183,7 @@ impl Pipeline {
     pub fn start(settings: Settings) -> Result<Self, PipelineError> {
         gst::init().map_err(|e| PipelineError::Internal(format!("GStreamer: {e}")))?;
         let output = Output::new();
-        let canvas = canvas::Canvas::build(
-            &settings.layout,
-            &settings.encoder,
-            settings.bitrate_kbps,
-            settings.record.as_deref(),
-            settings.timecode,
-            &output,
-        )?;
+        let canvas = canvas::Canvas::build(&settings, &output)?;
         let outputs = &canvas.outputs;
         let sink_pad = |sink: &gstreamer_app::AppSink| sink.static_pad("sink").expect("sink pad");
         let (video_sink_pad, audio_sink_pad) =
@@ -192,7 +193,7 @@ impl Pipeline {
             outputs.video_codec.clone(),
             outputs.audio_codec.clone(),
         );
-        let renditions = outputs.renditions.clone();
+        let (main, renditions) = (outputs.main.clone(), outputs.renditions.clone());
         let (conductor, link) = Conductor::new(canvas, &settings, output.stats.clone());
         conductor.spawn()?;
         Ok(Self {
@@ -205,6 +206,7 @@ impl Pipeline {
                 audio_sink_pad,
                 video_codec,
                 audio_codec,
+                main,
                 renditions,
                 chat_area: link.chat_area,
                 devices: Devices::of(&settings),
@@ -338,14 +340,33 @@ impl Pipeline {
     /// Every rendition of the composite, the main one first. An on-demand one encodes only
     /// between [`Pipeline::set_rendition_active`] calls.
     pub fn renditions(&self) -> Vec<RenditionInfo> {
+        let main = &self.inner.main;
         let main = RenditionInfo {
             id: RenditionId::MAIN,
             codec: self.codecs().video,
             on_demand: false,
+            name: main.name.clone(),
+            width: main.width,
+            height: main.height,
+            bitrate_kbps: main.bitrate_kbps,
         };
         std::iter::once(main)
             .chain(self.inner.renditions.iter().map(|r| r.info()))
             .collect()
+    }
+
+    /// The rendition named `name` in the ladder (`360p`) encoded in `codec` (an RTP encoding
+    /// name, `H264`, any case), if the pipeline has one.
+    pub fn rendition_id(&self, codec: &str, name: &str) -> Option<RenditionId> {
+        let main = &self.inner.main;
+        if main.preset.codec.eq_ignore_ascii_case(codec) && main.name == name {
+            return Some(RenditionId::MAIN);
+        }
+        self.inner
+            .renditions
+            .iter()
+            .find(|r| r.codec().eq_ignore_ascii_case(codec) && r.name() == name)
+            .map(|r| r.id())
     }
 
     /// RTP packets of rendition `id` from now on; `None` when there is no such rendition.

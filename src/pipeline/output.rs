@@ -72,15 +72,15 @@ pub struct OutputStats {
 }
 
 /// Which encode of the composite a video packet belongs to. Every rendition shows the same
-/// picture; they differ in codec (and, later, size).
+/// picture; they differ in codec and size. Ids follow the build order of the ladder
+/// ([`crate::pipeline::ladder::Ladder::plan`]): look one up by codec and name
+/// ([`crate::pipeline::Pipeline::rendition_id`]) rather than by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RenditionId(pub u8);
 
 impl RenditionId {
     /// The main encode, in the `--encoder` preset: always on.
     pub const MAIN: Self = Self(0);
-    /// The VP8 encode for viewers without the main codec, started on demand.
-    pub const VP8: Self = Self(1);
 }
 
 impl std::fmt::Display for RenditionId {
@@ -90,6 +90,10 @@ impl std::fmt::Display for RenditionId {
 }
 
 /// What a receiver needs to know about one rendition.
+///
+/// Every rendition's payloader stamps the same RTP timestamp on the same composite frame
+/// (they share one `timestamp-offset`), so a viewer moved from one rendition to another sees
+/// its timestamps go on as before; only the sequence numbers need rewriting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RenditionInfo {
     /// Which one.
@@ -98,6 +102,14 @@ pub struct RenditionInfo {
     pub codec: RtpCodec,
     /// Whether it only encodes while asked to ([`crate::pipeline::Pipeline::set_rendition_active`]).
     pub on_demand: bool,
+    /// Its name in the ladder (`720p`, `360p`), the label viewers pick.
+    pub name: String,
+    /// Picture width it encodes.
+    pub width: u32,
+    /// Picture height it encodes.
+    pub height: u32,
+    /// Its target video bitrate.
+    pub bitrate_kbps: u32,
 }
 
 /// The fan-out points of the two streams.

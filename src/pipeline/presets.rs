@@ -46,19 +46,26 @@ impl EncoderPreset {
     /// Loads `spec`: a preset name (looked up in `dir`, then among the embedded ones) or a path
     /// to a `.toml` file.
     pub fn load(spec: &str, dir: &Path) -> Result<Self, PipelineError> {
+        Self::load_as(spec, dir, "--encoder")
+    }
+
+    /// [`EncoderPreset::load`] for a preset named in `what` (a flag, a file's setting), which
+    /// errors name.
+    pub fn load_as(spec: &str, dir: &Path, what: &str) -> Result<Self, PipelineError> {
         let (text, origin) = if spec.ends_with(".toml") || spec.contains('/') {
-            (read(Path::new(spec), "--encoder")?, spec.to_string())
+            (read(Path::new(spec), what)?, spec.to_string())
         } else {
             let on_disk = dir.join("encoders").join(format!("{spec}.toml"));
             if on_disk.is_file() {
-                (read(&on_disk, "--encoder")?, on_disk.display().to_string())
+                (read(&on_disk, what)?, on_disk.display().to_string())
             } else {
                 let builtin = BUILTIN_ENCODERS
                     .iter()
                     .find(|(name, _)| *name == spec)
                     .ok_or_else(|| {
                         PipelineError::Config(format!(
-                            "unknown encoder `{spec}` (--encoder): expected h264, vp8 or a path to a .toml preset"
+                            "unknown encoder `{spec}` ({what}): expected h264, vp8, a preset in {} or a path to a .toml preset",
+                            dir.join("encoders").display()
                         ))
                     })?;
                 (builtin.1.to_string(), format!("built-in encoder {spec}"))

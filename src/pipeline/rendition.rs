@@ -1,18 +1,21 @@
-//! An on-demand rendition: a second encode of the very composite the main encoder sees, for
-//! viewers who cannot decode the main codec (a Firefox without OpenH264 gets VP8).
+//! An on-demand rendition: another encode of the very composite the main encoder sees, at
+//! another size of the ladder (a 360p copy for weak links) or in another codec (VP8 for a
+//! Firefox without OpenH264), or both.
 //!
 //! ```text
-//! composite ─► raw tee ─┬─► queue ─► main encoder ─► …                      (always)
-//!                       └─► valve ─► leaky queue ─► VP8 encoder ─► rtpvp8pay ─► appsink
+//! composite ─► raw tee ─┬─► queue ─► main encoder ─► …                           (always)
+//!                       └─► valve ─► leaky queue ─► videoscale ─► encoder ─► payloader ─► appsink
 //!                            drop while idle: no frame reaches the encoder
 //! ```
 //!
 //! The valve sits right after the tee, in the composite's own thread, so an idle rendition
-//! costs one reference count per frame: its queue thread never wakes and its encoder is never
-//! even configured before the first activation. Once on, the leaky queue drops the oldest
-//! frame rather than ever blocking the tee, so a slow VP8 encoder cannot stall the main
-//! stream. The branch is never rebuilt: its payloader keeps one sequence-number and timestamp
-//! line across idle spells, which is what a receiver's jitter buffer expects.
+//! costs one reference count per frame: its queue thread never wakes, nothing is scaled and
+//! its encoder is never even configured before the first activation. Once on, the leaky queue
+//! drops the oldest frame rather than ever blocking the tee, so a slow encoder cannot stall
+//! the main stream; scaling happens after it, on the branch's own thread. The branch is never
+//! rebuilt: its payloader keeps one sequence-number and timestamp line across idle spells,
+//! which is what a receiver's jitter buffer expects. Every payloader shares the main one's
+//! timestamp offset, so the same frame has the same RTP timestamp in every rendition.
 //!
 //! Switching is a property and an event, thread-safe in GStreamer and quick, so it happens on
 //! the caller's thread and not through the conductor, which may be busy for seconds loading a
@@ -31,6 +34,7 @@ use gst::prelude::*;
 
 use super::health::{RenditionHealth, RenditionState};
 use super::keyframe::KeyframeMarker;
+use super::ladder::Encode;
 use super::output::{self, RenditionId, RenditionInfo, RtpCodec, RtpPacket};
 use crate::util::lock::Locked;
 
@@ -63,6 +67,8 @@ pub struct Branch {
 /// One on-demand rendition of the composite.
 pub struct Rendition {
     id: RenditionId,
+    /// What the ladder asked for: name, size, bitrate, preset.
+    encode: Encode,
     /// What the preset says, before the payloader negotiated.
     codec: RtpCodec,
     valve: gst::Element,
@@ -74,8 +80,8 @@ pub struct Rendition {
 }
 
 impl Rendition {
-    /// Wraps a built `branch`, idle: its packets go to a channel of its own.
-    pub fn new(id: RenditionId, codec: RtpCodec, branch: Branch) -> Self {
+    /// Wraps a built `branch` encoding `encode`, idle: its packets go to a channel of its own.
+    pub fn new(id: RenditionId, encode: Encode, codec: RtpCodec, branch: Branch) -> Self {
         let tx = broadcast::channel(output::VIDEO_CHANNEL).0;
         let counters = Arc::new(Counters::default());
         let counted = counters.clone();
@@ -114,6 +120,7 @@ impl Rendition {
         }
         Self {
             id,
+            encode,
             codec,
             valve: branch.valve,
             encoder_src: branch.encoder_src,
@@ -132,12 +139,26 @@ impl Rendition {
         self.id
     }
 
-    /// Its id and codec, from the payloader's caps once it has run.
+    /// Its name in the ladder (`360p`).
+    pub fn name(&self) -> &str {
+        &self.encode.name
+    }
+
+    /// Its RTP encoding name (`H264`).
+    pub fn codec(&self) -> &str {
+        &self.codec.encoding_name
+    }
+
+    /// Its id, size and codec, from the payloader's caps once it has run.
     pub fn info(&self) -> RenditionInfo {
         RenditionInfo {
             id: self.id,
             codec: output::codec_from_caps(self.sink_pad.current_caps().as_deref(), &self.codec),
             on_demand: true,
+            name: self.encode.name.clone(),
+            width: self.encode.width,
+            height: self.encode.height,
+            bitrate_kbps: self.encode.bitrate_kbps,
         }
     }
 
@@ -163,7 +184,13 @@ impl Rendition {
             activity.last_stopped = Some(now);
             self.valve.set_property("drop", true);
         }
-        tracing::info!(rendition = %self.id, codec = %self.codec.encoding_name, active, "rendition switched");
+        tracing::info!(
+            rendition = %self.id,
+            name = %self.encode.name,
+            codec = %self.codec.encoding_name,
+            active,
+            "rendition switched"
+        );
     }
 
     /// Asks its encoder for a keyframe now (kept for the next frame when idle).
@@ -181,6 +208,10 @@ impl Rendition {
             |t: Option<Instant>| t.map(|t| t.saturating_duration_since(started).as_secs_f64());
         RenditionHealth {
             id: self.id,
+            name: self.encode.name.clone(),
+            width: self.encode.width,
+            height: self.encode.height,
+            bitrate_kbps: self.encode.bitrate_kbps,
             codec: self.codec.encoding_name.clone(),
             on_demand: true,
             active: activity.active,

@@ -10,18 +10,16 @@
 mod encode;
 mod mix;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use gstreamer as gst;
 
 use gst::prelude::*;
 
-use super::PipelineError;
 use super::layout::{Layout, Rect};
 use super::output::{Media, Output};
-use super::presets::EncoderPreset;
 use super::slot::Slot;
+use super::{PipelineError, Settings};
 use crate::gst_util;
 use crate::overlay::{frames, slate};
 pub use encode::EncodedOutputs;
@@ -78,30 +76,27 @@ pub struct Canvas {
 }
 
 impl Canvas {
-    /// Builds the composite for `layout`, encoding with `preset`; `record` adds a Matroska
-    /// recording of the very same encoded streams.
-    pub fn build(
-        layout: &Layout,
-        preset: &EncoderPreset,
-        bitrate_kbps: u32,
-        record: Option<&Path>,
-        timecode: bool,
-        output: &Output,
-    ) -> Result<Self, PipelineError> {
+    /// Builds the composite for `layout`, encoding what `settings` ask (the `ladder`'s
+    /// renditions in the `encoder` preset at `bitrate_kbps`, `record`, `timecode`).
+    pub fn build(settings: &Settings, output: &Output) -> Result<Self, PipelineError> {
+        let (layout, preset) = (&settings.layout, &settings.encoder);
+        let encodes =
+            settings
+                .ladder
+                .plan(preset, (layout.width, layout.height), settings.bitrate_kbps)?;
         let pipeline = gst::Pipeline::with_name("composite");
         let video = mix::video(&pipeline, layout)?;
         let audio = mix::audio(&pipeline)?;
         let outputs = encode::encode(
             &pipeline,
             (&video.out, &audio.out),
-            preset,
-            bitrate_kbps,
-            record,
+            &encodes,
+            settings.record.as_deref(),
         )?;
         output.attach(&outputs.video_sink, Media::Video, &preset.codec);
         output.attach(&outputs.audio_sink, Media::Audio, &preset.codec);
         encode::count_frames(&outputs.encoder_src, output);
-        if timecode {
+        if settings.timecode {
             super::timecode::stamp_on(&video.out.static_pad("src").expect("capsfilter src"));
         }
         Ok(Self {

@@ -10,6 +10,7 @@ use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::ValueEnum;
 use gstreamer as gst;
 
 use super::process::{Contender, STOP_TIMEOUT};
@@ -36,23 +37,65 @@ pub struct PipelineOptions {
     /// Runs per contender; the table shows medians.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Internal: be the pipeline-only contender of the VP8 row, with the rendition in this
-    /// state, on the inputs in `--vp8-child-inputs`.
-    #[arg(long, hide = true, value_enum, requires = "vp8_child_inputs")]
-    pub vp8_child: Option<Vp8Mode>,
-    /// Internal: where the VP8 row's contender finds its inputs.
+    /// Internal: be the pipeline-only contender of a rendition row, with this rendition
+    /// running, on the inputs in `--branch-child-inputs`.
+    #[arg(long, hide = true, value_enum, requires = "branch_child_inputs")]
+    pub branch_child: Option<BranchMode>,
+    /// Internal: where a rendition row's contender finds its inputs.
     #[arg(long, hide = true)]
-    pub vp8_child_inputs: Option<PathBuf>,
+    pub branch_child_inputs: Option<PathBuf>,
 }
 
-/// The VP8 rendition's state in one contender of the VP8 row.
+/// What runs in one contender of the rendition rows: the party's pipeline alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Vp8Mode {
-    /// Built but idle, as in a party with no VP8 viewer.
+pub enum BranchMode {
+    /// The pipeline as it was before the ladder: the main encode and an idle VP8 rendition.
+    Before,
+    /// The shipped ladder, every on-demand rendition idle: everyone watches the main stream.
     Idle,
-    /// Encoding, as while a VP8 viewer watches.
-    On,
+    /// The VP8 720p rendition running, as while a Firefox without H.264 watches.
+    Vp8,
+    /// The H.264 360p rendition running, as while a viewer on a weak link watches.
+    #[value(name = "360p")]
+    H264Low,
 }
+
+impl BranchMode {
+    const ALL: [Self; 4] = [Self::Before, Self::Idle, Self::Vp8, Self::H264Low];
+
+    /// Its name in the table.
+    fn contender(self) -> &'static str {
+        match self {
+            Self::Before => "before",
+            Self::Idle => "all-idle",
+            Self::Vp8 => "vp8-720p",
+            Self::H264Low => "h264-360p",
+        }
+    }
+
+    /// The rendition it runs (codec, ladder name), if any.
+    fn rendition(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Before | Self::Idle => None,
+            Self::Vp8 => Some(("VP8", "720p")),
+            Self::H264Low => Some(("H264", "360p")),
+        }
+    }
+
+    /// The name its branch's thread starts with: the queue's task, `{preset}-{rung}-queue:src`
+    /// cut to Linux's 15 characters. x264's worker threads inherit it.
+    fn branch_thread(self) -> Option<&'static str> {
+        match self {
+            Self::Before | Self::Idle => None,
+            Self::Vp8 => Some("vp8-720p-queue"),
+            Self::H264Low => Some("h264-360p-queue"),
+        }
+    }
+}
+
+/// Threads of the main 720p encode: the encoder's queue (x264 and its workers, which inherit
+/// the name) and the payloader's queue.
+const MAIN_ENCODE_THREADS: [&str; 2] = ["video-encode-qu", "video-pay-queue"];
 
 /// Composite + encode cost against ffmpeg: prints a table of `runs` alternating runs per
 /// contender, `seconds` of output each, and the ratio of the medians.
@@ -61,8 +104,8 @@ pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
     if seconds == 0 || runs == 0 {
         bail!("--seconds and --runs must both be at least 1");
     }
-    if let (Some(mode), Some(dir)) = (options.vp8_child, &options.vp8_child_inputs) {
-        return vp8_child(mode, &Inputs::in_dir(dir), seconds);
+    if let (Some(mode), Some(dir)) = (options.branch_child, &options.branch_child_inputs) {
+        return branch_child(mode, &Inputs::in_dir(dir), seconds);
     }
     let ffmpeg = ffmpeg_version()?;
     let scratch = Scratch::new()?;
@@ -80,7 +123,7 @@ pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
     println!("{}", Measurement::HEADER);
     let mut cowatch = Vec::with_capacity(runs);
     let mut reference = Vec::with_capacity(runs);
-    let (mut vp8_idle, mut vp8_on) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut branches: Vec<Vec<Measurement>> = BranchMode::ALL.map(|_| Vec::new()).into();
     for run in 1..=runs {
         // Alternating spreads any drift of the machine (thermal, neighbours) over both.
         let m = run_cowatch(&inputs, &scratch.0, seconds)
@@ -91,27 +134,54 @@ pub fn pipeline(options: &PipelineOptions) -> anyhow::Result<()> {
             .with_context(|| format!("ffmpeg run {run}"))?;
         m.print(run);
         reference.push(m);
-        for (mode, runs) in [(Vp8Mode::Idle, &mut vp8_idle), (Vp8Mode::On, &mut vp8_on)] {
-            let m = run_vp8(&scratch.0, seconds, mode)
-                .with_context(|| format!("VP8 {mode:?} run {run}"))?;
+        for (mode, runs) in BranchMode::ALL.into_iter().zip(&mut branches) {
+            let m = run_branch(&scratch.0, seconds, mode)
+                .with_context(|| format!("{} run {run}", mode.contender()))?;
             m.print(run);
             runs.push(m);
         }
     }
     summarize(&cowatch, &reference, &ffmpeg);
-    summarize_vp8(&vp8_idle, &vp8_on);
+    summarize_branches(&branches);
     Ok(())
 }
 
-/// The VP8 row: what the on-demand rendition costs idle and running.
-fn summarize_vp8(idle: &[Measurement], on: &[Measurement]) {
-    let idle_cost = median(idle.iter().map(Measurement::cost).collect());
-    let on_cost = median(on.iter().map(Measurement::cost).collect());
+/// The rendition rows: what each on-demand rendition costs running, against the idle ladder
+/// and against the main 720p encode, and what the idle ladder costs against the pipeline
+/// before it. `branches` are in [`BranchMode::ALL`]'s order.
+fn summarize_branches(branches: &[Vec<Measurement>]) {
+    let cost = |ms: &[Measurement]| median(ms.iter().map(Measurement::cost).collect());
+    let threads = |ms: &[Measurement], f: fn(&Threads) -> f64| {
+        median(
+            ms.iter()
+                .filter_map(|m| m.threads.as_ref())
+                .map(f)
+                .collect(),
+        )
+    };
+    let [before, idle, vp8, low] = branches else {
+        return;
+    };
+    let (before_cost, idle_cost) = (cost(before), cost(idle));
+    let main_encode = threads(idle, |t| t.main_encode);
     println!(
-        "VP8 branch cost (pipeline only, steady state): idle {idle_cost:.3} cpu_s/out_s, on {on_cost:.3}, on/idle {:.2}",
-        on_cost / idle_cost
+        "renditions (pipeline only, steady state, medians, cpu_s/out_s): before the ladder (720p + idle VP8) {before_cost:.3}, ladder all idle {idle_cost:.3} (idle/before {:.2}); main 720p encode threads {main_encode:.3}",
+        idle_cost / before_cost
     );
-    for m in idle.iter().chain(on) {
+    for (name, on) in [("VP8 720p", vp8), ("H.264 360p", low)] {
+        let on_cost = cost(on);
+        let branch = threads(on, |t| t.branch);
+        println!(
+            "{name} on: {on_cost:.3} (+{:.3} over all idle); its branch's threads {branch:.3}, {:.0} % of the 720p encode's",
+            on_cost - idle_cost,
+            100.0 * branch / main_encode
+        );
+    }
+    println!(
+        "360p branch / 720p encode: {:.2}  (target ≤ 0.25)",
+        threads(low, |t| t.branch) / main_encode
+    );
+    for m in branches.iter().flatten() {
         if let Some(note) = &m.note {
             println!("{}: {note}", m.contender);
         }
@@ -159,6 +229,16 @@ struct Measurement {
     peak_rss_mib: f64,
     /// Why this run's numbers might not compare (e.g. the webcam was lost).
     note: Option<String>,
+    /// Where the CPU went inside a pipeline-only contender.
+    threads: Option<Threads>,
+}
+
+/// CPU-seconds per output second of parts of a pipeline-only contender, by thread name.
+struct Threads {
+    /// The main 720p encode and its payloader.
+    main_encode: f64,
+    /// The running rendition's branch (scaler, encoder, payloader); 0 with none running.
+    branch: f64,
 }
 
 impl Measurement {
@@ -335,27 +415,28 @@ fn run_cowatch(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Meas
             / (last.at - first.at).as_secs_f64(),
         peak_rss_mib: usage.peak_rss_mib,
         note: last.problem(),
+        threads: None,
     })
 }
 
-/// Runs the pipeline-only contender of the VP8 row as a child of this benchmark and collects
-/// its bill over the window it reports, after its start-up. Its resident memory after the
-/// rendition stopped again goes in the note of an `on` run.
-fn run_vp8(dir: &Path, seconds: u64, mode: Vp8Mode) -> anyhow::Result<Measurement> {
+/// Runs the pipeline-only contender of a rendition row as a child of this benchmark and
+/// collects its bill over the window it reports, after its start-up, in all and by thread.
+/// Its resident memory after the rendition stopped again goes in the note of a running one.
+fn run_branch(dir: &Path, seconds: u64, mode: BranchMode) -> anyhow::Result<Measurement> {
     let exe = std::env::current_exe().context("cannot locate the cowatch executable")?;
     let spawned = Instant::now();
-    let mode_arg = match mode {
-        Vp8Mode::Idle => "idle",
-        Vp8Mode::On => "on",
-    };
+    let mode_arg = mode
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .context("a mode without a name")?;
     let mut child = Contender::spawn(
         Command::new(exe)
             .args(["bench", "pipeline", "--seconds", &seconds.to_string()])
-            .args(["--vp8-child", mode_arg, "--vp8-child-inputs"])
+            .args(["--branch-child", &mode_arg, "--branch-child-inputs"])
             .arg(dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped()),
-        &dir.join(format!("vp8-{mode_arg}.stderr")),
+        &dir.join(format!("branch-{mode_arg}.stderr")),
     )?;
     let lines = {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -387,29 +468,42 @@ fn run_vp8(dir: &Path, seconds: u64, mode: Vp8Mode) -> anyhow::Result<Measuremen
             }
         }
     };
+    // CPU so far: the whole process, the main encode's threads, the branch's threads.
+    let sample = |child: &Contender| -> anyhow::Result<[f64; 3]> {
+        let mut main = 0.0;
+        for prefix in MAIN_ENCODE_THREADS {
+            main += child.threads_cpu_seconds(prefix)?;
+        }
+        let branch = match mode.branch_thread() {
+            Some(prefix) => child.threads_cpu_seconds(prefix)?,
+            None => 0.0,
+        };
+        Ok([child.cpu_seconds()?, main, branch])
+    };
     let line = next(&mut child, Duration::from_secs(60))?;
     if line != "live" {
         bail!("expected `live`, got `{line}`");
     }
-    let (live, cpu_live) = (Instant::now(), child.cpu_seconds()?);
+    let (live, at_live) = (Instant::now(), sample(&child)?);
     let line = next(&mut child, Duration::from_secs(seconds) + STOP_TIMEOUT)?;
-    let (out_s, cpu_s) = (
-        live.elapsed().as_secs_f64(),
-        child.cpu_seconds()? - cpu_live,
-    );
+    let at_done = sample(&child)?;
+    let out_s = live.elapsed().as_secs_f64();
+    let [cpu_s, main_s, branch_s] = [0, 1, 2].map(|i| at_done[i] - at_live[i]);
     let frames: Vec<u64> = line
         .strip_prefix("done ")
         .map(|rest| rest.split(' ').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_default();
-    let [main_frames, vp8_frames] = frames[..] else {
-        bail!("expected `done MAIN VP8`, got `{line}`");
+    let [main_frames, branch_frames] = frames[..] else {
+        bail!("expected `done MAIN BRANCH`, got `{line}`");
     };
     let mut notes = Vec::new();
-    let vp8_fps = vp8_frames as f64 / out_s;
-    if mode == Vp8Mode::On {
-        notes.push(format!("VP8 {vp8_fps:.2} frames/s"));
-        if vp8_fps < f64::from(FPS) * 0.95 {
-            notes.push("VP8 frames dropped: the encoder fell behind".into());
+    let branch_fps = branch_frames as f64 / out_s;
+    if let Some((codec, name)) = mode.rendition() {
+        notes.push(format!("{codec} {name} {branch_fps:.2} frames/s"));
+        if branch_fps < f64::from(FPS) * 0.95 {
+            notes.push(format!(
+                "{codec} {name} frames dropped: the encoder fell behind"
+            ));
         }
         let before = child.rss_kib().unwrap_or(0);
         if next(&mut child, STOP_TIMEOUT)? == "off" {
@@ -422,38 +516,53 @@ fn run_vp8(dir: &Path, seconds: u64, mode: Vp8Mode) -> anyhow::Result<Measuremen
                 after as f64 / 1024.0
             ));
         }
-    } else if vp8_frames > 0 {
-        notes.push(format!("the idle rendition encoded {vp8_frames} frames"));
+    } else if branch_frames > 0 {
+        notes.push(format!("idle renditions encoded {branch_frames} frames"));
     }
     let usage = child.wait(STOP_TIMEOUT)?;
     if !usage.success {
         bail!("exited with {}: {}", usage.status, child.last_words());
     }
     Ok(Measurement {
-        contender: match mode {
-            Vp8Mode::Idle => "vp8-idle",
-            Vp8Mode::On => "vp8-on",
-        },
+        contender: mode.contender(),
         cpu_s,
         out_s,
         wall_s: spawned.elapsed().as_secs_f64(),
         fps: main_frames as f64 / out_s,
         peak_rss_mib: usage.peak_rss_mib,
         note: (!notes.is_empty()).then(|| notes.join(", ")),
+        threads: Some(Threads {
+            main_encode: main_s / out_s,
+            branch: branch_s / out_s,
+        }),
     })
 }
 
-/// The VP8 row's contender: the party's pipeline alone (no web server, no viewers) on the
-/// inputs, with the rendition `mode`. Says `live` once past start-up, `done MAIN VP8` (frames
-/// encoded by each in between) after `seconds`; when on, stops the rendition, says `off` and
-/// stays two more seconds for its memory to be read.
-fn vp8_child(mode: Vp8Mode, inputs: &Inputs, seconds: u64) -> anyhow::Result<()> {
+/// A rendition row's contender: the party's pipeline alone (no web server, no viewers) on the
+/// inputs, with `mode`'s rendition running. Says `live` once past start-up, `done MAIN
+/// BRANCH` (frames encoded by the main encode and by all on-demand ones in between) after
+/// `seconds`; with a rendition running, stops it, says `off` and stays two more seconds for
+/// its memory to be read.
+fn branch_child(mode: BranchMode, inputs: &Inputs, seconds: u64) -> anyhow::Result<()> {
+    use crate::pipeline::ladder::Ladder;
     use crate::pipeline::layout::Layout;
-    use crate::pipeline::output::RenditionId;
     use crate::pipeline::presets::EncoderPreset;
     use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
     use crate::pipeline::{Pipeline, PipelineState, Settings};
 
+    let ladder = match mode {
+        BranchMode::Before => {
+            // The one-rung ladder with a VP8 fallback builds what the pipeline was before.
+            let dir = inputs.movie.with_file_name("before-ladder");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("ladder.toml"),
+                "fallback_encoders = [\"vp8\"]\n[[rendition]]\nname = \"720p\"\nheight = 720\n",
+            )?;
+            Ladder::load(&dir)?
+        }
+        _ => Ladder::builtin()?,
+    };
     let movie = inputs.movie.to_string_lossy();
     let pipeline = Pipeline::start(Settings {
         movie: MovieSource::parse(&movie)?,
@@ -463,14 +572,26 @@ fn vp8_child(mode: Vp8Mode, inputs: &Inputs, seconds: u64) -> anyhow::Result<()>
         layout: Layout::builtin("side-panel").context("no built-in side-panel layout")?,
         encoder: EncoderPreset::builtin("h264")?,
         bitrate_kbps: BITRATE_KBPS,
+        ladder,
         duck_db: crate::pipeline::DEFAULT_DUCK_DB,
         record: None,
         timecode: false,
     })?;
+    let rendition = match mode.rendition() {
+        Some((codec, name)) => Some(
+            pipeline
+                .rendition_id(codec, name)
+                .with_context(|| format!("the pipeline has no {codec} {name} rendition"))?,
+        ),
+        None => None,
+    };
     let frames = || {
         let h = pipeline.health();
-        let vp8 = h.renditions.iter().find(|r| r.id == RenditionId::VP8);
-        (h.output.video_frames, vp8.map_or(0, |r| r.frames))
+        let on_demand = h.renditions.iter().filter(|r| r.on_demand);
+        (
+            h.output.video_frames,
+            on_demand.map(|r| r.frames).sum::<u64>(),
+        )
     };
     let started = Instant::now();
     while pipeline.health().state != PipelineState::Live || frames().0 == 0 {
@@ -479,8 +600,8 @@ fn vp8_child(mode: Vp8Mode, inputs: &Inputs, seconds: u64) -> anyhow::Result<()>
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if mode == Vp8Mode::On {
-        pipeline.set_rendition_active(RenditionId::VP8, true)?;
+    if let Some(id) = rendition {
+        pipeline.set_rendition_active(id, true)?;
     }
     // A second for the encoders to settle, so the window shows the steady state.
     std::thread::sleep(Duration::from_secs(1));
@@ -489,8 +610,8 @@ fn vp8_child(mode: Vp8Mode, inputs: &Inputs, seconds: u64) -> anyhow::Result<()>
     std::thread::sleep(Duration::from_secs(seconds));
     let after = frames();
     println!("done {} {}", after.0 - before.0, after.1 - before.1);
-    if mode == Vp8Mode::On {
-        pipeline.set_rendition_active(RenditionId::VP8, false)?;
+    if let Some(id) = rendition {
+        pipeline.set_rendition_active(id, false)?;
         println!("off");
         std::thread::sleep(Duration::from_secs(3));
     }
@@ -625,6 +746,7 @@ fn run_ffmpeg(inputs: &Inputs, dir: &Path, seconds: u64) -> anyhow::Result<Measu
         fps: frames as f64 / out_s,
         peak_rss_mib: usage.peak_rss_mib,
         note: None,
+        threads: None,
     })
 }
 
