@@ -160,10 +160,9 @@ pub fn renditions(pipeline: &Pipeline) -> Vec<Rendition> {
             id: r.id,
             codec: r.codec.encoding_name,
             on_demand: r.on_demand,
-            // Until the pipeline's ladder says (issue #11, being merged).
-            name: "720p".into(),
-            height: 720,
-            bitrate_kbps: 2500,
+            name: r.name,
+            height: r.height,
+            bitrate_kbps: r.bitrate_kbps,
         })
         .collect()
 }
