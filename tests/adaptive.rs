@@ -2,10 +2,12 @@
 //! rendition within seconds and keep playing, come back to 720p once the link recovers, and
 //! the 360p encoder runs only while someone receives it.
 //!
-//! The party runs in a network namespace at 198.18.0.1, a solid green webcam over a solid red
-//! movie; headless Chromium on cowatch's own page and a webrtc-rs probe watch from another at
-//! 198.18.0.2 (`tools::netns`). A tc token bucket on the server's end of the veth caps what
-//! reaches the viewers (this kernel has tbf; it has no netem). What each viewer shows is read on
+//! The party runs in a network namespace at 198.18.0.1: the demo's moving movie and a solid
+//! green webcam. Headless Chromium on cowatch's own page watches from another namespace, a
+//! webrtc-rs probe from a third, each over a veth pair of its own (`tools::netns`), so each
+//! has its own link, as two viewers at home do. A tc token bucket on the server's end of each
+//! pair caps what reaches that viewer (this kernel has tbf; it has no netem): 1 Mbit/s each,
+//! not 1 Mbit/s shared, which could not carry two 360p streams. What each viewer shows is read on
 //! its side: Chromium's presented frames (`requestVideoFrameCallback`: the size and time of
 //! each), the probe's whole, decodable frames and the sizes their keyframes announce. The
 //! server's account (`/healthz`: each viewer's rendition, TWCC estimate and switches, each
@@ -14,25 +16,24 @@
 //!
 //! Every wait is a poll with a deadline that keeps measuring past its target, so a miss says by
 //! how much. A failure prints the server's view over time (estimates, renditions, switches),
-//! both viewers' timelines, the viewer side's UDP counters and the token bucket's statistics.
+//! both viewers' timelines, the viewer sides' UDP counters and the token buckets' statistics.
 //!
 //! Needs root, iproute2, iptables, tc and /usr/bin/chromium; fails, never skips, without them.
 
 mod common;
 
-use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::WEBCAM_GREEN;
 use common::netns_party::NsParty;
-use common::{MOVIE_RED, WEBCAM_GREEN};
 use cowatch::pipeline::layout::{Layout, Rect};
 use cowatch::tools::cdp::Browser;
 use cowatch::tools::netns::Side;
 use cowatch::tools::probe::{ProbeHandle, ProbeOptions, ProbeReport, VideoTimeline, probe_with};
 use serde_json::{Value, json};
 
-/// The weak link: what reaches the viewers, in kbit/s.
+/// The weak link: what reaches each viewer, in kbit/s.
 const CAP_KBIT: u32 = 1000;
 /// Both viewers show 360p this soon after the link drops.
 const STEP_DOWN_TARGET: Duration = Duration::from_secs(5);
@@ -229,6 +230,10 @@ impl Branch {
     }
 }
 
+/// Where each viewer watches from: Chromium on the first viewer side, the probe on the second.
+const CHROMIUM_SIDE: Side = Side::Viewer;
+const PROBE_SIDE: Side = Side::SecondViewer;
+
 /// The party, its two viewers, and everything seen so far.
 struct Watch {
     // Field order is drop order: the browser before the party and its namespaces.
@@ -242,6 +247,8 @@ struct Watch {
     /// changed), seconds after `start`.
     trace: Vec<String>,
     last_traced: Option<(f64, String)>,
+    /// The token buckets' packets passed and dropped at the last trace line, per viewer side.
+    link_counts: std::collections::HashMap<Side, (u64, u64)>,
     start: Moment,
     /// Steps taken, for the summary and failure messages.
     steps: Vec<String>,
@@ -287,50 +294,106 @@ impl Watch {
 
     fn trace(&mut self, r: &Reading) {
         let at = self.start.at.elapsed().as_secs_f64();
-        let viewer = |id: &str| match Self::session(&r.health, id) {
-            Some(s) => format!(
-                "{} est {} kbit/s, {} switches, loss {}, rtt {} ms",
-                s["rendition"].as_str().unwrap_or("?"),
-                s["estimate_kbps"],
-                s["switches"],
-                s["loss"],
-                s["rtt_ms"]
-                    .as_f64()
-                    .map_or("-".into(), |ms| format!("{ms:.0}"))
-            ),
-            None => "gone".to_owned(),
-        };
-        let low = Branch::of(&r.health, LOW.label);
         let shown = |size: Option<(u64, u64)>| size.map_or("-".into(), |(w, h)| format!("{w}x{h}"));
-        let state = format!(
-            "chromium [{}] shows {} | probe [{}] shows {} | 360p branch {} / fan-out active {} to {}",
-            viewer(&self.chromium_id),
-            shown(
-                r.page["videoHeight"]
-                    .as_u64()
-                    .map(|h| (r.page["videoWidth"].as_u64().unwrap_or(0), h))
-            ),
-            viewer(&self.probe_id),
-            shown(
-                r.probe
-                    .size()
-                    .map(|s| (u64::from(s.width), u64::from(s.height)))
-            ),
+        let page_size = r.page["videoHeight"]
+            .as_u64()
+            .map(|h| (r.page["videoWidth"].as_u64().unwrap_or(0), h));
+        let probe_size = r
+            .probe
+            .size()
+            .map(|s| (u64::from(s.width), u64::from(s.height)));
+        let low = Branch::of(&r.health, LOW.label);
+        let branch = format!(
+            "360p branch {}, fan-out active {} for {} viewer(s)",
             low.pipeline.as_deref().unwrap_or("absent"),
             low.active.map_or("?".into(), |a| a.to_string()),
             low.viewers.map_or("?".into(), |v| v.to_string()),
         );
-        // Numbers change every reading; the coarse state (renditions, sizes) is what matters
-        // between the once-a-second lines.
-        let coarse: String = state.chars().filter(|c| !c.is_ascii_digit()).collect();
-        let due = match &self.last_traced {
-            None => true,
-            Some((t, c)) => at - t >= 1.0 || *c != coarse,
+        let rendition = |id: &str| {
+            Self::session(&r.health, id).map_or("gone".to_owned(), |s| {
+                s["rendition"].as_str().unwrap_or("?").to_owned()
+            })
         };
-        if due {
-            self.trace.push(format!("{at:6.1} s  {state}"));
-            self.last_traced = Some((at, coarse));
+        // A line a second, and one whenever a rendition, a picture size or the branch changes.
+        let coarse = format!(
+            "{} {} {} {} {branch}",
+            rendition(&self.chromium_id),
+            shown(page_size),
+            rendition(&self.probe_id),
+            shown(probe_size)
+        );
+        if self
+            .last_traced
+            .as_ref()
+            .is_some_and(|(t, c)| at - t < 1.0 && *c == coarse)
+        {
+            return;
         }
+        self.last_traced = Some((at, coarse));
+        let mut lines = vec![format!("{at:6.1} s  {branch}")];
+        for (who, id, side, size) in [
+            (
+                "chromium",
+                self.chromium_id.clone(),
+                CHROMIUM_SIDE,
+                page_size,
+            ),
+            ("probe", self.probe_id.clone(), PROBE_SIDE, probe_size),
+        ] {
+            let server = match Self::session(&r.health, &id) {
+                Some(s) => format!(
+                    "server: {} est {} kbit/s, {} switches, loss {:.2}, rtt {} ms; sent {} \
+                     video pkts, resent {}, {} NACKs, {} keyframe requests",
+                    s["rendition"].as_str().unwrap_or("?"),
+                    s["estimate_kbps"],
+                    s["switches"],
+                    s["loss"].as_f64().unwrap_or(f64::NAN),
+                    s["rtt_ms"]
+                        .as_f64()
+                        .map_or("-".into(), |ms| format!("{ms:.0}")),
+                    s["video_packets"],
+                    s["packets_resent"],
+                    s["nacks_received"],
+                    s["keyframe_requests"],
+                ),
+                None => "server: no session".to_owned(),
+            };
+            let link = self.link_delta(side);
+            lines.push(format!(
+                "          {who:<8} shows {}; {server}; link {link}",
+                shown(size)
+            ));
+        }
+        self.trace.push(lines.join("\n  "));
+    }
+
+    /// Packets the token bucket towards `side` passed and dropped since the last call.
+    fn link_delta(&mut self, side: Side) -> String {
+        let stats = self.party.link.qdisc_stats(side).unwrap_or_default();
+        // "Sent 1401609 bytes 2044 pkt (dropped 893, ..."
+        let number_after = |word: &str| {
+            let words: Vec<&str> = stats.split_whitespace().collect();
+            words
+                .iter()
+                .position(|w| *w == word)
+                .and_then(|i| words.get(i + 1))
+                .and_then(|w| w.trim_end_matches(',').parse::<u64>().ok())
+        };
+        let passed = stats
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .find(|w| w[1] == "pkt")
+            .and_then(|w| w[0].parse::<u64>().ok());
+        let (Some(passed), Some(dropped)) = (passed, number_after("(dropped")) else {
+            return "(no statistics)".to_owned();
+        };
+        let last = self.link_counts.insert(side, (passed, dropped));
+        // The counts start over when a cap is set or lifted (a new qdisc).
+        let (p0, d0) = last
+            .filter(|&(p, d)| p <= passed && d <= dropped)
+            .unwrap_or((0, 0));
+        format!("+{} pkts passed, +{} dropped", passed - p0, dropped - d0)
     }
 
     /// Polls until both viewers show `rung` and the server says both receive it, measuring up
@@ -393,6 +456,26 @@ impl Watch {
         }
     }
 
+    /// Caps (or with `None` uncaps) both viewers' links.
+    fn set_rate(&self, kbit: Option<u32>) {
+        for side in [CHROMIUM_SIDE, PROBE_SIDE] {
+            self.party.link.set_rate(side, kbit).unwrap();
+        }
+    }
+
+    /// What the token buckets towards the viewers passed and dropped so far, one line each.
+    fn buckets(&self) -> String {
+        [("chromium", CHROMIUM_SIDE), ("probe", PROBE_SIDE)]
+            .map(|(who, side)| match self.party.link.qdisc_stats(side) {
+                Ok(stats) => format!(
+                    "{who}: {}",
+                    stats.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
+                Err(e) => format!("{who}: (cannot read: {e:#})"),
+            })
+            .join("\n  ")
+    }
+
     /// Everything a failure needs to say whose it is.
     fn diagnose(&mut self) -> String {
         let page = self.page();
@@ -405,9 +488,14 @@ impl Watch {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
                 .unwrap_or_else(|e| format!("(cannot run {program}: {e})"))
         };
-        let snmp = run(Side::Viewer, "cat", &["/proc/net/snmp"]);
-        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
-        let qdisc = run(Side::Server, "tc", &["-s", "qdisc", "show", "dev", "cw0"]);
+        let udp = [("chromium", CHROMIUM_SIDE), ("probe", PROBE_SIDE)]
+            .map(|(who, side)| {
+                let snmp = run(side, "cat", &["/proc/net/snmp"]);
+                let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+                format!("{who}:\n    {}", lines.join("\n    "))
+            })
+            .join("\n  ");
+        let qdisc = self.buckets();
         let output = self.party.output();
         let lines: Vec<&str> = output.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n  ");
@@ -415,8 +503,8 @@ impl Watch {
         let log_tail = log[log.len().saturating_sub(30)..].join("\n  ");
         format!(
             "steps:\n  {}\nserver's view over time (s after the probe joined):\n  {}\n\
-             chromium page: sizes [{}]; {}\nprobe: {}\nviewer side /proc/net/snmp:\n  {}\n\
-             tc -s qdisc (server side, towards the viewers):\n  {}\n/healthz now: {}\n\
+             chromium page: sizes [{}]; {}\nprobe: {}\nviewer sides' /proc/net/snmp:\n  {udp}\n\
+             tc -s qdisc (server side, towards each viewer):\n  {qdisc}\n/healthz now: {}\n\
              page log:\n  {log_tail}\nserver output (last lines):\n  {tail}",
             self.steps.join("\n  "),
             self.trace.join("\n  "),
@@ -428,8 +516,6 @@ impl Watch {
                 "video": [page["videoWidth"], page["videoHeight"]], "error": page["error"],
             }),
             probe.describe(),
-            udp.join("\n  "),
-            qdisc.replace('\n', "\n  "),
             self.health(),
         )
     }
@@ -510,22 +596,32 @@ fn close(actual: &Value, expected: [u8; 3], tolerance: i64) -> bool {
     })
 }
 
-/// A colour expected at a point of the picture.
+/// A colour expected (or ruled out) at a point of the picture.
 struct Expect {
     name: &'static str,
     at: (i32, i32),
     colour: [u8; 3],
     /// Per channel.
     tolerance: i64,
+    /// The point has that colour (or, when false, clearly another).
+    near: bool,
 }
 
 impl Expect {
-    fn new(name: &'static str, at: (i32, i32), colour: [u8; 3], tolerance: i64) -> Self {
+    fn near(name: &'static str, at: (i32, i32), colour: [u8; 3], tolerance: i64) -> Self {
         Self {
             name,
             at,
             colour,
             tolerance,
+            near: true,
+        }
+    }
+
+    fn far(name: &'static str, at: (i32, i32), colour: [u8; 3], tolerance: i64) -> Self {
+        Self {
+            near: false,
+            ..Self::near(name, at, colour, tolerance)
         }
     }
 }
@@ -554,37 +650,26 @@ fn centre(rect: Rect, scale: f64) -> (i32, i32) {
 }
 
 /// Problems with the frame Chromium shows at 360p: the webcam's green fills the webcam box
-/// where the side-panel layout puts it scaled to 640x360 (its centre and both inner corners),
-/// the movie's red fills its area up to the box's column, and the chat panel is under the box.
-/// A cropped picture would put the box elsewhere or out of the frame.
+/// where the side-panel layout puts it, scaled to 640x360 (its centre and both inner corners),
+/// and stops at the box's scaled edges: the movie beside it is not green, the chat panel under
+/// it has the panel's colour. A cropped picture would move the box, or out of the frame.
 fn pixel_problems(browser: &mut Browser) -> (Vec<String>, Value) {
     let layout = Layout::builtin("side-panel").expect("the side-panel layout is built in");
     let scale = f64::from(LOW.height) / f64::from(layout.height);
     let cam = layout.webcam_inner();
     let chat = layout.chat.expect("the side-panel layout has a chat area");
-    let movie = layout.movie;
     let bg = layout.chat_background;
-    // A 640x360 movie fitted into its area keeps its proportions: bars above and below.
-    let picture_height = (f64::from(movie.width) * 9.0 / 16.0) as u32;
-    let movie_picture = Rect {
-        x: movie.x,
-        y: movie.y + ((movie.height - picture_height) / 2) as i32,
-        width: movie.width,
-        height: picture_height,
-    };
+    let bg = [bg.r, bg.g, bg.b];
     let green = WEBCAM_GREEN;
+    let (left, bottom) = (point(cam, 0, 0, scale).0, point(cam, -1, -1, scale).1);
+    let (middle_x, middle_y) = centre(cam, scale);
     let expected = [
-        Expect::new("webcam", centre(cam, scale), green, 16),
-        Expect::new("webcam_top_left", point(cam, 8, 8, scale), green, 20),
-        Expect::new("webcam_bottom_right", point(cam, -8, -8, scale), green, 20),
-        Expect::new("movie", centre(movie_picture, scale), MOVIE_RED, 24),
-        Expect::new(
-            "movie_right_edge",
-            point(movie_picture, -8, 60, scale),
-            MOVIE_RED,
-            24,
-        ),
-        Expect::new("chat", centre(chat, scale), [bg.r, bg.g, bg.b], 16),
+        Expect::near("webcam", (middle_x, middle_y), green, 16),
+        Expect::near("webcam_top_left", point(cam, 8, 8, scale), green, 20),
+        Expect::near("webcam_bottom_right", point(cam, -8, -8, scale), green, 20),
+        Expect::far("left_of_webcam", (left - 10, middle_y), green, 20),
+        Expect::near("under_webcam", (middle_x, bottom + 10), bg, 16),
+        Expect::near("chat", centre(chat, scale), bg, 16),
     ];
     let points: Vec<(&str, (i32, i32))> = expected.iter().map(|e| (e.name, e.at)).collect();
     let sample = browser
@@ -598,10 +683,15 @@ fn pixel_problems(browser: &mut Browser) -> (Vec<String>, Value) {
         return (problems, sample);
     }
     for e in expected {
-        if !close(&sample[e.name], e.colour, e.tolerance) {
+        if close(&sample[e.name], e.colour, e.tolerance) != e.near {
             problems.push(format!(
-                "pixels at 360p: {} at {:?} is {}, wanted {:?} ± {}",
-                e.name, e.at, sample[e.name], e.colour, e.tolerance
+                "pixels at 360p: {} at {:?} is {}, wanted {}{:?} ± {}",
+                e.name,
+                e.at,
+                sample[e.name],
+                if e.near { "" } else { "anything but " },
+                e.colour,
+                e.tolerance
             ));
         }
     }
@@ -619,7 +709,7 @@ fn start_probe(party: &NsParty, handle: &ProbeHandle) -> JoinHandle<anyhow::Resu
     let handle = handle.clone();
     party
         .link
-        .run(Side::Viewer, move || {
+        .run(PROBE_SIDE, move || {
             // A thread spawned by the namespace's thread lives in the namespace too.
             std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()
@@ -629,35 +719,26 @@ fn start_probe(party: &NsParty, handle: &ProbeHandle) -> JoinHandle<anyhow::Resu
                     .and_then(|runtime| runtime.block_on(probe_with(&options, &handle)))
             })
         })
-        .expect("cannot start the probe inside the viewer namespace")
-}
-
-fn make_movie(dir: &Path) -> String {
-    let movie = dir.join("red.mkv");
-    common::make_movie(&movie, MOVIE_RED, 120);
-    movie.to_string_lossy().into_owned()
+        .expect("cannot start the probe inside its viewer namespace")
 }
 
 #[test]
 fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
-    let dir = common::scratch("adaptive");
-    let movie = make_movie(&dir);
     let webcam = common::solid_webcam(WEBCAM_GREEN);
     let linger = LINGER.as_secs().to_string();
-    let party = NsParty::start(&[
-        "--movie",
-        &movie,
-        "--loop",
-        "--webcam",
-        &webcam,
-        "--rendition-linger",
-        &linger,
-    ]);
+    // The demo's own movie (scrolling colour bars and a clock) makes a real bitrate: a still
+    // picture encodes to a few kbit/s and would never fill the link.
+    let mut party = NsParty::start(&["--webcam", &webcam, "--rendition-linger", &linger]);
+
+    party
+        .link
+        .add_second_viewer()
+        .expect("cannot give the probe a link of its own");
 
     // Chromium on the viewer page, playing.
     let mut browser = party
         .link
-        .run(Side::Viewer, Browser::launch)
+        .run(CHROMIUM_SIDE, Browser::launch)
         .unwrap()
         .expect("cannot start chromium inside the viewer namespace");
     browser
@@ -702,6 +783,7 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
         probe_id: String::new(),
         trace: Vec::new(),
         last_traced: None,
+        link_counts: std::collections::HashMap::new(),
         start: Moment::now(),
         steps: Vec::new(),
     };
@@ -755,11 +837,7 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
     }
 
     // Step down: the link drops to 1 Mbit/s.
-    watch
-        .party
-        .link
-        .set_rate(Side::Viewer, Some(CAP_KBIT))
-        .unwrap();
+    watch.set_rate(Some(CAP_KBIT));
     let cap = Moment::now();
     watch.steps.push(format!(
         "{:.1} s: link capped to {CAP_KBIT} kbit/s",
@@ -831,6 +909,9 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
             "with both viewers at 360p the 360p branch should run for 2: {low:?}"
         ));
     }
+    watch
+        .steps
+        .push(format!("token buckets:\n  {}", watch.buckets()));
     let (pixels, sample) = pixel_problems(&mut watch.browser);
     watch
         .steps
@@ -838,7 +919,7 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
     problems.extend(pixels);
 
     // Step up: the link recovers.
-    watch.party.link.set_rate(Side::Viewer, None).unwrap();
+    watch.set_rate(None);
     let uncap = Moment::now();
     watch.steps.push(format!(
         "{:.1} s: cap lifted",
@@ -875,11 +956,7 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
 
     // Down again, then the viewers leave the party one by one: the branch runs while one is
     // left on it and stops after the last one has gone.
-    watch
-        .party
-        .link
-        .set_rate(Side::Viewer, Some(CAP_KBIT))
-        .unwrap();
+    watch.set_rate(Some(CAP_KBIT));
     let recap = Moment::now();
     let again = watch.wait_for(LOW, recap, STEP_DOWN_TARGET);
     watch
@@ -947,7 +1024,10 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
             )),
         }
     }
-    watch.party.link.set_rate(Side::Viewer, None).unwrap();
+    watch
+        .steps
+        .push(format!("token buckets:\n  {}", watch.buckets()));
+    watch.set_rate(None);
 
     if !problems.is_empty() {
         watch.fail(&problems.join("\n"));
