@@ -123,6 +123,15 @@ impl Ladder {
                 Some(dir) => EncoderPreset::load_as(name, dir, &what)?,
                 None => EncoderPreset::builtin(name)?,
             };
+            if let Some(twin) = fallback
+                .iter()
+                .find(|p: &&EncoderPreset| p.codec.eq_ignore_ascii_case(&preset.codec))
+            {
+                return Err(bad(format!(
+                    "fallback encoders {} and {name} are both {}: a browser gets the first, keep one",
+                    twin.name, preset.codec
+                )));
+            }
             fallback.push(preset);
         }
         Ok(Self {
@@ -307,7 +316,11 @@ mod tests {
         assert_eq!(width_for(180), 320);
         assert_eq!(width_for(480), 854);
         assert_eq!(width_for(1080), 1920);
-        assert!((90..=2160).step_by(2).all(|h| width_for(h).is_multiple_of(2)));
+        assert!(
+            (90..=2160)
+                .step_by(2)
+                .all(|h| width_for(h).is_multiple_of(2))
+        );
     }
 
     #[test]
@@ -387,9 +400,28 @@ mod tests {
     }
 
     #[test]
-    fn a_ladder_in_the_pipelines_dir_wins_and_its_presets_too() {
-        let dir = std::env::temp_dir().join(format!("cowatch-ladder-{}", std::process::id()));
+    fn two_fallbacks_of_one_codec_are_refused() {
+        let dir = scratch_dir("twins");
+        std::fs::write(dir.join("encoders/vp8b.toml"), BUILTIN_VP8).unwrap();
+        let text = "fallback_encoders = [\"vp8\", \"vp8b\"]\n[[rendition]]\nname = \"720p\"\nheight = 720\n";
+        let err = Ladder::parse(text, "test.toml", Some(&dir))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vp8b") && err.contains("both VP8"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fresh directory with an `encoders/` folder.
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("cowatch-ladder-{name}-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("encoders")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_ladder_in_the_pipelines_dir_wins_and_its_presets_too() {
+        let dir = scratch_dir("wins");
         let mut vp8 = BUILTIN_VP8.replace("name = \"vp8\"", "name = \"myvp8\"");
         vp8.push('\n');
         std::fs::write(dir.join("encoders/myvp8.toml"), vp8).unwrap();

@@ -249,14 +249,15 @@ fn encode_video(
 
 /// raw tee → valve (closed) → leaky queue → scaler → the preset's encoder → caps → payloader
 /// → appsink: see [`crate::pipeline::rendition`] for why in this order. Elements are named
-/// `{preset}-{rung}-…` (`h264-360p-queue`), which also names the branch's thread.
+/// `{codec}-{rung}-…` (`h264-360p-queue`), unique as the ladder checks codecs and rung names;
+/// the queue's name also names the branch's thread.
 fn on_demand_branch(
     pipeline: &gst::Pipeline,
     raw_tee: &gst::Element,
     encode: &Encode,
     stamp: Stamp,
 ) -> Result<Branch, PipelineError> {
-    let prefix = format!("{}-{}", encode.preset.name, encode.name);
+    let prefix = format!("{}-{}", encode.preset.codec.to_lowercase(), encode.name);
     let valve = gst_util::make_with("valve", |b| {
         b.name(format!("{prefix}-valve")).property("drop", true)
     })?;
