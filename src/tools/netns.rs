@@ -8,7 +8,11 @@
 //!   │ lo                        │   veth    │ lo                        │
 //!   │ cw0 198.18.0.1/24  ───────┼───────────┼─────── cw0 198.18.0.2/24  │
 //!   │ iptables chain CW_LOSS    │           │ iptables chain CW_LOSS    │
-//!   └───────────────────────────┘           └───────────────────────────┘
+//!   │                           │           └───────────────────────────┘
+//!   │                           │           ┌ cw-PID-N-w (second viewer, on request) ┐
+//!   │ cw1 198.18.1.1/24  ───────┼───────────┼─────── cw0 198.18.1.2/24               │
+//!   └───────────────────────────┘           │ route to 198.18.0.0/24 via 198.18.1.1  │
+//!                                           └────────────────────────────────────────┘
 //! ```
 //!
 //! Why namespaces: Firefox ignores loopback ICE candidates, so it cannot watch a server on
@@ -32,6 +36,9 @@
 //!   (iptables `statistic`), [`Link::set_rate`] caps what arrives at one side (a tc token
 //!   bucket on the other side's end of the veth), and [`Link::counters`] reads back how many
 //!   packets really arrived and were dropped, so a test can show that the loss happened.
+//! - [`Link::add_second_viewer`] gives a second viewer a link of its own to the same server
+//!   (it reaches 198.18.0.1 through the server's 198.18.1.1), so a rate cap per viewer is a cap
+//!   per link, as two viewers at home have: two viewers capped on one veth would share it.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -50,38 +57,40 @@ use super::child;
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The viewer side's address on the veth pair.
 pub const VIEWER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The second viewer's address, on a veth pair of its own.
+pub const SECOND_VIEWER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The server's end of the second viewer's pair: the second viewer's way to [`SERVER_IP`].
+const SERVER_SECOND_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 
 /// Every namespace this module makes starts with this, followed by the owner's pid.
 const PREFIX: &str = "cw-";
 /// The veth end's name, the same in both namespaces (names are per namespace).
 const DEVICE: &str = "cw0";
+/// The server's end of the second viewer's veth pair.
+const SECOND_DEVICE: &str = "cw1";
 /// The iptables chain that counts and drops incoming UDP.
 const CHAIN: &str = "CW_LOSS";
 /// Where `ip netns` keeps a namespace's handle.
 const NETNS_DIR: &str = "/run/netns";
 
 /// One end of the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     /// 198.18.0.1: where the party runs.
     Server,
     /// 198.18.0.2: where the viewers run.
     Viewer,
+    /// 198.18.1.2: a viewer with a link of its own, once [`Link::add_second_viewer`] made it.
+    SecondViewer,
 }
 
 impl Side {
-    /// This side's address on the veth pair.
+    /// This side's address on its veth pair.
     pub fn ip(self) -> Ipv4Addr {
         match self {
             Side::Server => SERVER_IP,
             Side::Viewer => VIEWER_IP,
-        }
-    }
-
-    fn other(self) -> Side {
-        match self {
-            Side::Server => Side::Viewer,
-            Side::Viewer => Side::Server,
+            Side::SecondViewer => SECOND_VIEWER_IP,
         }
     }
 }
@@ -102,6 +111,9 @@ pub struct Counters {
 pub struct Link {
     server: Namespace,
     viewer: Namespace,
+    second: Option<Namespace>,
+    /// The names' common start, `cw-PID-N`.
+    base: String,
 }
 
 impl Link {
@@ -129,7 +141,12 @@ impl Link {
             "netns",
             &viewer.name,
         ])?;
-        let link = Link { server, viewer };
+        let link = Link {
+            server,
+            viewer,
+            second: None,
+            base,
+        };
         for side in [Side::Server, Side::Viewer] {
             let name = &link.ns(side).name;
             ip(&["-n", name, "link", "set", "lo", "up"])?;
@@ -144,6 +161,61 @@ impl Link {
         }
         link.wait_until_up()?;
         Ok(link)
+    }
+
+    /// Adds the second viewer: a namespace at 198.18.1.2 with a veth pair of its own to the
+    /// server side (198.18.1.1), and a route to 198.18.0.0/24 through it, so it reaches a server
+    /// listening on 198.18.0.1 as the first viewer does, over its own link. Adding it twice
+    /// changes nothing.
+    pub fn add_second_viewer(&mut self) -> anyhow::Result<()> {
+        if self.second.is_some() {
+            return Ok(());
+        }
+        let second = Namespace::add(format!("{}-w", self.base))?;
+        let (server, name) = (&self.server.name, &second.name);
+        ip(&[
+            "-n",
+            server,
+            "link",
+            "add",
+            SECOND_DEVICE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            DEVICE,
+            "netns",
+            name,
+        ])?;
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        let address = format!("{SECOND_VIEWER_IP}/24");
+        ip(&["-n", name, "addr", "add", &address, "dev", DEVICE])?;
+        ip(&["-n", name, "link", "set", DEVICE, "up"])?;
+        let address = format!("{SERVER_SECOND_IP}/24");
+        ip(&["-n", server, "addr", "add", &address, "dev", SECOND_DEVICE])?;
+        ip(&["-n", server, "link", "set", SECOND_DEVICE, "up"])?;
+        let via = SERVER_SECOND_IP.to_string();
+        ip(&["-n", name, "route", "add", "198.18.0.0/24", "via", &via])?;
+        // A server socket bound to 0.0.0.0 answers from the address of the route it uses: by
+        // default 198.18.1.1 here, which ICE rejects (it checked 198.18.0.1). Answers to the
+        // second viewer leave from 198.18.0.1, as they would from a server with one address.
+        let src = SERVER_IP.to_string();
+        ip(&[
+            "-n",
+            server,
+            "route",
+            "replace",
+            "198.18.1.0/24",
+            "dev",
+            SECOND_DEVICE,
+            "src",
+            &src,
+        ])?;
+        self.second = Some(second);
+        self.iptables(Side::SecondViewer, &["-N", CHAIN])?;
+        self.iptables(Side::SecondViewer, &["-A", "INPUT", "-j", CHAIN])?;
+        self.iptables(Side::SecondViewer, &["-A", CHAIN, "-p", "udp"])?;
+        self.wait_until_up()
     }
 
     /// The namespace's name, for `ip netns exec` and error messages.
@@ -230,10 +302,10 @@ impl Link {
     /// bucket on the other side's veth end: packets queue up to 100 ms, then are dropped, as at
     /// a congested link.
     pub fn set_rate(&self, side: Side, kbit: Option<u32>) -> anyhow::Result<()> {
-        let sender = &self.ns(side.other()).name;
+        let (sender, device) = self.towards(side);
         let Some(kbit) = kbit else {
             // No cap set is not an error: lifting one twice leaves the link as it was.
-            let _ = run_quiet("tc", &["-n", sender, "qdisc", "del", "dev", DEVICE, "root"]);
+            let _ = run_quiet("tc", &["-n", sender, "qdisc", "del", "dev", device, "root"]);
             return Ok(());
         };
         if kbit < 8 {
@@ -243,7 +315,7 @@ impl Link {
         let burst = (u64::from(kbit) * 1000 / 8 / 50).max(4 * 1514);
         let (rate, burst) = (format!("{kbit}kbit"), burst.to_string());
         let args = [
-            "-n", sender, "qdisc", "replace", "dev", DEVICE, "root", "tbf", "rate", &rate, "burst",
+            "-n", sender, "qdisc", "replace", "dev", device, "root", "tbf", "rate", &rate, "burst",
             &burst, "latency", "100ms",
         ];
         run_quiet("tc", &args).map(drop)
@@ -267,8 +339,7 @@ impl Link {
                 counters.udp_in = packets;
             }
         }
-        let sender = &self.ns(side.other()).name;
-        let qdisc = run_quiet("tc", &["-n", sender, "-s", "qdisc", "show", "dev", DEVICE])?;
+        let qdisc = self.qdisc_stats(side)?;
         counters.rate_dropped = qdisc
             .split(['(', ',', '\n'])
             .filter_map(|part| part.trim().strip_prefix("dropped "))
@@ -277,10 +348,31 @@ impl Link {
         Ok(counters)
     }
 
+    /// `tc -s qdisc` of the veth end that sends towards `side`: what its rate cap passed,
+    /// dropped and holds.
+    pub fn qdisc_stats(&self, side: Side) -> anyhow::Result<String> {
+        let (sender, device) = self.towards(side);
+        run_quiet("tc", &["-n", sender, "-s", "qdisc", "show", "dev", device])
+    }
+
+    /// The namespace and device whose egress carries what arrives at `side`: where a cap on
+    /// `side`'s incoming rate goes. Towards the server, that is the first viewer's end.
+    fn towards(&self, side: Side) -> (&str, &'static str) {
+        match side {
+            Side::Server => (&self.viewer.name, DEVICE),
+            Side::Viewer => (&self.server.name, DEVICE),
+            Side::SecondViewer => (&self.server.name, SECOND_DEVICE),
+        }
+    }
+
     fn ns(&self, side: Side) -> &Namespace {
         match side {
             Side::Server => &self.server,
             Side::Viewer => &self.viewer,
+            Side::SecondViewer => self
+                .second
+                .as_ref()
+                .expect("Link::add_second_viewer must run before the second viewer is used"),
         }
     }
 
@@ -293,11 +385,14 @@ impl Link {
     /// A veth end reports "up" a moment after it is set up; a server that binds before then
     /// works, but a first packet sent in that moment is lost. Waits until both ends carry.
     fn wait_until_up(&self) -> anyhow::Result<()> {
+        let mut ends = vec![(&self.server.name, DEVICE), (&self.viewer.name, DEVICE)];
+        if let Some(second) = &self.second {
+            ends.extend([(&self.server.name, SECOND_DEVICE), (&second.name, DEVICE)]);
+        }
         for _ in 0..100 {
             let mut up = true;
-            for side in [Side::Server, Side::Viewer] {
-                let state =
-                    run_quiet("ip", &["-n", self.name(side), "-o", "link", "show", DEVICE])?;
+            for (name, device) in &ends {
+                let state = run_quiet("ip", &["-n", name, "-o", "link", "show", device])?;
                 up &= state.contains("state UP");
             }
             if up {
@@ -305,10 +400,10 @@ impl Link {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let ends: Vec<String> = ends.iter().map(|(n, d)| format!("{n}/{d}")).collect();
         bail!(
-            "the veth pair between {} and {} did not come up within 2 s",
-            self.server.name,
-            self.viewer.name
+            "the veth ends {} did not all come up within 2 s",
+            ends.join(", ")
         )
     }
 }
@@ -547,6 +642,72 @@ mod tests {
         assert!(received < 200, "received {received}, {counters:?}");
         assert!(counters.rate_dropped > 1000, "{counters:?}");
         link.set_rate(Side::Viewer, None).unwrap();
+    }
+
+    /// The second viewer reaches the server's 198.18.0.1 over a link of its own: a cap on the
+    /// first viewer's link leaves it alone, and a cap on its own link holds.
+    #[test]
+    fn a_second_viewer_has_a_link_of_its_own() {
+        let mut link = Link::create().unwrap();
+        link.add_second_viewer().unwrap();
+        let listener = link
+            .run(Side::Server, || TcpListener::bind((SERVER_IP, 0)))
+            .unwrap()
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = link.connect(Side::SecondViewer, addr).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), std::net::IpAddr::V4(SECOND_VIEWER_IP));
+
+        // 500 datagrams of 1000 B in about 125 ms (32 Mbit/s) to each viewer, the first capped.
+        link.set_rate(Side::Viewer, Some(800)).unwrap();
+        let bind = |side: Side| {
+            let socket = link
+                .run(side, move || UdpSocket::bind((side.ip(), 0)))
+                .unwrap()
+                .unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            socket
+        };
+        let (first, second) = (bind(Side::Viewer), bind(Side::SecondViewer));
+        let tx = link
+            .run(Side::Server, || UdpSocket::bind((SERVER_IP, 0)))
+            .unwrap()
+            .unwrap();
+        let received = |rx: UdpSocket| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1500];
+                let mut n = 0u64;
+                while rx.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+                n
+            })
+        };
+        let (to_first, to_second) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+        let (first, second) = (received(first), received(second));
+        for _ in 0..500 {
+            tx.send_to(&[7u8; 1000], to_first).unwrap();
+            tx.send_to(&[7u8; 1000], to_second).unwrap();
+            std::thread::sleep(Duration::from_micros(250));
+        }
+        let (first, second) = (first.join().unwrap(), second.join().unwrap());
+        println!("first viewer (capped) got {first} of 500, second {second} of 500");
+        assert!(first < 100, "{first}");
+        assert_eq!(second, 500);
+        assert!(link.counters(Side::SecondViewer).unwrap().rate_dropped == 0);
+        assert!(link.counters(Side::Viewer).unwrap().rate_dropped > 300);
+
+        link.set_rate(Side::SecondViewer, Some(800)).unwrap();
+        assert!(
+            link.qdisc_stats(Side::SecondViewer)
+                .unwrap()
+                .contains("rate 800Kbit"),
+            "{}",
+            link.qdisc_stats(Side::SecondViewer).unwrap()
+        );
     }
 
     /// Processes started inside a side see only that side's interfaces and die with the link.

@@ -16,6 +16,9 @@
 //!
 //! Then, with that server stopped, the loss table ([`loss`](super::loss)) runs its own party in
 //! network namespaces (it needs root; `--loss-seconds 0` leaves it out).
+//!
+//! `--adaptive` runs the adaptive-quality table ([`adaptive`](super::adaptive)) instead of all
+//! of the above: viewers on links capped to 1 Mbit/s, in network namespaces (root).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use super::adaptive;
 use super::browser::{self, BusyChat, PageJoins};
 use super::loss;
 use super::server::Server;
@@ -52,6 +56,12 @@ pub struct BroadcastOptions {
     /// Seconds of each level of the loss table (0 leaves the table out: it needs root).
     #[arg(long, default_value_t = 20)]
     pub loss_seconds: u64,
+    /// Instead of the tables above, the adaptive-quality table: Chromium and a probe on links
+    /// of their own capped to 1 Mbit/s, then uncapped: time to step down to 360p and back up,
+    /// the freeze around the switch, and the CPU of each rendition (--runs runs, CPU windows of
+    /// --seconds). Needs root: it builds network namespaces and caps their links with tc.
+    #[arg(long)]
+    pub adaptive: bool,
 }
 
 /// The server's viewer cap: above the largest default viewer count, so a measurement never
@@ -94,7 +104,21 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         seconds,
         runs,
         loss_seconds,
+        adaptive,
     } = *options;
+    if adaptive {
+        if seconds == 0 || runs == 0 {
+            bail!("--seconds and --runs must both be at least 1");
+        }
+        if !Path::new(CHROMIUM).exists() {
+            bail!("chromium is not installed at {CHROMIUM} (apt-get install chromium)");
+        }
+        adaptive::check()?;
+        let scratch = Scratch::new()?;
+        // The whole chain in one message: `main` prints only the outermost one.
+        return adaptive::measure(&scratch.0, runs, Duration::from_secs(seconds))
+            .map_err(|e| anyhow::anyhow!("the adaptive table: {e:#}"));
+    }
     if joins == 0 || page_joins == 0 || seconds == 0 || runs == 0 {
         bail!("--joins, --page-joins, --seconds and --runs must all be at least 1");
     }

@@ -32,6 +32,8 @@ pub(super) struct PacketInfo<'a> {
     pub(super) payload: &'a [u8],
     /// Header plus payload, in bytes.
     pub(super) size: usize,
+    /// The RTP marker bit: the last packet of a video frame.
+    pub(super) marker: bool,
     pub(super) at: Instant,
 }
 
@@ -314,6 +316,7 @@ mod tests {
             timestamp: ts,
             payload,
             size: 12 + payload.len(),
+            marker: false,
             at: now,
         };
         let h264 = Some(VideoCodec::H264);

@@ -62,26 +62,28 @@ pub(super) fn h264_keyframe_part(payload: &[u8]) -> KeyframePart {
 /// Whether a VP8 RTP payload (RFC 7741) starts a key frame: the first packet of partition 0
 /// (S = 1, PID = 0) whose VP8 payload header has P = 0.
 pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
+    vp8_payload(payload)
+        .and_then(|frame| frame.first())
+        .is_some_and(|&header| header & 0x01 == 0)
+}
+
+/// The VP8 frame's own bytes in the first packet of its partition 0 (S = 1, PID = 0), after
+/// the RTP payload descriptor; `None` in every other packet.
+pub(super) fn vp8_payload(payload: &[u8]) -> Option<&[u8]> {
+    let &first = payload.first()?;
     let extended = first & 0x80 != 0;
     let start = first & 0x10 != 0;
     let partition = first & 0x07;
     if !start || partition != 0 {
-        return false;
+        return None;
     }
     let mut at = 1;
     if extended {
-        let Some(&x) = payload.get(at) else {
-            return false;
-        };
+        let &x = payload.get(at)?;
         at += 1;
         if x & 0x80 != 0 {
             // PictureID: 7 bits, or 15 when its M bit is set.
-            let Some(&pid) = payload.get(at) else {
-                return false;
-            };
+            let &pid = payload.get(at)?;
             at += if pid & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -91,7 +93,7 @@ pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
             at += 1; // TID/Y/KEYIDX
         }
     }
-    payload.get(at).is_some_and(|&header| header & 0x01 == 0)
+    payload.get(at..).filter(|frame| !frame.is_empty())
 }
 
 #[cfg(test)]

@@ -16,8 +16,10 @@
 //! what restricts gathering instead, because a concrete address is gathered exactly as bound.
 
 mod counters;
+mod frames;
 mod keyframe;
 mod peer;
+mod picture;
 mod report;
 mod sdp;
 mod whep;
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::{
     PeerConnection, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
@@ -36,8 +39,10 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 use counters::Counters;
 pub use counters::SequenceTracker;
 pub use counters::VideoCodec;
+pub use frames::{GIVE_UP_AFTER, Gap, SizeChange, VideoTimeline, VideoWatch};
 pub use keyframe::{h264_starts_keyframe, vp8_starts_keyframe};
 use peer::{Shared, build_peer_connection};
+pub use picture::{PictureSize, h264_sps_size, vp8_frame_size};
 pub use report::{ProbeArgs, main};
 use sdp::{AnswerInfo, loopback_candidates_only};
 use whep::{Whep, one_line};
@@ -93,6 +98,14 @@ pub struct ProbeReport {
     pub video_codec: Option<String>,
     /// Length of the measurement: from the answer being applied to the end of counting.
     pub seconds: f64,
+    /// The sizes of the pictures shown, each from when its first keyframe was whole (ms
+    /// after the answer): a switch between renditions shows as a new size.
+    pub sizes: Vec<SizeChange>,
+    /// Video frames that arrived whole and decodable (see [`VideoTimeline`]).
+    pub frames_shown: u64,
+    /// The longest time without a new frame after the first one, the end of the measurement
+    /// included; `None` when no frame was shown.
+    pub longest_freeze_ms: Option<f64>,
 }
 
 impl ProbeReport {
@@ -112,6 +125,9 @@ impl ProbeReport {
             bitrate_kbps: 0.0,
             video_codec: None,
             seconds: 0.0,
+            sizes: Vec::new(),
+            frames_shown: 0,
+            longest_freeze_ms: None,
         }
     }
 }
@@ -141,12 +157,39 @@ fn local_ip_towards(server: std::net::IpAddr) -> anyhow::Result<std::net::IpAddr
 /// speaks something other than WHEP. Every wait is bounded, so this always finishes within a
 /// few multiples of `CONNECT_TIMEOUT` plus `options.duration`.
 pub async fn probe(options: &ProbeOptions) -> anyhow::Result<ProbeReport> {
+    probe_with(options, &ProbeHandle::default()).await
+}
+
+/// A running probe seen from outside, for a test that must act while it watches: what its
+/// pictures did so far, and a way to make it leave before its time is up.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeHandle {
+    /// Its pictures, live.
+    pub video: VideoWatch,
+    leave: CancellationToken,
+}
+
+impl ProbeHandle {
+    /// Ends the probe's watch now: it closes and DELETEs its session, as a viewer closing
+    /// the page would, and [`probe_with`] returns its report.
+    pub fn leave(&self) {
+        self.leave.cancel();
+    }
+}
+
+/// [`probe`], with `handle` to follow its pictures while it runs (a test waits for a switch of
+/// rendition as it happens) and to make it leave early.
+pub async fn probe_with(
+    options: &ProbeOptions,
+    handle: &ProbeHandle,
+) -> anyhow::Result<ProbeReport> {
+    let video = handle.video.clone();
     // Resolve before building anything so a wrong URL fails fast and nothing is sent anywhere
     // but loopback.
     let whep = Whep::open(&options.url).await?;
 
     let local = local_ip_towards(whep.server_ip().await?)?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(video));
     let pc = tokio::time::timeout(
         CONNECT_TIMEOUT,
         build_peer_connection(shared.clone(), local, options.codec),
@@ -154,7 +197,7 @@ pub async fn probe(options: &ProbeOptions) -> anyhow::Result<ProbeReport> {
     .await
     .context("timed out building the peer connection")??;
 
-    let result = run_session(&pc, &shared, &whep, options.duration).await;
+    let result = run_session(&pc, &shared, &whep, options.duration, &handle.leave).await;
 
     // Whatever happened, stop reading and release the sockets; a close that hangs must not
     // hang the caller.
@@ -175,6 +218,7 @@ async fn run_session(
     shared: &Arc<Shared>,
     whep: &Whep,
     duration: Duration,
+    leave: &CancellationToken,
 ) -> anyhow::Result<ProbeReport> {
     let recvonly = || {
         Some(RTCRtpTransceiverInit {
@@ -211,6 +255,7 @@ async fn run_session(
     let _ = shared.posted.set(posted);
     let answer = whep.offer(&offer.sdp).await?;
     let post_to_answer_ms = ms(posted.elapsed());
+    shared.video.answered(Instant::now());
 
     if !(200..300).contains(&answer.status) {
         return Ok(ProbeReport::refused(
@@ -221,7 +266,7 @@ async fn run_session(
     }
 
     // From here on a session exists on the server: end it whatever else happens.
-    let measured = measure(pc, shared, &answer.body, duration).await;
+    let measured = measure(pc, shared, &answer.body, duration, leave).await;
 
     match answer.resource {
         Some(Ok(resource)) => {
@@ -237,6 +282,7 @@ async fn run_session(
 
     let (counters, window) = measured?;
     let total = counters.summary(window.end);
+    let pictures = shared.video.timeline();
     Ok(ProbeReport {
         status: answer.status,
         reason: None,
@@ -251,6 +297,11 @@ async fn run_session(
         bitrate_kbps: total.bitrate_kbps,
         video_codec: window.video_codec,
         seconds: (window.end - window.start).as_secs_f64(),
+        longest_freeze_ms: pictures
+            .first_frame_ms
+            .map(|first| pictures.longest_freeze(first, pictures.now_ms)),
+        frames_shown: pictures.frames,
+        sizes: pictures.sizes,
     })
 }
 
@@ -262,12 +313,14 @@ struct Window {
     video_codec: Option<String>,
 }
 
-/// Applies the answer and counts for `duration`, or until ICE/DTLS give up.
+/// Applies the answer and counts for `duration`, or until ICE/DTLS give up or `leave` is
+/// cancelled.
 async fn measure(
     pc: &impl PeerConnection,
     shared: &Arc<Shared>,
     answer_sdp: &str,
     duration: Duration,
+    leave: &CancellationToken,
 ) -> anyhow::Result<(Counters, Window)> {
     let answer = AnswerInfo::parse(answer_sdp);
     let _ = shared.payload_types.set(answer.video_payload_types.clone());
@@ -291,38 +344,46 @@ async fn measure(
     let deadline = tokio::time::Instant::from_std(start + duration);
     let connect_deadline = tokio::time::Instant::from_std(start + CONNECT_TIMEOUT);
     // Connected within the connect timeout, or give up early; then watch until the deadline,
-    // leaving early only if the connection dies (nothing more can arrive).
-    let connected = match tokio::time::timeout_at(
-        deadline.min(connect_deadline),
-        connection.wait_for(|state| {
-            matches!(
-                state,
-                RTCPeerConnectionState::Connected
-                    | RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Closed
-            )
-        }),
-    )
-    .await
-    {
-        Ok(Ok(state)) => *state == RTCPeerConnectionState::Connected,
-        _ => false,
-    };
-    if connected {
-        let _ = tokio::time::timeout_at(
-            deadline,
+    // leaving early only if the connection dies (nothing more can arrive) or we are told to.
+    let watch = async {
+        let connected = match tokio::time::timeout_at(
+            deadline.min(connect_deadline),
             connection.wait_for(|state| {
                 matches!(
                     state,
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                    RTCPeerConnectionState::Connected
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
                 )
             }),
         )
-        .await;
-    }
+        .await
+        {
+            Ok(Ok(state)) => *state == RTCPeerConnectionState::Connected,
+            _ => false,
+        };
+        if connected {
+            let _ = tokio::time::timeout_at(
+                deadline,
+                connection.wait_for(|state| {
+                    matches!(
+                        state,
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                    )
+                }),
+            )
+            .await;
+        }
+        connected
+    };
+    let connected = tokio::select! {
+        connected = watch => connected,
+        () = leave.cancelled() => *shared.connection.borrow() == RTCPeerConnectionState::Connected,
+    };
     let end = Instant::now();
     // Freeze the counters now so packets racing with the DELETE are not counted.
     let counters = shared.counters.lock().expect("counters lock").freeze();
+    shared.video.stop(end);
     Ok((
         counters,
         Window {

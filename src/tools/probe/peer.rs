@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::NackGeneratorBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    Slot, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
@@ -23,15 +28,19 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, Registry,
-    SettingEngineBuilder, register_default_interceptors,
+    SettingEngineBuilder,
 };
 
 use anyhow::Context;
 
 use super::counters::{Counters, MediaKind, PacketInfo, Recorded, VideoCodec};
+use super::frames::VideoWatch;
 
 /// Pace of ICE connectivity checks (see [`build_peer_connection`]).
 const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// How many times a missing packet is asked for before it is given up, as libwebrtc does
+/// (`kMaxNackRetries`).
+const MAX_NACKS_PER_PACKET: u16 = 10;
 /// How often a video stream that has not shown a keyframe yet asks for one. A browser asks as
 /// soon as it cannot decode; asking again covers a lost PLI without flooding a shared encoder.
 const PLI_INTERVAL: Duration = Duration::from_secs(1);
@@ -49,11 +58,21 @@ pub(super) struct Shared {
     /// Video payload type → codec, from the answer; decides how a payload is parsed.
     pub(super) payload_types: OnceLock<HashMap<u8, VideoCodec>>,
     pub(super) counters: Mutex<Counters>,
+    /// The pictures the video's packets make, readable while the probe runs.
+    pub(super) video: VideoWatch,
     /// Track reader tasks, aborted when the probe ends.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
+    /// State for a probe whose pictures go to `video`.
+    pub(super) fn new(video: VideoWatch) -> Self {
+        Self {
+            video,
+            ..Self::default()
+        }
+    }
+
     pub(super) fn stop_tasks(&self) {
         for task in self.tasks.lock().expect("tasks lock").drain(..) {
             task.abort();
@@ -103,19 +122,23 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                 .and_then(|types| types.get(&packet.header.payload_type).copied()),
             MediaKind::Audio => None,
         };
-        let size = packet.header.marshal_size() + packet.payload.len();
-        let outcome = shared.counters.lock().expect("counters lock").record(
-            kind,
-            codec,
-            &PacketInfo {
-                ssrc: packet.header.ssrc,
-                sequence_number: packet.header.sequence_number,
-                timestamp: packet.header.timestamp,
-                payload: &packet.payload,
-                size,
-                at: now,
-            },
-        );
+        let info = PacketInfo {
+            ssrc: packet.header.ssrc,
+            sequence_number: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            payload: &packet.payload,
+            size: packet.header.marshal_size() + packet.payload.len(),
+            marker: packet.header.marker,
+            at: now,
+        };
+        let outcome = shared
+            .counters
+            .lock()
+            .expect("counters lock")
+            .record(kind, codec, &info);
+        if kind == MediaKind::Video {
+            shared.video.record(codec, &info);
+        }
         match outcome {
             Recorded::Frozen => break,
             Recorded::WaitingForKeyframe
@@ -207,8 +230,20 @@ pub(super) async fn build_peer_connection(
         RtpCodecKind::Audio,
     )?;
     // NACK generation, receiver reports and TWCC feedback, as a browser would send them. They
-    // observe RTP on its way to the track and never drop it, so counting is unaffected.
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    // observe RTP on its way to the track and never drop it, so counting is unaffected. The
+    // defaults of `register_default_interceptors`, but for the NACKs: webrtc-rs asks again for
+    // every missing packet of its last 512 every 100 ms, without end; a browser (libwebrtc)
+    // gives a packet up after 10 tries. On a congested link the endless kind asks for more
+    // than the link carries, and the probe would measure its own flood.
+    let registry = Registry::new().with(
+        Slot::NackGenerator,
+        NackGeneratorBuilder::new()
+            .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+            .build(),
+    );
+    configure_simulcast_extension_headers(&mut media)?;
+    let registry = configure_twcc_receiver_only(registry, &mut media)?;
+    let registry = configure_rtcp_reports(registry);
 
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)

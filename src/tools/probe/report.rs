@@ -78,10 +78,29 @@ fn render(report: &ProbeReport) -> String {
         Some(t) => format!("{t:.1} ms after POST"),
         None => "none".to_owned(),
     };
+    let sizes: Vec<String> = report
+        .sizes
+        .iter()
+        .map(|c| format!("{}x{} from {:.1} s", c.width, c.height, c.at_ms / 1000.0))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        "none".to_owned()
+    } else {
+        sizes.join(", ")
+    };
+    let freeze = report.longest_freeze_ms.map_or("-".to_owned(), |ms| {
+        if ms < 100.0 {
+            "none over 100 ms".to_owned()
+        } else {
+            format!("{ms:.0} ms")
+        }
+    });
     format!(
         "  answer in          {:.1} ms\n  \
          first keyframe     {keyframe}\n  \
          video              {codec}, {} packets, {} bytes\n  \
+         picture            {sizes}\n  \
+         frames whole       {} (longest freeze {freeze})\n  \
          audio              {} packets\n  \
          received           {:.0} kbit/s (audio + video)\n  \
          keyframes seen     {}\n  \
@@ -89,6 +108,7 @@ fn render(report: &ProbeReport) -> String {
         report.post_to_answer_ms,
         report.video_packets,
         report.video_bytes,
+        report.frames_shown,
         report.audio_packets,
         report.bitrate_kbps,
         report.keyframes,
