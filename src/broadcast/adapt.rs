@@ -14,6 +14,10 @@
 //!   6 times it, and a link that has cleared shows it within a second.
 //! - **Learn from a failed step up.** Falling back within [`UP_AFTER`] of a step up doubles
 //!   the wait before the next try, up to [`UP_AFTER_MAX`]; a step up that holds resets it.
+//! - **Heavy loss is a fact, not a hint.** When TWCC feedback shows at least [`HEAVY_LOSS`]
+//!   of a second's packets lost, the link carries at most what arrived: that caps the
+//!   estimate, so a receiver whose feedback the estimator digests slowly (webrtc-rs: its
+//!   estimate stayed at 4–6 Mbit/s for 1.5 s of 60 % loss on a 1 Mbit/s link) is moved too.
 //! - **Trust a step up for a moment.** For [`UP_GRACE`] after stepping up, a short estimate
 //!   does not count: str0m's estimator cuts to 0.85 times the *acknowledged* rate on a delay
 //!   spike, and right after a step up that rate is still the lower rendition's (seen on a busy
@@ -35,6 +39,8 @@ pub const SHORT_FOR: Duration = Duration::from_millis(1000);
 pub const UP_AFTER: Duration = Duration::from_secs(10);
 /// The longest wait before stepping up again, after repeated failed tries.
 pub const UP_AFTER_MAX: Duration = Duration::from_secs(60);
+/// A second's loss at or above this caps the estimate at what arrived.
+pub const HEAVY_LOSS: f32 = 0.2;
 /// How long after a step up a short estimate is not believed.
 pub const UP_GRACE: Duration = Duration::from_secs(2);
 /// How long after raising its cap a viewer steps up on the first sign of headroom.
@@ -87,6 +93,8 @@ pub struct Adapt {
     current: usize,
     /// The latest estimate, in bit/s.
     estimate: Option<u64>,
+    /// What arrived of the current rendition over the last second of heavy loss, in bit/s.
+    loss_cap: Option<u64>,
     /// Since when the estimate has been below the current rendition's need.
     short_since: Option<Instant>,
     /// Since when the estimate has carried the next step up.
@@ -111,6 +119,7 @@ impl Adapt {
             quality: Quality::Auto,
             current,
             estimate: None,
+            loss_cap: None,
             short_since: None,
             headroom_since: None,
             up_after: UP_AFTER,
@@ -175,12 +184,30 @@ impl Adapt {
         moved
     }
 
+    /// TWCC feedback says `fraction` of the last second's packets were lost, at `now`.
+    pub fn on_loss(&mut self, now: Instant, fraction: f32) {
+        self.loss_cap = (fraction >= HEAVY_LOSS).then(|| {
+            let need = self.ladder[self.current].need_bps as f64;
+            (need * f64::from(1.0 - fraction.min(1.0))) as u64
+        });
+        if let Some(estimate) = self.estimate {
+            self.on_estimate(now, estimate);
+        }
+    }
+
+    /// What the link is believed to carry: the estimate, capped by heavy loss.
+    fn carried(&self) -> Option<u64> {
+        let estimate = self.estimate?;
+        Some(self.loss_cap.map_or(estimate, |cap| cap.min(estimate)))
+    }
+
     /// str0m has a new estimate of the link at `now`.
-    pub fn on_estimate(&mut self, now: Instant, bps: u64) {
-        self.estimate = Some(bps);
+    pub fn on_estimate(&mut self, now: Instant, estimate: u64) {
+        self.estimate = Some(estimate);
         if !self.has_choice() {
             return;
         }
+        let bps = self.carried().unwrap_or(estimate);
         let trusting = self.last_up.is_some_and(|t| now < t + UP_GRACE);
         if bps < self.ladder[self.current].need_bps && !trusting {
             self.short_since.get_or_insert(now);
@@ -198,7 +225,7 @@ impl Adapt {
 
     /// The step to move to at `now`, if the estimate says so.
     pub fn poll(&mut self, now: Instant) -> Option<RenditionId> {
-        let estimate = self.estimate?;
+        let estimate = self.carried()?;
         if self
             .short_since
             .is_some_and(|since| now >= since + SHORT_FOR)
@@ -238,6 +265,7 @@ impl Adapt {
             self.last_up = Some(now);
         }
         self.current = target;
+        self.loss_cap = None;
         self.short_since = None;
         self.headroom_since = None;
         self.eager_until = None;
@@ -462,6 +490,29 @@ mod tests {
             at - t0 < Duration::from_secs(21),
             "no 10 s wait: {:?}",
             at - t0
+        );
+    }
+
+    #[test]
+    fn heavy_loss_moves_it_down_even_while_the_estimate_lags() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut a = ladder();
+        feed(&mut a, &mut t, Duration::from_secs(2), 6 * MBIT);
+        // 10 % loss is the estimator's business.
+        a.on_loss(t, 0.1);
+        assert_eq!(feed(&mut a, &mut t, Duration::from_secs(2), 6 * MBIT), None);
+        // 60 % lost: at most 40 % of 720p's need arrived, whatever the estimate says.
+        let lossy = t;
+        a.on_loss(t, 0.6);
+        let (id, at) =
+            feed(&mut a, &mut t, Duration::from_secs(2), 6 * MBIT).expect("no step down");
+        assert_eq!(id, LOW);
+        assert!(at - lossy <= SHORT_FOR + Duration::from_millis(100));
+        assert_eq!(
+            a.estimate(),
+            Some(6 * MBIT),
+            "the estimate shown is str0m's"
         );
     }
 

@@ -179,7 +179,8 @@ impl Engine {
         let target = viewer.adapt.set_quality(now, quality);
         viewer.update_desired_bitrate();
         if let Some(target) = target {
-            self.begin_switch(now, id, target);
+            // The viewer's own choice: its link is fine, its picture runs until the switch.
+            self.begin_switch(now, id, target, false);
         }
         self.poll(id, now);
         true
@@ -196,14 +197,16 @@ impl Engine {
         }
         if let Some(target) = viewer.adapt.poll(now) {
             viewer.update_desired_bitrate();
-            self.begin_switch(now, id, target);
+            self.begin_switch(now, id, target, true);
         }
     }
 
     /// Starts moving viewer `id` to `target`: the target's encoder runs and is asked for a
     /// keyframe, and the viewer moves over at that keyframe (see [`Engine::handle_video`]).
-    /// Until then it keeps receiving what it had, so the picture never stops for a switch.
-    fn begin_switch(&mut self, now: Instant, id: ViewerId, target: RenditionId) {
+    /// Until then it keeps receiving what it had, so the picture never stops for a switch;
+    /// except when `drain` and the move is down: its link is drowning in what it had, and
+    /// the new keyframe gets through whole only once that stops.
+    fn begin_switch(&mut self, now: Instant, id: ViewerId, target: RenditionId, drain: bool) {
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
@@ -221,6 +224,9 @@ impl Engine {
             // Back to where it is before the move happened: nothing to wait for.
             if let Some(p) = previous.and_then(|p| self.stream_index(p)) {
                 self.streams[p].remove_viewer(now);
+            }
+            if let Some(viewer) = self.viewers.get_mut(&id) {
+                viewer.pending_down = false;
             }
             return;
         }
@@ -242,6 +248,7 @@ impl Engine {
         if let Some(viewer) = self.viewers.get_mut(&id) {
             if started {
                 viewer.pending = Some(target);
+                viewer.pending_down = down && drain;
             } else {
                 // No picture yet: it simply starts on the target.
                 viewer.rendition = target;
@@ -278,7 +285,8 @@ impl Engine {
             return false;
         };
         let urgent = viewer.is_starting(now);
-        if let Some(s) = self.stream_index(viewer.rendition) {
+        // A viewer moving elsewhere needs its keyframe there.
+        if let Some(s) = self.stream_index(viewer.pending.unwrap_or(viewer.rendition)) {
             self.request_keyframe(now, s, urgent);
         }
         true
@@ -364,7 +372,7 @@ impl Engine {
                 left.push(viewer.rendition);
                 viewer.switch_to(rendition, &packet);
             }
-            if viewer.rendition != rendition {
+            if viewer.rendition != rendition || (viewer.pending.is_some() && viewer.pending_down) {
                 return false;
             }
             // A viewer's video starts at a keyframe: the first GOP after it connected, unless
@@ -523,6 +531,12 @@ impl Engine {
                 Polled::Estimate(bps) => {
                     if let Some(viewer) = self.viewers.get_mut(&id) {
                         viewer.adapt.on_estimate(now, bps);
+                    }
+                    self.adapt(now, id);
+                }
+                Polled::Loss(fraction) => {
+                    if let Some(viewer) = self.viewers.get_mut(&id) {
+                        viewer.adapt.on_loss(now, fraction);
                     }
                     self.adapt(now, id);
                 }

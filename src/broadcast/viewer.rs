@@ -58,9 +58,30 @@ pub enum Polled {
     },
     /// str0m has a new estimate of what the viewer's link carries, in bit/s.
     Estimate(u64),
+    /// TWCC feedback says this fraction of the last second's packets was lost.
+    Loss(f32),
     /// The session is over.
     Disconnected,
 }
+
+/// A video packet sent to a viewer without RTX, kept to send again.
+struct Sent {
+    /// The sequence number the viewer saw.
+    seq: u64,
+    packet: Packet,
+    /// Times sent again, and when last.
+    resends: u8,
+    last_resend: Option<Instant>,
+}
+
+/// A packet is sent again at most this many times: a viewer that keeps asking is past help
+/// from resends, and every resend competes with the live stream for its link (seen: a
+/// webrtc-rs viewer asking every 100 ms without end drew 800 resends a second into a
+/// 1 Mbit/s link carrying 100 packets a second of video).
+const MAX_RESENDS: u8 = 2;
+/// And not again sooner than this after the last time: the first resend may still be on its
+/// way.
+const RESEND_SPACING: Duration = Duration::from_millis(100);
 
 /// A viewer and its place in our streams.
 pub struct Viewer {
@@ -76,6 +97,9 @@ pub struct Viewer {
     pub rendition: RenditionId,
     /// The rendition it moves to at that rendition's next keyframe.
     pub pending: Option<RenditionId>,
+    /// That move is down: its link is drowning, so nothing more of the old rendition is
+    /// sent while it waits (the link drains, and the new keyframe gets through whole).
+    pub pending_down: bool,
     /// Which rendition it should receive, from its link and its menu choice.
     pub adapt: Adapt,
     /// What its BWE was last told to probe for.
@@ -93,7 +117,7 @@ pub struct Viewer {
     counts: Counts,
     /// For a viewer without RTX: the video packets it was sent lately, with the sequence
     /// numbers it saw, oldest first.
-    history: Option<VecDeque<(u64, Packet)>>,
+    history: Option<VecDeque<Sent>>,
     /// Where our audio goes, if asked for.
     audio: Option<Track>,
     /// Media may flow.
@@ -129,6 +153,7 @@ impl Viewer {
             video: accepted.video,
             rendition: accepted.rendition,
             pending: None,
+            pending_down: false,
             adapt,
             desired_bps: 0,
             ts_offset: 0,
@@ -226,13 +251,20 @@ impl Viewer {
             if history.len() == RESEND_HISTORY {
                 history.pop_front();
             }
-            history.push_back((seq, packet.clone()));
+            history.push_back(Sent {
+                seq,
+                packet: packet.clone(),
+                resends: 0,
+                last_resend: None,
+            });
         }
     }
 
     /// Sends again, unchanged, the video packets a viewer without RTX reports lost.
-    fn resend(&mut self, nack: &Nack) {
-        let Some(history) = &self.history else { return };
+    fn resend(&mut self, nack: &Nack, now: Instant) {
+        let Some(history) = &mut self.history else {
+            return;
+        };
         if nack.ssrc != self.video.ssrc {
             return;
         }
@@ -243,8 +275,16 @@ impl Viewer {
         let mut again = Vec::new();
         for seq16 in lost {
             // Newest first: the 16-bit number names the latest packet that carries it.
-            if let Some((seq, packet)) = history.iter().rev().find(|(s, _)| *s as u16 == seq16) {
-                again.push((*seq, packet.clone()));
+            let Some(sent) = history.iter_mut().rev().find(|s| s.seq as u16 == seq16) else {
+                continue;
+            };
+            let spaced = sent
+                .last_resend
+                .is_none_or(|t| now.saturating_duration_since(t) >= RESEND_SPACING);
+            if sent.resends < MAX_RESENDS && spaced {
+                sent.resends += 1;
+                sent.last_resend = Some(now);
+                again.push((sent.seq, sent.packet.clone()));
             }
         }
         for (seq, packet) in again {
@@ -273,6 +313,7 @@ impl Viewer {
     pub fn switch_to(&mut self, rendition: RenditionId, first: &Packet) {
         self.rendition = rendition;
         self.pending = None;
+        self.pending_down = false;
         self.counts.switches += 1;
         // Whatever was queued of the old rendition is no use at the new one's keyframe.
         self.backlog.clear();
@@ -430,9 +471,14 @@ impl Viewer {
                     Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                         out.push(Polled::Estimate(estimate.as_u64()));
                     }
+                    Event::PeerStats(stats) => {
+                        if let Some(loss) = stats.egress_loss_fraction.filter(|l| l.is_finite()) {
+                            out.push(Polled::Loss(loss));
+                        }
+                    }
                     Event::RawPacket(raw) => {
                         if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = &*raw {
-                            self.resend(nack);
+                            self.resend(nack, now);
                         }
                     }
                     Event::MediaEgressStats(stats) if stats.mid == self.video.mid => {
