@@ -11,14 +11,17 @@
 //! `pipeline/feed.rs` (movie, webcam and mic, each in a pipeline of its own) →
 //! `pipeline/slot.rs` → `pipeline/canvas/mix.rs` (compositor and audio mixer, laid out by
 //! `pipeline/layout.rs`, ducked by `pipeline/ducking.rs`) → `pipeline/canvas/encode.rs`
-//! (encoded once; the recording taps here; the on-demand VP8 rendition of
-//! `pipeline/rendition.rs` branches off the raw composite) → `pipeline/output.rs` (RTP packets
+//! (encoded once; the recording taps here; the on-demand renditions of the ladder,
+//! `pipeline/ladder.rs` and `pipeline/rendition.rs`, branch off the raw composite: 360p, VP8)
+//! → `pipeline/output.rs` (RTP packets
 //! on a broadcast channel per rendition, keyframes marked by `pipeline/keyframe.rs`) →
 //! `broadcast/run.rs` (the socket loop: owns the UDP socket and time) →
 //! `broadcast/engine.rs` (sans-IO: routing; per rendition, `broadcast/stream.rs`, the GOP
 //! cache and keyframe policy of `broadcast/keyframes.rs`) → `broadcast/viewer.rs` (one str0m
-//! `Rtc` per viewer: SRTP, NACK repair) → back to `run.rs`, which sends the datagram. A viewer
-//! arrives through `web/whep.rs` → `broadcast/offer.rs` (which picks its rendition).
+//! `Rtc` per viewer: SRTP, NACK repair, its bandwidth estimate; `broadcast/adapt.rs` picks its
+//! rendition from it and the cap of `broadcast/quality.rs`, and the engine moves it at a
+//! keyframe) → back to `run.rs`, which sends the datagram. A viewer arrives through
+//! `web/whep.rs` → `broadcast/offer.rs` (which picks its codec).
 //!
 //! **A Twitch chat line:** `chat/bridge.rs` (twitch-irc) → `chat/model/twitch.rs` (a typed
 //! [`chat::ChatEvent`]) → `chat/mod.rs` ([`chat::Chat::receive_twitch`], the hub's door) →
