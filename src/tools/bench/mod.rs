@@ -4,7 +4,7 @@
 //! - `bench broadcast` ([`broadcast()`]): time to first frame (for a WebRTC probe, and on the
 //!   viewer page in Chromium with a busy chat, [`page_joins`]), glass-to-glass latency in a
 //!   real browser, the CPU cost of fanning out to many viewers, and what random packet loss
-//!   costs a viewer ([`loss`], in network namespaces); with `--adaptive`, what adaptive quality
+//!   costs a viewer (`loss.rs`, in network namespaces); with `--adaptive`, what adaptive quality
 //!   does on a link that drops to 1 Mbit/s and what the 360p rendition costs ([`adaptive`]).
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
