@@ -5,7 +5,7 @@
 //!   viewer page in Chromium with a busy chat, [`page_joins`]), glass-to-glass latency in a
 //!   real browser, the CPU cost of fanning out to many viewers, and what random packet loss
 //!   costs a viewer (`loss.rs`, in network namespaces); with `--adaptive`, what adaptive quality
-//!   does on a link that drops to 1 Mbit/s and what the 360p rendition costs ([`adaptive`]).
+//!   does on a link that drops to 1 Mbit/s and what the 360p rendition costs (`adaptive.rs`).
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
