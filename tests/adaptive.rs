@@ -23,12 +23,15 @@
 mod common;
 
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::WEBCAM_GREEN;
 use common::netns_party::NsParty;
 use cowatch::pipeline::layout::{Layout, Rect};
 use cowatch::tools::cdp::Browser;
+use cowatch::tools::framelog::{
+    FRAME_LOG, Moment, READ_PAGE, epoch_ms, first_at_height, longest_freeze,
+};
 use cowatch::tools::netns::Side;
 use cowatch::tools::probe::{ProbeHandle, ProbeOptions, ProbeReport, VideoTimeline, probe_with};
 use serde_json::{Value, json};
@@ -68,103 +71,6 @@ struct Rung {
     label: &'static str,
     width: u32,
     height: u32,
-}
-
-/// Runs in every document before its scripts: records each frame the page's video presents,
-/// as sizes (epoch ms, width, height) when they change and gaps over 100 ms (epoch ms of the
-/// frame before, length).
-const FRAME_LOG: &str = r#"(() => {
-  const log = { sizes: [], gaps: [], frames: 0, last: 0, error: null };
-  window.cowatchTest = log;
-  const start = () => {
-    const v = document.getElementById('video');
-    if (!v) { log.error = 'no video element'; return; }
-    if (!('requestVideoFrameCallback' in v)) { log.error = 'no requestVideoFrameCallback'; return; }
-    const onFrame = (now, meta) => {
-      const t = performance.timeOrigin + now;
-      const prev = log.sizes[log.sizes.length - 1];
-      if (!prev || prev[1] !== meta.width || prev[2] !== meta.height) {
-        if (log.sizes.length < 1000) log.sizes.push([t, meta.width, meta.height]);
-      }
-      if (log.last && t - log.last > 100 && log.gaps.length < 5000) log.gaps.push([log.last, t - log.last]);
-      log.last = t;
-      log.frames++;
-      v.requestVideoFrameCallback(onFrame);
-    };
-    v.requestVideoFrameCallback(onFrame);
-  };
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
-  else start();
-})()"#;
-
-/// The frame log and the player's own state, read in one evaluation.
-const READ_PAGE: &str = r#"(() => {
-  const l = window.cowatchTest || {};
-  const v = document.getElementById('video');
-  const c = window.cowatch || {};
-  return { sizes: l.sizes || [], gaps: l.gaps || [], frames: l.frames || 0, last: l.last || 0,
-    error: l.error || null, now: performance.timeOrigin + performance.now(),
-    videoWidth: v ? v.videoWidth : 0, videoHeight: v ? v.videoHeight : 0,
-    state: c.state || null, reconnects: c.reconnects || 0, freezes: c.freezes || 0,
-    longestFreezeMs: c.longestFreezeMs || 0 };
-})()"#;
-
-/// A moment, in both clocks the viewers are read in: the probe's (`Instant`) and the page's
-/// (epoch ms; Chromium runs on this machine, so its epoch is ours).
-#[derive(Debug, Clone, Copy)]
-struct Moment {
-    at: Instant,
-    epoch_ms: f64,
-}
-
-impl Moment {
-    fn now() -> Self {
-        Self {
-            at: Instant::now(),
-            epoch_ms: epoch_ms(),
-        }
-    }
-}
-
-fn epoch_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs_f64()
-        * 1000.0
-}
-
-/// What the page's frame log says about reaching `height` lines after `since` (epoch ms):
-/// when frames first had it (`since` itself if they already did).
-fn page_first_at_height(page: &Value, height: u32, since: f64) -> Option<f64> {
-    let sizes: Vec<(f64, u64)> = page["sizes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s[0].as_f64()?, s[2].as_u64()?)))
-        .collect();
-    let before = sizes.iter().rev().find(|(t, _)| *t <= since);
-    if before.is_some_and(|(_, h)| *h == u64::from(height)) {
-        return Some(since);
-    }
-    sizes
-        .iter()
-        .find(|(t, h)| *t > since && *h == u64::from(height))
-        .map(|(t, _)| *t)
-}
-
-/// The longest time without a presented frame between `from` and `to` (epoch ms), the end
-/// included.
-fn page_longest_freeze(page: &Value, from: f64, to: f64) -> f64 {
-    let overlap = |start: f64, end: f64| (end.min(to) - start.max(from)).max(0.0);
-    let last = page["last"].as_f64().filter(|&l| l > 0.0).unwrap_or(from);
-    page["gaps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|g| Some((g[0].as_f64()?, g[1].as_f64()?)))
-        .map(|(start, ms)| overlap(start, start + ms))
-        .fold(overlap(last, to), f64::max)
 }
 
 /// The page's size log in seconds after `zero` (epoch ms), for messages.
@@ -403,7 +309,7 @@ impl Watch {
         let probe_since = self.probe.video.ms_at(since.at).unwrap_or(0.0);
         loop {
             let r = self.read();
-            let chromium = page_first_at_height(&r.page, rung.height, since.epoch_ms)
+            let chromium = first_at_height(&r.page, rung.height, since.epoch_ms)
                 .map(|t| (t - since.epoch_ms) / 1000.0);
             let probe = r
                 .probe
@@ -865,7 +771,7 @@ fn viewers_on_a_weak_link_step_down_to_360p_keep_playing_and_step_back_up() {
     let r = watch.watch_for(AT_LOW_WINDOW);
     let now = epoch_ms();
     let page_switch = cap.epoch_ms + down.chromium.unwrap() * 1000.0;
-    let page_freeze = page_longest_freeze(&r.page, page_switch, now);
+    let page_freeze = longest_freeze(&r.page, page_switch, now);
     let probe_since = watch.probe.video.ms_at(cap.at).unwrap_or(0.0);
     let probe_switch = probe_since + down.probe.unwrap() * 1000.0;
     let probe_freeze = r.probe.longest_freeze(probe_switch, r.probe.now_ms);

@@ -13,6 +13,7 @@
 //! - [`cdp`]: a headless Chromium driven over the DevTools protocol, for `bench broadcast`
 //!   and the browser tests.
 //! - [`bidi`]: a headless Firefox driven over WebDriver BiDi, for the browser tests.
+//! - [`framelog`]: what a viewer page shows frame by frame in headless Chromium (sizes, freezes).
 //! - [`http`]: the one HTTP client of the tools that talk to a party on this machine.
 //! - [`netns`]: two network namespaces joined by a veth pair, with loss and rate caps, for
 //!   tests and benchmarks that need a real interface or a bad network.
@@ -25,6 +26,7 @@ pub mod bidi;
 pub mod cdp;
 mod child;
 pub mod ctl;
+pub mod framelog;
 pub mod http;
 pub mod netns;
 pub mod probe;

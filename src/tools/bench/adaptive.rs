@@ -24,7 +24,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -32,6 +32,9 @@ use serde_json::{Value, json};
 use super::server::Server;
 use super::{median, verdict};
 use crate::tools::cdp::Browser;
+use crate::tools::framelog::{
+    FRAME_LOG, Moment, READ_PAGE, epoch_ms, first_at_height, longest_freeze,
+};
 use crate::tools::netns::{Link, SERVER_IP, Side};
 use crate::tools::probe::{ProbeHandle, ProbeOptions, ProbeReport, probe_with};
 
@@ -58,37 +61,6 @@ const POLL: Duration = Duration::from_millis(250);
 const MAIN_THREADS: [&str; 2] = ["video-encode-qu", "video-pay-queue"];
 const LOW_THREADS: &str = "h264-360p-queue";
 
-/// Runs before the page's scripts: records each frame the video presents, as size changes
-/// (epoch ms, width, height) and gaps over 100 ms (epoch ms of the frame before, length).
-const FRAME_LOG: &str = r#"(() => {
-  const log = { sizes: [], gaps: [], frames: 0, last: 0 };
-  window.cowatchBench = log;
-  const start = () => {
-    const v = document.getElementById('video');
-    if (!v || !('requestVideoFrameCallback' in v)) return;
-    const onFrame = (now, meta) => {
-      const t = performance.timeOrigin + now;
-      const prev = log.sizes[log.sizes.length - 1];
-      if ((!prev || prev[1] !== meta.width || prev[2] !== meta.height) && log.sizes.length < 1000)
-        log.sizes.push([t, meta.width, meta.height]);
-      if (log.last && t - log.last > 100 && log.gaps.length < 5000) log.gaps.push([log.last, t - log.last]);
-      log.last = t;
-      log.frames++;
-      v.requestVideoFrameCallback(onFrame);
-    };
-    v.requestVideoFrameCallback(onFrame);
-  };
-  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
-  else start();
-})()"#;
-
-const READ_PAGE: &str = r#"(() => {
-  const l = window.cowatchBench || {};
-  const c = window.cowatch || {};
-  return { sizes: l.sizes || [], gaps: l.gaps || [], frames: l.frames || 0, last: l.last || 0,
-    state: c.state || null };
-})()"#;
-
 /// Fails with a clear message when the table cannot run here.
 pub(super) fn check() -> anyhow::Result<()> {
     // SAFETY: geteuid(2) only reads this process's credentials.
@@ -103,29 +75,6 @@ pub(super) fn check() -> anyhow::Result<()> {
         bail!("--adaptive needs tc (apt-get install iproute2)");
     }
     Ok(())
-}
-
-/// Milliseconds since the epoch: the clock Chromium's frame times are in.
-fn epoch_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-/// A moment in both clocks: the probe's and the page's.
-#[derive(Clone, Copy)]
-struct Moment {
-    at: Instant,
-    epoch_ms: f64,
-}
-
-impl Moment {
-    fn now() -> Self {
-        Self {
-            at: Instant::now(),
-            epoch_ms: epoch_ms(),
-        }
-    }
 }
 
 /// One viewer's step: seconds from the link change to its first frame at the new size, and
@@ -289,7 +238,7 @@ impl Party {
             if moved && server_s.is_none() {
                 server_s = Some(since.at.elapsed().as_secs_f64());
             }
-            let page_at = page_first_at_height(&page, height, since.epoch_ms);
+            let page_at = first_at_height(&page, height, since.epoch_ms);
             let probe_at = timeline.first_at_height(height, probe_since);
             let done = page_at.is_some() && probe_at.is_some();
             let settled = |switch_s: Option<f64>| {
@@ -303,7 +252,7 @@ impl Party {
                 let now = epoch_ms();
                 let page_freeze = page_s.map(|s| {
                     let end = (since.epoch_ms + (s + AFTER_SWITCH.as_secs_f64()) * 1000.0).min(now);
-                    page_longest_freeze(&page, since.epoch_ms, end)
+                    longest_freeze(&page, since.epoch_ms, end)
                 });
                 let probe_freeze = probe_s.map(|s| {
                     let end = (probe_since + (s + AFTER_SWITCH.as_secs_f64()) * 1000.0)
@@ -401,38 +350,6 @@ impl Drop for Party {
             let _ = thread.join();
         }
     }
-}
-
-/// When the page's frames first had `height` lines at or after `since` (epoch ms).
-fn page_first_at_height(page: &Value, height: u32, since: f64) -> Option<f64> {
-    let sizes: Vec<(f64, u64)> = page["sizes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| Some((s[0].as_f64()?, s[2].as_u64()?)))
-        .collect();
-    let before = sizes.iter().rev().find(|(t, _)| *t <= since);
-    if before.is_some_and(|(_, h)| *h == u64::from(height)) {
-        return Some(since);
-    }
-    sizes
-        .iter()
-        .find(|(t, h)| *t > since && *h == u64::from(height))
-        .map(|(t, _)| *t)
-}
-
-/// The longest time without a shown frame between `from` and `to` (epoch ms), the end
-/// included.
-fn page_longest_freeze(page: &Value, from: f64, to: f64) -> f64 {
-    let overlap = |start: f64, end: f64| (end.min(to) - start.max(from)).max(0.0);
-    let last = page["last"].as_f64().filter(|&l| l > 0.0).unwrap_or(from);
-    page["gaps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|g| Some((g[0].as_f64()?, g[1].as_f64()?)))
-        .map(|(start, ms)| overlap(start, start + ms))
-        .fold(overlap(last, to), f64::max)
 }
 
 /// Runs `runs` trials, each on a fresh party, and prints the table.
@@ -647,12 +564,12 @@ mod tests {
     #[test]
     fn page_freezes_count_the_end() {
         let page = json!({ "gaps": [[1000.0, 300.0]], "last": 2000.0 });
-        assert_eq!(page_longest_freeze(&page, 0.0, 2100.0), 300.0);
-        assert_eq!(page_longest_freeze(&page, 0.0, 3000.0), 1000.0);
-        assert_eq!(page_longest_freeze(&page, 1200.0, 2100.0), 100.0);
+        assert_eq!(longest_freeze(&page, 0.0, 2100.0), 300.0);
+        assert_eq!(longest_freeze(&page, 0.0, 3000.0), 1000.0);
+        assert_eq!(longest_freeze(&page, 1200.0, 2100.0), 100.0);
         let sizes = json!({ "sizes": [[0.0, 1280, 720], [5000.0, 640, 360]] });
-        assert_eq!(page_first_at_height(&sizes, 360, 1000.0), Some(5000.0));
-        assert_eq!(page_first_at_height(&sizes, 720, 1000.0), Some(1000.0));
-        assert_eq!(page_first_at_height(&sizes, 720, 6000.0), None);
+        assert_eq!(first_at_height(&sizes, 360, 1000.0), Some(5000.0));
+        assert_eq!(first_at_height(&sizes, 720, 1000.0), Some(1000.0));
+        assert_eq!(first_at_height(&sizes, 720, 6000.0), None);
     }
 }
