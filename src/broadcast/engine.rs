@@ -193,7 +193,7 @@ impl Engine {
         };
         if let Some(bps) = viewer.adapt.poll_probe(now) {
             tracing::debug!(viewer = %id, kbps = bps / 1000, "probing a viewer's link for headroom");
-            viewer.probe_link(bps);
+            viewer.probe_link(now, bps);
         }
         if let Some(target) = viewer.adapt.poll(now) {
             viewer.update_desired_bitrate();

@@ -30,6 +30,7 @@ mod offer;
 mod quality;
 pub mod rtp;
 mod run;
+mod send;
 mod stream;
 mod stun;
 mod viewer;

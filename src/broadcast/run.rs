@@ -2,7 +2,7 @@
 //!
 //! It reads the clock, the UDP socket, the pipeline's RTP and the commands of [`Broadcaster`],
 //! feeds each to the [`Engine`] with `now`, then executes what the engine asks for: datagrams
-//! sent with `try_send_to` (a full buffer drops the datagram, as UDP would, and is counted),
+//! sent in batches (`send.rs`; a full buffer drops the datagram, as UDP would, and is counted),
 //! keyframes asked of the pipeline, and a sleep until the engine's next deadline. This is the
 //! loop of str0m's own examples, for many sessions.
 //!
@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Output};
+use super::send::{Batch, Sent};
 use super::stream::{Rendition, RenditionId};
 use super::{Command, Sessions, Stats};
 use crate::pipeline::Pipeline;
@@ -75,6 +76,7 @@ pub async fn run(mut engine: Engine, io: Io) {
     let mut audio = pipeline.subscribe_audio();
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     let mut deadline = Instant::now();
+    let mut batch = Batch::default();
     loop {
         let now = Instant::now();
         // Inputs arrive back to back under load and can keep the sleep below from ever
@@ -82,7 +84,7 @@ pub async fn run(mut engine: Engine, io: Io) {
         if now >= deadline {
             engine.handle_timeout(now);
         }
-        deadline = execute(&mut engine, &socket, &pipeline, &stats);
+        deadline = execute(&mut engine, &socket, &pipeline, &stats, &mut batch);
         tokio::select! {
             () = shutdown.cancelled() => break,
             command = commands.recv() => match command {
@@ -128,26 +130,41 @@ pub async fn run(mut engine: Engine, io: Io) {
 }
 
 /// Does what the engine asks until it has nothing left; returns its next deadline.
-fn execute(engine: &mut Engine, socket: &UdpSocket, pipeline: &Pipeline, stats: &Stats) -> Instant {
+fn execute(
+    engine: &mut Engine,
+    socket: &UdpSocket,
+    pipeline: &Pipeline,
+    stats: &Stats,
+    batch: &mut Batch,
+) -> Instant {
     loop {
         match engine.poll_output() {
-            Output::Transmit(t) => match socket.try_send_to(&t.contents, t.destination) {
-                Ok(n) => {
-                    stats.packets_sent.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+            Output::Transmit(t) => {
+                if batch.push(t) {
+                    count(stats, batch.flush(socket));
                 }
-                Err(_) => {
-                    stats.send_drops.fetch_add(1, Ordering::Relaxed);
-                }
-            },
+            }
             Output::RequestKeyframe(rendition) => pipeline.request_keyframe_of(rendition),
             Output::SetActive(rendition, active) => {
                 if let Err(e) = pipeline.set_rendition_active(rendition, active) {
                     tracing::warn!(?rendition, active, error = %e, "cannot switch a rendition");
                 }
             }
-            Output::Timeout(deadline) => return deadline,
+            Output::Timeout(deadline) => {
+                if !batch.is_empty() {
+                    count(stats, batch.flush(socket));
+                }
+                return deadline;
+            }
         }
+    }
+}
+
+fn count(stats: &Stats, sent: Sent) {
+    stats.packets_sent.fetch_add(sent.packets, Ordering::Relaxed);
+    stats.bytes_sent.fetch_add(sent.bytes, Ordering::Relaxed);
+    if sent.dropped > 0 {
+        stats.send_drops.fetch_add(sent.dropped, Ordering::Relaxed);
     }
 }
 

@@ -36,8 +36,16 @@ pub const RESEND_HISTORY: usize = 1024;
 const PACER_NOW: Duration = Duration::from_micros(10);
 /// Packets released per poll at most: a bound on the loop, well above a keyframe's burst.
 const MAX_PACED: usize = 512;
-/// The finest spacing of the delay controller's wakes (it updates every 25 ms anyway).
-pub const BWE_TICK: Duration = Duration::from_millis(5);
+/// The spacing of the delay controller's wakes: it updates every 25 ms anyway, and while
+/// video flows every packet sent wakes it too. At 5 ms these wakes were half of all the
+/// `Rtc` timeouts of a party (perf, issue 12).
+pub const BWE_TICK: Duration = Duration::from_millis(25);
+/// The finer spacing while str0m probes the link: its probe clusters are paced in
+/// milliseconds, and a wake 25 ms late would spread a probe too thin to measure anything.
+pub const BWE_TICK_PROBING: Duration = Duration::from_millis(5);
+/// How long str0m's probes may run after a restart of its estimator (its initial probes are
+/// two clusters in the first second or so).
+const PROBING_FOR: Duration = Duration::from_secs(3);
 
 /// A timestamp step between renditions beyond this (one second at 90 kHz) means they are not
 /// on one timestamp line.
@@ -139,6 +147,8 @@ pub struct Viewer {
     next_burst: Instant,
     /// When str0m next wants a timeout.
     pub next_timeout: Instant,
+    /// Until when str0m may be probing the link: its wakes are then spaced finer.
+    probing_until: Instant,
     /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
     pub last_heard: Instant,
 }
@@ -174,6 +184,8 @@ impl Viewer {
             hold_until: None,
             next_burst: now,
             next_timeout: now,
+            // str0m probes a new session's link at once.
+            probing_until: now + PROBING_FOR,
             last_heard: now,
         }
     }
@@ -337,8 +349,9 @@ impl Viewer {
 
     /// Probes its link: str0m's estimator restarts from `bps`, with its initial probes (see
     /// `adapt.rs` for why nothing else probes a viewer sending less than it could).
-    pub fn probe_link(&mut self, bps: u64) {
+    pub fn probe_link(&mut self, now: Instant, bps: u64) {
         self.rtc.bwe().reset(Bitrate::bps(bps));
+        self.probing_until = now + PROBING_FOR;
     }
 
     /// Tells its BWE what to probe for, when that changed.
@@ -449,7 +462,12 @@ impl Viewer {
                         continue;
                     }
                     self.next_timeout = if matches!(reason, Reason::BweDelayControl) {
-                        t.max(now + BWE_TICK)
+                        let tick = if now < self.probing_until {
+                            BWE_TICK_PROBING
+                        } else {
+                            BWE_TICK
+                        };
+                        t.max(now + tick)
                     } else {
                         t
                     };
@@ -459,6 +477,7 @@ impl Viewer {
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => {
                         self.connected = true;
+                        self.probing_until = now + PROBING_FOR;
                         out.push(Polled::Connected);
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
