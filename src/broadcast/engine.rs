@@ -20,7 +20,8 @@
 //! The socket loop (`run.rs`) owns time and I/O and executes the outputs; tests drive the same
 //! engine on a virtual clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,6 +42,10 @@ use super::{RenditionState, Stats, ViewerStats, stun};
 /// The latest deadline we give: `Output::Timeout` always names an instant, even with nothing
 /// scheduled (no viewers), and a wake a second costs nothing.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How often every viewer is visited whatever its timer says: a net under any path that moves
+/// a viewer's deadline earlier without rescheduling it, so such a miss costs at most this.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// What the engine wants done, in the order it wants it.
 #[derive(Debug)]
@@ -80,6 +85,14 @@ pub struct Engine {
     /// Reused buffers: events from polling a viewer, and the ids of viewers being visited.
     polled: Vec<Polled>,
     ids: Vec<ViewerId>,
+    /// When each viewer next needs a visit, earliest first. Entries go stale when a deadline
+    /// moves later (a visit then finds nothing due and reschedules); one is pushed whenever a
+    /// deadline moves earlier than the viewer's earliest entry. A wake thus costs the viewers
+    /// due, not every viewer: with hundreds watching, visiting all at every wake (and
+    /// recomputing the earliest deadline after every packet) grew as viewers squared.
+    timers: BinaryHeap<Reverse<(Instant, ViewerId)>>,
+    /// When every viewer is next visited regardless ([`SWEEP_EVERY`]).
+    next_sweep: Instant,
 }
 
 impl Engine {
@@ -107,6 +120,8 @@ impl Engine {
             last_now: now,
             polled: Vec::new(),
             ids: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_sweep: now + SWEEP_EVERY,
         }
     }
 
@@ -124,12 +139,54 @@ impl Engine {
     /// When [`Engine::handle_timeout`] is next due.
     fn deadline(&self) -> Instant {
         let linger = self.linger;
-        self.viewers
-            .values()
-            .map(Viewer::deadline)
+        self.timers
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .into_iter()
             .chain(self.streams.iter().filter_map(|s| s.gate.deadline()))
             .chain(self.streams.iter().filter_map(|s| s.deadline(linger)))
-            .fold(self.last_now + IDLE_WAKE, Instant::min)
+            .fold(self.next_sweep.min(self.last_now + IDLE_WAKE), Instant::min)
+    }
+
+    /// Makes sure viewer `id` is visited by its deadline, after something may have moved it.
+    fn schedule(&mut self, id: ViewerId) {
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        let at = viewer.deadline();
+        if viewer.scheduled.is_none_or(|earliest| at < earliest) {
+            viewer.scheduled = Some(at);
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+
+    /// The viewers due at `now`, each once, into `due`; all of them when a sweep is due.
+    fn take_due(&mut self, now: Instant, due: &mut Vec<ViewerId>) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(viewer) = self.viewers.get_mut(&id) {
+                if viewer.scheduled == Some(at) {
+                    viewer.scheduled = None;
+                }
+                due.push(id);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            due.clear();
+            due.extend(self.viewers.keys().copied());
+            // Stale entries of viewers gone pile up otherwise; live ones are pushed again
+            // by the visit.
+            self.timers.clear();
+            for viewer in self.viewers.values_mut() {
+                viewer.scheduled = None;
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
     }
 
     /// A viewer whose offer was accepted joins at `now`.
@@ -199,6 +256,7 @@ impl Engine {
             viewer.update_desired_bitrate();
             self.begin_switch(now, id, target, true);
         }
+        self.schedule(id);
     }
 
     /// Starts moving viewer `id` to `target`: the target's encoder runs and is asked for a
@@ -437,7 +495,7 @@ impl Engine {
         self.tick(now);
         let mut expired = Vec::new();
         let mut ids = std::mem::take(&mut self.ids);
-        ids.extend(self.viewers.keys().copied());
+        self.take_due(now, &mut ids);
         for &id in &ids {
             let Some(viewer) = self.viewers.get_mut(&id) else {
                 continue;
@@ -456,6 +514,7 @@ impl Engine {
             if adapt_due {
                 self.adapt(now, id);
             }
+            self.schedule(id);
         }
         ids.clear();
         self.ids = ids;
@@ -546,6 +605,7 @@ impl Engine {
             }
         }
         self.polled = polled;
+        self.schedule(id);
     }
 
     /// A viewer is ready for media: see [`keyframes::start`] for where its video starts.

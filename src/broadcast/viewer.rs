@@ -149,6 +149,8 @@ pub struct Viewer {
     pub next_timeout: Instant,
     /// Until when str0m may be probing the link: its wakes are then spaced finer.
     probing_until: Instant,
+    /// The earliest wake of this viewer the engine's timer queue holds, if any.
+    pub scheduled: Option<Instant>,
     /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
     pub last_heard: Instant,
 }
@@ -186,6 +188,7 @@ impl Viewer {
             next_timeout: now,
             // str0m probes a new session's link at once.
             probing_until: now + PROBING_FOR,
+            scheduled: None,
             last_heard: now,
         }
     }
