@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::broadcast::{self, BroadcastConfig};
 use crate::chat::ChatConfig;
+use crate::edge::{self, EdgeConfig, EdgeSecret};
 use crate::chat::bridge::{BridgeConfig, Secret};
 use crate::moderation::helix::{HelixConfig, Token};
 use crate::pipeline::ladder::Ladder;
@@ -110,6 +111,20 @@ pub struct PartyOptions {
     /// Keep the party chat in DATA_DIR/chat-log.jsonl (off: it is gone when the party ends).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub log_chat: Option<bool>,
+    /// A Janus server that carries viewers past --max-viewers (repeatable): its HTTP API
+    /// base, like http://edge1:8088/janus. Our stream is fed to a streaming mountpoint on
+    /// each, and the viewer page is sent there (see --edge-policy).
+    #[arg(long = "edge", value_name = "URL")]
+    #[serde(default)]
+    pub edge: Vec<String>,
+    /// The edges' streaming-plugin admin_key, needed to create our mountpoint when they set
+    /// one. Better given in the COWATCH_EDGE_SECRET environment variable than as a flag.
+    #[arg(long, value_name = "KEY", env = "COWATCH_EDGE_SECRET", hide_env_values = true)]
+    pub edge_secret: Option<EdgeSecret>,
+    /// Which viewers go to an edge: `overflow` (only once the origin is full) or
+    /// `least-loaded` (wherever has the fewest viewers) [default: overflow].
+    #[arg(long, value_name = "POLICY")]
+    pub edge_policy: Option<crate::edge::Policy>,
     /// TOML file with any of these options; flags win over it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -156,6 +171,8 @@ pub struct PartyConfig {
     pub party: crate::party::PartyConfig,
     /// Keep party chat on disk.
     pub log_chat: bool,
+    /// Janus edges.
+    pub edges: EdgeConfig,
 }
 
 impl PartyOptions {
@@ -191,6 +208,13 @@ impl PartyOptions {
             data_dir: self.data_dir.or(file.data_dir),
             invite_only: self.invite_only.or(file.invite_only),
             log_chat: self.log_chat.or(file.log_chat),
+            edge: if self.edge.is_empty() {
+                file.edge
+            } else {
+                self.edge
+            },
+            edge_secret: self.edge_secret.or(file.edge_secret),
+            edge_policy: self.edge_policy.or(file.edge_policy),
             config: Some(path),
         })
     }
@@ -346,6 +370,19 @@ impl PartyOptions {
             }
             _ => crate::party::Key::random(),
         };
+        let edges = EdgeConfig {
+            urls: options
+                .edge
+                .iter()
+                .map(|url| edge::check_url(url))
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError)?,
+            secret: options
+                .edge_secret
+                .clone()
+                .filter(|s| !s.expose().trim().is_empty()),
+            policy: options.edge_policy.unwrap_or_default(),
+        };
         let invite = options
             .invite_only
             .unwrap_or(false)
@@ -359,6 +396,7 @@ impl PartyOptions {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             party: crate::party::PartyConfig { host_key, invite },
             log_chat: options.log_chat.unwrap_or(false),
+            edges,
             chat: ChatConfig {
                 relay_party,
                 ..ChatConfig::default()

@@ -77,6 +77,7 @@ pub mod broadcast;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod geometry;
 pub mod gst_util;
 pub mod library;

@@ -406,6 +406,7 @@ pub fn state_with_chat(
     cowatch::web::AppState {
         pipeline: pipeline.clone(),
         broadcaster: broadcaster.clone(),
+        edges: cowatch::edge::Edges::none(),
         chat,
         party,
         moderation,
