@@ -336,11 +336,11 @@ async fn poll(
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
+        let was = edge.status.locked().state;
         let result = tokio::select! {
             () = shutdown.cancelled() => break,
             result = check(&client, &edge, &spec, secret.as_ref(), &mut session) => result,
         };
-        let was = edge.status.locked().state;
         match result {
             Ok(target_ports) => {
                 if was != EdgeState::Up {

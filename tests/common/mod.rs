@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod helix;
+pub mod janus;
 pub mod netns_party;
 pub mod twitch;
 
