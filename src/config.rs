@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::broadcast::{self, BroadcastConfig};
 use crate::chat::ChatConfig;
-use crate::edge::{self, EdgeConfig, EdgeSecret};
 use crate::chat::bridge::{BridgeConfig, Secret};
+use crate::edge::{self, EdgeConfig, EdgeSecret};
 use crate::moderation::helix::{HelixConfig, Token};
 use crate::pipeline::ladder::Ladder;
 use crate::pipeline::layout::Layout;
@@ -119,7 +119,12 @@ pub struct PartyOptions {
     pub edge: Vec<String>,
     /// The edges' streaming-plugin admin_key, needed to create our mountpoint when they set
     /// one. Better given in the COWATCH_EDGE_SECRET environment variable than as a flag.
-    #[arg(long, value_name = "KEY", env = "COWATCH_EDGE_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "COWATCH_EDGE_SECRET",
+        hide_env_values = true
+    )]
     pub edge_secret: Option<EdgeSecret>,
     /// Which viewers go to an edge: `overflow` (only once the origin is full) or
     /// `least-loaded` (wherever has the fewest viewers) [default: overflow].
@@ -550,6 +555,46 @@ mod tests {
         ));
         assert!(config.settings.loop_movie);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn edges_come_from_the_file_and_the_flags_win() {
+        let path = write(
+            "e.toml",
+            "edge = [\"http://edge1:8088/janus/\"]\nedge-policy = \"least-loaded\"\nedge-secret = \"s3cret\"\n",
+        );
+        let from_file = PartyOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap()
+        .edges;
+        assert_eq!(from_file.urls, vec!["http://edge1:8088/janus".to_owned()]);
+        assert_eq!(from_file.policy, crate::edge::Policy::LeastLoaded);
+        assert!(from_file.secret.unwrap().matches("s3cret"));
+        let flags = PartyOptions {
+            edge: vec!["http://edge2:8088/janus".into()],
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap()
+        .edges;
+        assert_eq!(flags.urls, vec!["http://edge2:8088/janus".to_owned()]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_bad_edge_url_names_the_flag() {
+        let err = PartyOptions {
+            edge: vec!["edge1:8088".into()],
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--edge"), "{err}");
     }
 
     #[test]

@@ -139,9 +139,11 @@ fn shows_the_composite(viewer: &mut Viewer) -> Option<u64> {
         .filter_map(|c| c.as_u64().and_then(|c| u8::try_from(c).ok()))
         .collect();
     let live = viewer.eval("window.cowatch.state") == "live";
-    (live && webcam.len() == 3 && common::close([webcam[0], webcam[1], webcam[2]], common::WEBCAM_GREEN))
-        .then(|| sample["frames"].as_u64())
-        .flatten()
+    (live
+        && webcam.len() == 3
+        && common::close([webcam[0], webcam[1], webcam[2]], common::WEBCAM_GREEN))
+    .then(|| sample["frames"].as_u64())
+    .flatten()
 }
 
 /// Asserts that viewer `i` shows the composite with frames that advance over half a second.
@@ -164,7 +166,11 @@ fn edge_viewers(health: &Value) -> Option<Vec<u64>> {
     health["edges"]
         .as_array()?
         .iter()
-        .map(|e| (e["state"] == "up").then(|| e["viewers"].as_u64()).flatten())
+        .map(|e| {
+            (e["state"] == "up")
+                .then(|| e["viewers"].as_u64())
+                .flatten()
+        })
         .collect()
 }
 
@@ -173,8 +179,22 @@ fn viewers_past_the_origin_go_to_janus_edges_and_move_when_one_dies() {
     let link = Link::create().expect("cannot create the test's network namespaces");
     let scratch = common::scratch("edges");
     let edges = vec![
-        Edge::start(&link, Side::Server, 0, 8088, SECRET, &scratch.join("edge-a")),
-        Edge::start(&link, Side::Server, 1, 8089, SECRET, &scratch.join("edge-b")),
+        Edge::start(
+            &link,
+            Side::Server,
+            0,
+            8088,
+            SECRET,
+            &scratch.join("edge-a"),
+        ),
+        Edge::start(
+            &link,
+            Side::Server,
+            1,
+            8089,
+            SECRET,
+            &scratch.join("edge-b"),
+        ),
     ];
     let webcam = common::solid_webcam(common::WEBCAM_GREEN);
     let party = NsParty::start_on(
@@ -211,7 +231,11 @@ fn viewers_past_the_origin_go_to_janus_edges_and_move_when_one_dies() {
         &mut [&mut first],
         Duration::from_secs(30),
         "viewer 1 plays the composite from the origin",
-        |_, v| (v[0].place() == "origin").then(|| shows_the_composite(v[0])).flatten(),
+        |_, v| {
+            (v[0].place() == "origin")
+                .then(|| shows_the_composite(v[0]))
+                .flatten()
+        },
     );
     let mut second = Viewer::open(&world.party.link, "viewer 2", &url);
     let mut third = Viewer::open(&world.party.link, "viewer 3", &url);

@@ -199,9 +199,7 @@ impl Edges {
     pub fn start(config: EdgeConfig, pipeline: Pipeline, shutdown: &Shutdown) -> Edges {
         // Janus ids are numbers; one that JavaScript reads exactly, and one per origin so two
         // parties sharing an edge do not meet.
-        let mountpoint = u64::from(u32::from_be_bytes(
-            crate::util::id::random_bytes::<4>(),
-        )) + 1;
+        let mountpoint = u64::from(u32::from_be_bytes(crate::util::id::random_bytes::<4>())) + 1;
         let gate = Arc::new(Mutex::new(KeyframeGate::default()));
         let mut edges = Vec::new();
         for url in config.urls {

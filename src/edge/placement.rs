@@ -192,7 +192,10 @@ mod tests {
         pending.add(start);
         pending.add(start + Duration::from_secs(2));
         assert_eq!(pending.count(start + Duration::from_secs(3)), 2);
-        assert_eq!(pending.count(start + PENDING_FOR + Duration::from_secs(1)), 1);
+        assert_eq!(
+            pending.count(start + PENDING_FOR + Duration::from_secs(1)),
+            1
+        );
         assert_eq!(pending.count(start + Duration::from_secs(60)), 0);
     }
 

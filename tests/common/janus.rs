@@ -146,7 +146,11 @@ admin: {{
             if link.connect(side, SocketAddr::from((ip, port))).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("janus exited ({status}) at start:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -160,6 +160,8 @@ pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value>
         "sessions": state.party.session_count(),
         "nicknames": nicknames,
         "streams": streams,
+        // Each Janus edge: its URL (no secret), state, viewers by Janus, our mountpoint.
+        "edges": state.edges.report(),
     }))
 }
 
