@@ -146,19 +146,19 @@ fn shows_the_composite(viewer: &mut Viewer) -> Option<u64> {
     .flatten()
 }
 
-/// Asserts that viewer `i` shows the composite with frames that advance over half a second.
+/// Asserts that viewer `i` shows the composite with frames that go on: a frame count higher
+/// than now within a few seconds (generous: the machine runs three browsers, two Janus and
+/// the party, and may share its two cores with more).
 fn keeps_playing(world: &World, viewers: &mut [&mut Viewer], i: usize) {
-    let before = shows_the_composite(viewers[i]);
-    std::thread::sleep(Duration::from_millis(500));
-    let after = shows_the_composite(viewers[i]);
-    if !matches!((before, after), (Some(b), Some(a)) if a > b) {
-        let sample = viewers[i].eval(SAMPLE);
-        let diagnosis = world.diagnose(viewers);
-        panic!(
-            "{}: does not keep playing the composite ({before:?} → {after:?} frames; now {sample})\n{diagnosis}",
-            viewers[i].name
-        );
-    }
+    let before = shows_the_composite(viewers[i]).unwrap_or(0);
+    let name = viewers[i].name;
+    wait_for(
+        world,
+        viewers,
+        Duration::from_secs(5),
+        &format!("{name} keeps playing the composite (past frame {before})"),
+        |_, v| shows_the_composite(v[i]).filter(|now| *now > before),
+    );
 }
 
 /// Viewers of each edge by Janus, in `/healthz`'s order, once all are up.
@@ -265,6 +265,22 @@ fn viewers_past_the_origin_go_to_janus_edges_and_move_when_one_dies() {
             (health["viewers"]["viewers"] == 1 && on_edges == [1, 1]).then_some(())
         },
     );
+    // The edges' keyframe requests reach us over RTCP (Janus asks as a viewer starts).
+    wait_for(
+        &world,
+        &mut all,
+        Duration::from_secs(10),
+        "/healthz: keyframe requests from the edges",
+        |w, _| {
+            let health = w.health();
+            let asked: u64 = health["edges"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["keyframe_requests"].as_u64())
+                .sum();
+            (asked > 0).then_some(())
+        },
+    );
     // Every page keeps playing.
     for i in 0..all.len() {
         keeps_playing(&world, &mut all, i);
@@ -280,7 +296,7 @@ fn viewers_past_the_origin_go_to_janus_edges_and_move_when_one_dies() {
     let reconnects = all[1].eval("window.cowatch.reconnects").as_u64().unwrap();
     world.edges[killed].kill();
     let killed_at = Instant::now();
-    let frames_after = wait_for(
+    wait_for(
         &world,
         &mut all,
         Duration::from_secs(10),
@@ -294,13 +310,7 @@ fn viewers_past_the_origin_go_to_janus_edges_and_move_when_one_dies() {
     );
     let took = killed_at.elapsed();
     // Fresh frames, not a picture left over: the count goes on.
-    std::thread::sleep(Duration::from_millis(500));
-    let later = shows_the_composite(all[1]).unwrap_or(0);
-    assert!(
-        later > frames_after,
-        "viewer 2's frames stopped after the move ({frames_after} → {later})\n{}",
-        world.diagnose(&mut all)
-    );
+    keeps_playing(&world, &mut all, 1);
     println!("viewer 2 played again {took:?} after its edge was killed");
     // The origin saw the edge die.
     wait_for(
