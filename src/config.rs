@@ -388,6 +388,13 @@ impl PartyOptions {
                 .filter(|s| !s.expose().trim().is_empty()),
             policy: options.edge_policy.unwrap_or_default(),
         };
+        if !edges.urls.is_empty() && !encoder.codec.eq_ignore_ascii_case("h264") {
+            return Err(ConfigError(format!(
+                "--edge needs the H.264 encoder (--encoder h264, not {}): the edges' mountpoints \
+                 carry H.264",
+                encoder.codec
+            )));
+        }
         let invite = options
             .invite_only
             .unwrap_or(false)
@@ -595,6 +602,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--edge"), "{err}");
+    }
+
+    #[test]
+    fn edges_need_h264() {
+        let err = PartyOptions {
+            edge: vec!["http://edge1:8088/janus".into()],
+            encoder: Some("vp8".into()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--edge needs the H.264 encoder"), "{err}");
     }
 
     #[test]

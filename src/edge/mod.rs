@@ -354,7 +354,11 @@ async fn poll(
                 if was != EdgeState::Down {
                     tracing::warn!(edge = %edge.url, error = %e, "edge down");
                 }
-                session = None;
+                // A refusal (a wrong key) comes over a working session: keep it rather than
+                // leave one behind on the edge every poll until Janus times them out.
+                if !matches!(e, JanusError::Plugin { .. }) {
+                    session = None;
+                }
                 {
                     let mut status = edge.status.locked();
                     status.state = EdgeState::Down;
