@@ -91,8 +91,6 @@
   let edgeUrl = null;
   /** An edge that just failed us, for the next placement to avoid. */
   let failedEdge = null;
-  /** Bumped by every connect(), so an older one still awaiting its placement gives up. */
-  let connectGeneration = 0;
   /** The DTLS certificate the first connection made, for every later one: making one costs a
    *  new connection ~30 ms before its offer (measured with Chromium on a busy machine). */
   let certificate = null;
@@ -432,11 +430,9 @@
     hangUp();
     window.cowatch.attempts++;
     const t = newTiming();
-    const generation = ++connectGeneration;
-    const place = await placement();
-    if (generation !== connectGeneration || retryTimer) return;
-    mark(t, "placed");
-    if (place.kind === "edge") return connectEdge(t, place);
+    // Where to play is asked while the origin's offer is made, so a party without edges
+    // waits for nothing more than before; a page sent to an edge drops that offer.
+    const placing = placement().then((place) => { mark(t, "placed"); return place; });
     window.cowatch.where = "origin";
     const ours = new RTCPeerConnection(certificate ? { certificates: [certificate] } : undefined);
     pc = ours;
@@ -477,6 +473,14 @@
       // The transport exists once the offer is set.
       const dtls = videoTransceiver.receiver.transport;
       if (dtls) dtls.addEventListener("statechange", () => { if (dtls.state === "connected") mark(t, "dtlsConnected"); });
+      const place = await placing;
+      if (pc !== ours) return;
+      if (place.kind === "edge") {
+        ours.ontrack = null; ours.onconnectionstatechange = null; ours.oniceconnectionstatechange = null;
+        ours.close();
+        pc = null; posting = null;
+        return connectEdge(t, place);
+      }
       // The server is ICE-lite and learns our address from our checks: no need to wait for
       // candidates before posting, which makes joining faster.
       mark(t, "post");
