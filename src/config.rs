@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::broadcast::{self, BroadcastConfig};
 use crate::chat::ChatConfig;
 use crate::chat::bridge::{BridgeConfig, Secret};
+use crate::edge::{self, EdgeConfig, EdgeSecret};
 use crate::moderation::helix::{HelixConfig, Token};
 use crate::pipeline::ladder::Ladder;
 use crate::pipeline::layout::Layout;
@@ -110,6 +111,25 @@ pub struct PartyOptions {
     /// Keep the party chat in DATA_DIR/chat-log.jsonl (off: it is gone when the party ends).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub log_chat: Option<bool>,
+    /// A Janus server that carries viewers past --max-viewers (repeatable): its HTTP API
+    /// base, like http://edge1:8088/janus. Our stream is fed to a streaming mountpoint on
+    /// each, and the viewer page is sent there (see --edge-policy).
+    #[arg(long = "edge", value_name = "URL")]
+    #[serde(default)]
+    pub edge: Vec<String>,
+    /// The edges' streaming-plugin admin_key, needed to create our mountpoint when they set
+    /// one. Better given in the COWATCH_EDGE_SECRET environment variable than as a flag.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "COWATCH_EDGE_SECRET",
+        hide_env_values = true
+    )]
+    pub edge_secret: Option<EdgeSecret>,
+    /// Which viewers go to an edge: `overflow` (only once the origin is full) or
+    /// `least-loaded` (wherever has the fewest viewers) [default: overflow].
+    #[arg(long, value_name = "POLICY")]
+    pub edge_policy: Option<crate::edge::Policy>,
     /// TOML file with any of these options; flags win over it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -156,6 +176,8 @@ pub struct PartyConfig {
     pub party: crate::party::PartyConfig,
     /// Keep party chat on disk.
     pub log_chat: bool,
+    /// Janus edges.
+    pub edges: EdgeConfig,
 }
 
 impl PartyOptions {
@@ -191,6 +213,13 @@ impl PartyOptions {
             data_dir: self.data_dir.or(file.data_dir),
             invite_only: self.invite_only.or(file.invite_only),
             log_chat: self.log_chat.or(file.log_chat),
+            edge: if self.edge.is_empty() {
+                file.edge
+            } else {
+                self.edge
+            },
+            edge_secret: self.edge_secret.or(file.edge_secret),
+            edge_policy: self.edge_policy.or(file.edge_policy),
             config: Some(path),
         })
     }
@@ -346,6 +375,26 @@ impl PartyOptions {
             }
             _ => crate::party::Key::random(),
         };
+        let edges = EdgeConfig {
+            urls: options
+                .edge
+                .iter()
+                .map(|url| edge::check_url(url))
+                .collect::<Result<_, _>>()
+                .map_err(ConfigError)?,
+            secret: options
+                .edge_secret
+                .clone()
+                .filter(|s| !s.expose().trim().is_empty()),
+            policy: options.edge_policy.unwrap_or_default(),
+        };
+        if !edges.urls.is_empty() && !encoder.codec.eq_ignore_ascii_case("h264") {
+            return Err(ConfigError(format!(
+                "--edge needs the H.264 encoder (--encoder h264, not {}): the edges' mountpoints \
+                 carry H.264",
+                encoder.codec
+            )));
+        }
         let invite = options
             .invite_only
             .unwrap_or(false)
@@ -359,6 +408,7 @@ impl PartyOptions {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             party: crate::party::PartyConfig { host_key, invite },
             log_chat: options.log_chat.unwrap_or(false),
+            edges,
             chat: ChatConfig {
                 relay_party,
                 ..ChatConfig::default()
@@ -512,6 +562,59 @@ mod tests {
         ));
         assert!(config.settings.loop_movie);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn edges_come_from_the_file_and_the_flags_win() {
+        let path = write(
+            "e.toml",
+            "edge = [\"http://edge1:8088/janus/\"]\nedge-policy = \"least-loaded\"\nedge-secret = \"s3cret\"\n",
+        );
+        let from_file = PartyOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap()
+        .edges;
+        assert_eq!(from_file.urls, vec!["http://edge1:8088/janus".to_owned()]);
+        assert_eq!(from_file.policy, crate::edge::Policy::LeastLoaded);
+        assert!(from_file.secret.unwrap().matches("s3cret"));
+        let flags = PartyOptions {
+            edge: vec!["http://edge2:8088/janus".into()],
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap()
+        .edges;
+        assert_eq!(flags.urls, vec!["http://edge2:8088/janus".to_owned()]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_bad_edge_url_names_the_flag() {
+        let err = PartyOptions {
+            edge: vec!["edge1:8088".into()],
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--edge"), "{err}");
+    }
+
+    #[test]
+    fn edges_need_h264() {
+        let err = PartyOptions {
+            edge: vec!["http://edge1:8088/janus".into()],
+            encoder: Some("vp8".into()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--edge needs the H.264 encoder"), "{err}");
     }
 
     #[test]

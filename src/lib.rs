@@ -42,6 +42,12 @@
 //! `moderation/forward.rs` → `moderation/helix.rs` (Twitch) → `moderation/audit.rs`, kept by
 //! `store.rs`.
 //!
+//! **Past one machine:** [`edge`] feeds the main H.264 rendition and the Opus, untouched, as
+//! plain RTP to a Janus streaming mountpoint on each `--edge` (`edge/forward.rs`), which it
+//! creates and watches through Janus's HTTP API (`edge/janus.rs`, `edge/mod.rs`); the
+//! viewer page asks `web/api/party.rs` (`GET /api/placement`, decided in
+//! `edge/placement.rs`) whether to play from the origin or from an edge.
+//!
 //! The rest: [`party`] (keys, roles, sessions), [`library`] (the movies of `--library`),
 //! [`store`] (the SQLite file), [`geometry`] and [`gst_util`] (small shared pieces),
 //! [`web`] (thin handlers: extract, call a handle, map the error in `web/error.rs`; the
@@ -61,6 +67,8 @@
 //! | `twitch-bridge` task (and twitch-irc's own tasks, which its client owns) | `chat/bridge.rs` | [`shutdown`] | on the token, or when the [`chat::bridge::Bridge`] handle is dropped |
 //! | `chat-log` task | `chat/log.rs` | [`shutdown`] | on the token, or when the hub closes |
 //! | `chat-panel` task | `panel.rs` | [`shutdown`] | on the token, or when the pipeline stops |
+//! | `edge-poll` task, one per edge | `edge/mod.rs` | [`shutdown`] | on the token (it then removes our mountpoint and session from the edge, 1 s at most) |
+//! | `edge-forward` task, one per edge | `edge/forward.rs` | [`shutdown`] | on the token, or when the pipeline's streams close |
 //! | `signals` task | `main.rs` | [`shutdown`] | turns Ctrl-C or SIGTERM into the token |
 //! | `conductor` thread | `pipeline/conductor.rs` | [`pipeline::Pipeline`] | on [`pipeline::Pipeline::shutdown`], which `main` calls last, after every task, so the recording gets all they sent |
 //! | a movie being opened | `pipeline/conductor.rs` | the conductor | once the movie opened or failed (reported as a command) |
@@ -77,6 +85,7 @@ pub mod broadcast;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod geometry;
 pub mod gst_util;
 pub mod library;

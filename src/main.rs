@@ -6,6 +6,7 @@ use cowatch::broadcast::Broadcaster;
 use cowatch::chat::bridge::Bridge;
 use cowatch::cli::{Cli, Command};
 use cowatch::config::PartyOptions;
+use cowatch::edge::Edges;
 use cowatch::library::Library;
 use cowatch::moderation::Moderation;
 use cowatch::moderation::helix::Helix;
@@ -75,6 +76,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                     config.data_dir.display()
                 )
             })?;
+            let edges = Edges::start(config.edges.clone(), pipeline.clone(), &shutdown);
             let helix = config.helix.clone().map(Helix::new).transpose()?;
             // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
             let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
@@ -96,6 +98,9 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             println!("  WHEP:        http://{addr}/whep");
             println!("  health:      http://{addr}/healthz");
             println!("  WebRTC:      udp {}", config.broadcast.advertise);
+            for edge in edges.report() {
+                println!("  edge:        {}", edge.url);
+            }
             if let Some(path) = record {
                 println!("  recording:   {}", path.display());
             }
@@ -119,6 +124,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             let app = web::app(web::AppState {
                 pipeline: pipeline.clone(),
                 broadcaster,
+                edges,
                 chat,
                 party,
                 moderation,

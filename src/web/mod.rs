@@ -3,6 +3,7 @@
 //! - `/` the viewer page, `/host` the host's dashboard, `/assets/` their scripts and styles
 //!   (`pages`);
 //! - `/healthz` state as JSON, `/metrics` Prometheus text;
+//! - `/api/placement` where a new viewer watches: the origin or a Janus edge (`edge/`);
 //! - `/whep` WHEP signalling for any WebRTC player (and the page's keyframe and quality calls);
 //! - `/chat` the chat as a WebSocket event stream;
 //! - `/api/` the JSON API (`api`), its callers and bodies checked by `extract`, its errors
@@ -47,6 +48,8 @@ pub struct AppState {
     pub party: Party,
     /// Moderator actions, bans, blocked terms, the audit log.
     pub moderation: Moderation,
+    /// The Janus edges (empty without `--edge`).
+    pub edges: crate::edge::Edges,
     /// The host's media library, when `--library` is given.
     pub library: Option<Library>,
     /// Ends the chat sockets when the party stops (axum's graceful shutdown does not wait for
@@ -102,6 +105,8 @@ struct HealthReport {
     max_viewers: usize,
     /// Each rendition and each viewer (absent once the fan-out has stopped).
     sessions: Option<Sessions>,
+    /// Each Janus edge: state, viewers by Janus, our mountpoint.
+    edges: Vec<crate::edge::EdgeReport>,
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -110,6 +115,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         viewers: state.broadcaster.stats(),
         max_viewers: state.broadcaster.max_viewers(),
         sessions: state.broadcaster.sessions().await.ok(),
+        edges: state.edges.report(),
     })
 }
 
@@ -198,6 +204,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(sessions) = state.broadcaster.sessions().await {
         per_viewer(&mut text, &sessions);
     }
+    per_edge(&mut text, &state.edges.report());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -269,5 +276,51 @@ fn per_viewer(text: &mut String, sessions: &Sessions) {
             r.name,
             u8::from(r.active)
         ));
+    }
+}
+
+/// The per-edge series of `/metrics`, labelled by the edge's URL.
+fn per_edge(text: &mut String, edges: &[crate::edge::EdgeReport]) {
+    if edges.is_empty() {
+        return;
+    }
+    type Field = fn(&crate::edge::EdgeReport) -> u64;
+    let series: [(&str, &str, &str, Field); 4] = [
+        (
+            "edge_up",
+            "gauge",
+            "Whether the edge answers and carries our mountpoint.",
+            |e| u64::from(e.state == crate::edge::EdgeState::Up),
+        ),
+        (
+            "edge_viewers",
+            "gauge",
+            "Viewers on the edge's mountpoint, as Janus counts them.",
+            |e| e.viewers,
+        ),
+        (
+            "edge_sent_bytes_total",
+            "counter",
+            "RTP bytes forwarded to the edge.",
+            |e| e.bytes_sent,
+        ),
+        (
+            "edge_keyframe_requests_total",
+            "counter",
+            "Keyframe requests (PLI/FIR) the edge sent.",
+            |e| e.keyframe_requests,
+        ),
+    ];
+    for (name, kind, help, field) in series {
+        text.push_str(&format!(
+            "# HELP cowatch_{name} {help}\n# TYPE cowatch_{name} {kind}\n"
+        ));
+        for e in edges {
+            text.push_str(&format!(
+                "cowatch_{name}{{edge=\"{}\"}} {}\n",
+                e.url.replace('\\', "\\\\").replace('"', "\\\""),
+                field(e)
+            ));
+        }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod helix;
+pub mod janus;
 pub mod netns_party;
 pub mod twitch;
 
@@ -406,6 +407,7 @@ pub fn state_with_chat(
     cowatch::web::AppState {
         pipeline: pipeline.clone(),
         broadcaster: broadcaster.clone(),
+        edges: cowatch::edge::Edges::none(),
         chat,
         party,
         moderation,

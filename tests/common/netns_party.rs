@@ -32,6 +32,12 @@ impl NsParty {
     /// and advertising 198.18.0.1, and waits until it announces its viewer page.
     pub fn start(args: &[&str]) -> NsParty {
         let link = Link::create().expect("cannot create the test's network namespaces");
+        NsParty::start_on(link, args)
+    }
+
+    /// [`NsParty::start`] on a link the test made already (with other servers in it, e.g.
+    /// Janus edges).
+    pub fn start_on(link: Link, args: &[&str]) -> NsParty {
         let data_dir = super::scratch(&format!("ns-party-{}", link.name(Side::Server)));
         let mut child = link
             .command(Side::Server, env!("CARGO_BIN_EXE_cowatch"))

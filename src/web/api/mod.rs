@@ -24,6 +24,7 @@ use super::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/party", get(party::party))
+        .route("/api/placement", get(party::placement))
         .route("/api/session", post(party::session))
         .route("/api/chat", post(party::chat))
         .route("/api/viewers", get(party::viewers))

@@ -2,7 +2,7 @@
 //! moderator links.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use super::ok;
 use crate::party::Role;
 use crate::web::AppState;
 use crate::web::error::AppError;
-use crate::web::extract::{AppJson, Caller, Host, Moderator};
+use crate::web::extract::{Admitted, AppJson, Caller, Host, Moderator};
 
 /// `GET /api/party`: what anyone in the party may know.
 pub async fn party(State(state): State<AppState>) -> Json<Value> {
@@ -35,6 +35,33 @@ pub async fn party(State(state): State<AppState>) -> Json<Value> {
         // What the page's quality menu offers besides Auto, highest first.
         "qualities": state.broadcaster.qualities(),
     }))
+}
+
+/// Query of `GET /api/placement`.
+#[derive(Deserialize, Default)]
+pub struct PlacementQuery {
+    /// The edge URL the page could not play from just now.
+    #[serde(default)]
+    failed: Option<String>,
+}
+
+/// `GET /api/placement`: where a new viewer watches, the origin or an edge (see `edge/`).
+/// Admitted as WHEP is: an edge plays the same party.
+pub async fn placement(
+    State(state): State<AppState>,
+    _: Admitted,
+    Query(query): Query<PlacementQuery>,
+) -> Json<crate::edge::Placement> {
+    let stats = state.broadcaster.stats();
+    let origin = crate::edge::OriginLoad {
+        viewers: stats.viewers,
+        max: state.broadcaster.max_viewers(),
+    };
+    Json(
+        state
+            .edges
+            .place(origin, query.failed.as_deref(), std::time::Instant::now()),
+    )
 }
 
 /// Body of `POST /api/session`.
@@ -133,6 +160,8 @@ pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value>
         "sessions": state.party.session_count(),
         "nicknames": nicknames,
         "streams": streams,
+        // Each Janus edge: its URL (no secret), state, viewers by Janus, our mountpoint.
+        "edges": state.edges.report(),
     }))
 }
 

@@ -349,7 +349,11 @@
 
   async function loadViewers() {
     const v = await api("GET", "/api/viewers");
-    $("viewer-count").textContent = `${v.watching} watching`;
+    const edges = Array.isArray(v.edges) ? v.edges : [];
+    const onEdges = edges.reduce((n, e) => n + (e.state === "up" ? e.viewers : 0), 0);
+    $("viewer-count").textContent = edges.length
+      ? `${v.watching} watching + ${onEdges} on edges` : `${v.watching} watching`;
+    renderEdges(edges);
     $("viewer-sessions").textContent =
       `${v.sessions} ${v.sessions === 1 ? "page" : "pages"} open · ${v.nicknames.length} in the chat`;
     const list = $("viewer-list");
@@ -360,6 +364,20 @@
     }));
     if (!v.nicknames.length) list.append(el("li", "since", "No one has picked a nickname yet."));
     renderStreams(Array.isArray(v.streams) ? v.streams : []);
+  }
+
+  /** One line per edge: "edge http://…/janus · up · 12 watching · mountpoint 123". */
+  function renderEdges(edges) {
+    const list = $("edge-list");
+    list.hidden = !edges.length;
+    list.replaceChildren(...edges.map((e) => {
+      const li = el("li");
+      li.dataset.state = e.state;
+      const state = e.state === "down" && e.error ? `down (${e.error})` : e.state;
+      li.append(el("span", "nick", `edge ${e.url}`),
+        el("span", "since", `${state} · ${e.viewers} watching · mountpoint ${e.mountpoint}`));
+      return li;
+    }));
   }
 
   // ── video streams ─────────────────────────────────────────────────────────────────────

@@ -14,13 +14,22 @@
 // this page opens; the server moves the stream at a keyframe, on the same connection. The menu
 // shows the choice and the height that plays now ("Auto · 360p").
 //
+// Edges: a party may hand a viewer to a Janus edge (GET /api/placement, asked before every
+// connection): when the origin is full, or by the streamer's least-loaded policy. The page
+// then plays the edge's streaming mountpoint through Janus's HTTP API (create a session,
+// attach the streaming plugin, watch, Janus's offer, our answer, start; the long poll keeps
+// the session alive). The chat and the rest of the page still talk to the origin. An edge
+// that dies (its long poll fails, ICE fails, or no frame for EDGE_RECONNECT_AFTER_MS) is
+// reported back in the next placement (`failed=`), which sends the page elsewhere.
+//
 // State for diagnostics (and the browser tests and `cowatch bench`) is `window.cowatch`:
 // `state` (connecting, live, reconnecting), `frames` shown, `attempts` at connecting,
 // `connects` that got through, `reconnects` started, `freezes` (gaps over FREEZE_MS between
 // frames of one connection) and the `longestFreezeMs`, `keyframeRequests` sent, and with ?timecode the glass-to-glass
 // `latencies`. `timing` is the current attempt's start, step by step (see "Timing"), `timings`
 // every attempt's, oldest first. `quality` is the menu's choice (`auto`, `360p`) and
-// `playingHeight` the height of the frames shown now (0 before the first one).
+// `playingHeight` the height of the frames shown now (0 before the first one). `where` is
+// "origin" or the edge's URL this connection plays from, `placements` how many were asked.
 
 (() => {
   const { $, withInvite, reasonOf, call, store } = window.cowatchPage.common;
@@ -48,6 +57,11 @@
   const HOLD_OTHERS_MS = 1500;
   /** How often the frames are watched. */
   const WATCH_MS = 250;
+  /** On an edge, frames stopped this long mean it is gone (it has no keyframe endpoint of
+   *  ours to ask first; Janus asks the origin itself). */
+  const EDGE_RECONNECT_AFTER_MS = 3000;
+  /** How long an edge answer waits for our ICE candidates (host ones only: quick). */
+  const GATHER_MS = 2000;
   /** Where the menu's choice is kept across visits. */
   const QUALITY_SLOT = "cowatch.quality";
 
@@ -55,6 +69,7 @@
     state: "connecting", frames: 0, attempts: 0, connects: 0, reconnects: 0,
     freezes: 0, longestFreezeMs: 0, keyframeRequests: 0, timing: null, timings: [],
     quality: store.get(QUALITY_SLOT) || "auto", playingHeight: 0, qualityError: null,
+    where: null, placements: 0,
   };
 
   /** The current peer connection; any other one is old, and its callbacks do nothing. */
@@ -70,6 +85,12 @@
   let lastFrameAt = 0;
   /** When the current freeze last asked for a keyframe (0: not yet). */
   let keyframeAskedAt = 0;
+  /** The current connection's Janus session URL, when it plays from an edge. */
+  let edgeSession = null;
+  /** The edge the current connection plays from (null: the origin). */
+  let edgeUrl = null;
+  /** An edge that just failed us, for the next placement to avoid. */
+  let failedEdge = null;
   /** The DTLS certificate the first connection made, for every later one: making one costs a
    *  new connection ~30 ms before its offer (measured with Chromium on a busy machine). */
   let certificate = null;
@@ -264,7 +285,8 @@
     const since = lastFrameAt || (t && t.connected !== undefined ? t.at + t.connected : 0);
     if (!lastFrameAt && now - t.at > FIRST_FRAME_TIMEOUT_MS) {
       scheduleReconnect("no video");
-    } else if (lastFrameAt && now - lastFrameAt > (connected ? RECONNECT_AFTER_MS : RECONNECT_DISCONNECTED_MS)) {
+    } else if (lastFrameAt && now - lastFrameAt > (edgeUrl ? EDGE_RECONNECT_AFTER_MS
+               : connected ? RECONNECT_AFTER_MS : RECONNECT_DISCONNECTED_MS)) {
       scheduleReconnect("stalled");
     } else if (connected && since && now - since > KEYFRAME_AFTER_MS
                && (!keyframeAskedAt || now - keyframeAskedAt > KEYFRAME_AGAIN_MS)) {
@@ -361,19 +383,22 @@
   // callbacks and its unfinished signalling do nothing.
 
   function hangUp() {
-    const old = pc, oldResource = resource;
+    const old = pc, oldResource = resource, oldEdge = edgeSession;
     pc = null; resource = null; lastFrameAt = 0; keyframeAskedAt = 0;
+    edgeSession = null; edgeUrl = null;
     if (posting) { posting.abort(); posting = null; }
     if (old) {
       old.ontrack = null; old.onconnectionstatechange = null; old.oniceconnectionstatechange = null;
       old.close();
     }
     if (oldResource) fetch(oldResource, { method: "DELETE" }).catch(() => {});
+    if (oldEdge) janusPost(oldEdge, { janus: "destroy" }).catch(() => {});
   }
 
   function scheduleReconnect(reason) {
     if (retryTimer) return;
     othersMayStart();
+    if (edgeUrl) failedEdge = edgeUrl;
     window.cowatch.reconnects++;
     setState("reconnecting", reason ? "reconnecting… (" + reason + ")" : "reconnecting…");
     hangUp();
@@ -383,10 +408,32 @@
     retryTimer = setTimeout(() => { retryTimer = null; connect(); }, delay);
   }
 
+  /** Where to watch: `{kind: "origin"}` or `{kind: "edge", url, mountpoint}`. */
+  async function placement() {
+    window.cowatch.placements++;
+    const url = withInvite("/api/placement");
+    if (failedEdge) url.searchParams.set("failed", failedEdge);
+    try {
+      const response = await fetch(url);
+      if (response.ok) {
+        const place = await response.json();
+        failedEdge = null;
+        if (place && place.kind === "edge" && typeof place.url === "string") return place;
+      }
+    } catch {
+      // The origin is unreachable: its WHEP will say so and the retries take over.
+    }
+    return { kind: "origin" };
+  }
+
   async function connect() {
     hangUp();
     window.cowatch.attempts++;
     const t = newTiming();
+    // Where to play is asked while the origin's offer is made, so a party without edges
+    // waits for nothing more than before; a page sent to an edge drops that offer.
+    const placing = placement().then((place) => { mark(t, "placed"); return place; });
+    window.cowatch.where = "origin";
     const ours = new RTCPeerConnection(certificate ? { certificates: [certificate] } : undefined);
     pc = ours;
     if (!certificate) [certificate] = ours.getConfiguration().certificates || [];
@@ -426,6 +473,14 @@
       // The transport exists once the offer is set.
       const dtls = videoTransceiver.receiver.transport;
       if (dtls) dtls.addEventListener("statechange", () => { if (dtls.state === "connected") mark(t, "dtlsConnected"); });
+      const place = await placing;
+      if (pc !== ours) return;
+      if (place.kind === "edge") {
+        ours.ontrack = null; ours.onconnectionstatechange = null; ours.oniceconnectionstatechange = null;
+        ours.close();
+        pc = null; posting = null;
+        return connectEdge(t, place);
+      }
       // The server is ICE-lite and learns our address from our checks: no need to wait for
       // candidates before posting, which makes joining faster.
       mark(t, "post");
@@ -456,11 +511,133 @@
     }
   }
 
+
+  // ── Playing from an edge (Janus) ──────────────────────────────────────────────────────
+
+  /** One Janus HTTP API request; its answer, or an error in one line. */
+  async function janusPost(url, body, signal) {
+    body.transaction = Math.random().toString(36).slice(2);
+    const response = await fetch(url, {
+      method: "POST", body: JSON.stringify(body), signal, keepalive: body.janus === "destroy",
+    });
+    const answer = await response.json();
+    if (answer.janus === "error") throw new Error("edge: " + ((answer.error && answer.error.reason) || "error"));
+    return answer;
+  }
+
+  /** The next event on a Janus session (the long poll: it also keeps the session alive). */
+  async function janusEvent(session, signal) {
+    const response = await fetch(session + "?maxev=1&rid=" + Date.now(), { signal });
+    if (!response.ok) throw new Error("edge: " + response.status);
+    return response.json();
+  }
+
+  /** Resolves once our candidates are in the local description (or after GATHER_MS). */
+  function gathered(ours) {
+    if (ours.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { if (ours.iceGatheringState === "complete") resolve(); };
+      ours.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, GATHER_MS);
+    });
+  }
+
+  async function connectEdge(t, place) {
+    const ours = new RTCPeerConnection(certificate ? { certificates: [certificate] } : undefined);
+    pc = ours;
+    edgeUrl = place.url;
+    window.cowatch.where = place.url;
+    if (!certificate) [certificate] = ours.getConfiguration().certificates || [];
+    const stream = new MediaStream();
+    ours.oniceconnectionstatechange = () => {
+      if (ours.iceConnectionState === "connected" || ours.iceConnectionState === "completed") mark(t, "iceConnected");
+    };
+    ours.ontrack = (e) => {
+      mark(t, "track");
+      if (e.track.kind === "video") {
+        if (e.track.muted) e.track.addEventListener("unmute", () => mark(t, "firstPacket"), { once: true });
+        else mark(t, "firstPacket");
+      }
+      stream.addTrack(e.track);
+      if (video.srcObject !== stream) video.srcObject = stream;
+      video.play().catch(() => {});
+    };
+    ours.onconnectionstatechange = () => {
+      if (pc !== ours) return;
+      const s = ours.connectionState;
+      if (s === "connected") {
+        if (t.connected === undefined) window.cowatch.connects++;
+        mark(t, "connected");
+      } else if (s === "failed") {
+        scheduleReconnect("connection failed");
+      }
+    };
+    const abort = new AbortController();
+    posting = abort;
+    try {
+      const base = place.url;
+      mark(t, "post");
+      const created = await janusPost(base, { janus: "create" }, abort.signal);
+      const session = base + "/" + created.data.id;
+      if (pc !== ours) { janusPost(session, { janus: "destroy" }).catch(() => {}); return; }
+      edgeSession = session;
+      const attached = await janusPost(session, { janus: "attach", plugin: "janus.plugin.streaming" }, abort.signal);
+      const handle = session + "/" + attached.data.id;
+      await janusPost(handle, { janus: "message", body: { request: "watch", id: place.mountpoint } }, abort.signal);
+      let offer = null;
+      while (!offer) {
+        const event = await janusEvent(session, abort.signal);
+        const data = event.plugindata && event.plugindata.data;
+        if (data && data.error) throw new Error("edge: " + data.error);
+        if (event.jsep && event.jsep.type === "offer") offer = event.jsep;
+      }
+      mark(t, "answer");
+      if (pc !== ours) return;
+      await ours.setRemoteDescription(offer);
+      mark(t, "remote");
+      await ours.setLocalDescription(await ours.createAnswer());
+      const dtls = ours.getReceivers()[0] && ours.getReceivers()[0].transport;
+      if (dtls) dtls.addEventListener("statechange", () => { if (dtls.state === "connected") mark(t, "dtlsConnected"); });
+      await gathered(ours);
+      if (pc !== ours) return;
+      await janusPost(handle, {
+        janus: "message", body: { request: "start" },
+        jsep: { type: "answer", sdp: ours.localDescription.sdp },
+      }, abort.signal);
+      posting = null;
+      listenToEdge(session, ours);
+    } catch (e) {
+      if (pc === ours) scheduleReconnect(String(e.message || e).slice(0, 80));
+    }
+  }
+
+  /** Reads the session's events for as long as this connection lasts: an edge that stops
+   *  answering, or hangs us up, is left at once. */
+  async function listenToEdge(session, ours) {
+    while (pc === ours) {
+      let event;
+      try {
+        event = await janusEvent(session);
+      } catch {
+        if (pc === ours) scheduleReconnect("edge lost");
+        return;
+      }
+      if (pc !== ours) return;
+      const data = event.plugindata && event.plugindata.data;
+      const status = data && data.result && data.result.status;
+      if (event.janus === "hangup" || status === "stopped" || (data && data.error)) {
+        scheduleReconnect("edge ended");
+        return;
+      }
+    }
+  }
+
   setInterval(watchFrames, WATCH_MS);
 
   // Leaving: the server frees the viewer's place at once rather than when it times out.
   window.addEventListener("pagehide", () => {
     if (resource) fetch(resource, { method: "DELETE", keepalive: true }).catch(() => {});
+    if (edgeSession) janusPost(edgeSession, { janus: "destroy" }).catch(() => {});
   });
 
   connect();
