@@ -76,7 +76,15 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                     config.data_dir.display()
                 )
             })?;
-            let edges = Edges::start(config.edges.clone(), pipeline.clone(), &shutdown);
+            // The edges' keyframe requests join the viewers' at the broadcaster's gate: the
+            // encoder makes at most one a second for all of them.
+            let for_edges = broadcaster.clone();
+            let edges = Edges::start(
+                config.edges.clone(),
+                pipeline.clone(),
+                std::sync::Arc::new(move || for_edges.request_main_keyframe()),
+                &shutdown,
+            );
             let helix = config.helix.clone().map(Helix::new).transpose()?;
             // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
             let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;

@@ -336,6 +336,15 @@ impl Engine {
         self.request_keyframe_for(now, id)
     }
 
+    /// Someone fed the main rendition outside this engine (a Janus edge) needs a keyframe:
+    /// merged through the main stream's gate with every viewer's requests.
+    pub fn main_keyframe_request(&mut self, now: Instant) {
+        self.tick(now);
+        if !self.streams.is_empty() {
+            self.request_keyframe(now, 0, false);
+        }
+    }
+
     /// Viewer `id` needs a keyframe; false if there is no such viewer.
     fn request_keyframe_for(&mut self, now: Instant, id: ViewerId) -> bool {
         self.tick(now);

@@ -221,6 +221,7 @@ pub(crate) enum Command {
     Join(Box<offer::Accepted>),
     Leave(ViewerId, oneshot::Sender<bool>),
     Keyframe(ViewerId, oneshot::Sender<bool>),
+    MainKeyframe,
     Quality(ViewerId, Quality, oneshot::Sender<bool>),
     Sessions(oneshot::Sender<Sessions>),
 }
@@ -345,6 +346,14 @@ impl Broadcaster {
             Ok(false) => Err(BroadcastError::NotFound),
             Err(_) => Err(BroadcastError::Stopped),
         }
+    }
+
+    /// Asks for a keyframe of the main rendition for someone who is not a viewer of ours (a
+    /// Janus edge's PLI), merged with the viewers' requests: the encoder still makes at most
+    /// one a second, however many edges and viewers ask.
+    pub fn request_main_keyframe(&self) {
+        // Stopped: nobody is left to send it to.
+        let _ = self.commands.send(Command::MainKeyframe);
     }
 
     /// The qualities a viewer may pick, highest first (`720p`, `360p`).

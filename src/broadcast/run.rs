@@ -95,6 +95,7 @@ pub async fn run(mut engine: Engine, io: Io) {
                 Some(Command::Keyframe(id, reply)) => {
                     let _ = reply.send(engine.page_keyframe_request(Instant::now(), id));
                 }
+                Some(Command::MainKeyframe) => engine.main_keyframe_request(Instant::now()),
                 Some(Command::Quality(id, quality, reply)) => {
                     let _ = reply.send(engine.set_quality(Instant::now(), id, quality));
                 }
@@ -161,7 +162,9 @@ fn execute(
 }
 
 fn count(stats: &Stats, sent: Sent) {
-    stats.packets_sent.fetch_add(sent.packets, Ordering::Relaxed);
+    stats
+        .packets_sent
+        .fetch_add(sent.packets, Ordering::Relaxed);
     stats.bytes_sent.fetch_add(sent.bytes, Ordering::Relaxed);
     if sent.dropped > 0 {
         stats.send_drops.fetch_add(sent.dropped, Ordering::Relaxed);

@@ -2,7 +2,8 @@
 //! pipeline's payloaders made them (no re-encode, no rewriting), to the ports of the edge's
 //! mountpoint. From the same socket, a sender report every second to the mountpoint's RTCP
 //! port: Janus sends its keyframe requests (PLI/FIR) back to wherever RTCP came from, and
-//! those become encoder keyframes, merged with every other edge's into at most one a second.
+//! those go, merged across edges to one a second, to the broadcaster, whose gate merges them
+//! with its own viewers' requests: the encoder makes at most one keyframe a second for all.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::AskKeyframe;
 use super::EdgeShared;
 use crate::pipeline::Pipeline;
 use crate::util::lock::Locked;
@@ -116,6 +118,7 @@ pub async fn run(
     pipeline: Pipeline,
     mut targets: watch::Receiver<Option<Targets>>,
     gate: Arc<Mutex<KeyframeGate>>,
+    ask_keyframe: AskKeyframe,
     stop: CancellationToken,
 ) {
     let socket = match UdpSocket::bind(("0.0.0.0", 0)).await {
@@ -142,7 +145,7 @@ pub async fn run(
                 current = *targets.borrow_and_update();
                 if current.is_some() {
                     // A new mountpoint starts from a keyframe rather than waiting for a GOP.
-                    request_keyframe(&gate, &pipeline, &edge);
+                    request_keyframe(&gate, &ask_keyframe, &edge);
                 }
             }
             packet = video.recv() => match packet {
@@ -184,7 +187,7 @@ pub async fn run(
                     && asks_for_keyframe(&buf[..n])
                 {
                     edge.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    request_keyframe(&gate, &pipeline, &edge);
+                    request_keyframe(&gate, &ask_keyframe, &edge);
                 }
             }
         }
@@ -202,10 +205,10 @@ fn send(socket: &UdpSocket, edge: &EdgeShared, data: &[u8], to: SocketAddr) {
     }
 }
 
-fn request_keyframe(gate: &Mutex<KeyframeGate>, pipeline: &Pipeline, edge: &EdgeShared) {
+fn request_keyframe(gate: &Mutex<KeyframeGate>, ask: &AskKeyframe, edge: &EdgeShared) {
     if gate.locked().allow(Instant::now()) {
         edge.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-        pipeline.request_keyframe();
+        ask();
     }
 }
 

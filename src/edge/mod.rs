@@ -188,6 +188,10 @@ struct Inner {
     edges: Vec<Arc<EdgeShared>>,
 }
 
+/// Asks the encoder for a keyframe of the main rendition, through whatever merges such
+/// requests (in `main.rs`, the broadcaster).
+pub type AskKeyframe = Arc<dyn Fn() + Send + Sync>;
+
 impl Edges {
     /// No edges: every viewer watches the origin.
     pub fn none() -> Edges {
@@ -196,7 +200,14 @@ impl Edges {
 
     /// Starts polling and feeding every edge of `config` until `shutdown`. Returns at once:
     /// edges come up in the background.
-    pub fn start(config: EdgeConfig, pipeline: Pipeline, shutdown: &Shutdown) -> Edges {
+    /// Keyframes the edges ask for go to `ask_keyframe`, which merges them with everyone
+    /// else's (the broadcaster's gate).
+    pub fn start(
+        config: EdgeConfig,
+        pipeline: Pipeline,
+        ask_keyframe: AskKeyframe,
+        shutdown: &Shutdown,
+    ) -> Edges {
         // Janus ids are numbers; one that JavaScript reads exactly, and one per origin so two
         // parties sharing an edge do not meet.
         let mountpoint = u64::from(u32::from_be_bytes(crate::util::id::random_bytes::<4>())) + 1;
@@ -225,6 +236,7 @@ impl Edges {
                     pipeline.clone(),
                     targets_rx,
                     gate.clone(),
+                    ask_keyframe.clone(),
                     shutdown.token(),
                 ),
             );
