@@ -15,3 +15,20 @@ pub fn dies_with_parent(command: &mut Command) -> &mut Command {
         })
     }
 }
+
+/// Runs the child on CPU `cpu` only (`sched_setaffinity` before `exec`; it carries over `exec`
+/// and to the child's threads), so a benchmark can give a server one core and its load
+/// generator another.
+pub fn pinned_to_cpu(command: &mut Command, cpu: usize) -> &mut Command {
+    // SAFETY: sched_setaffinity is async-signal-safe; the set is a local on the child's stack.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}

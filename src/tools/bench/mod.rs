@@ -17,6 +17,7 @@ mod adaptive;
 mod broadcast;
 mod browser;
 mod chat;
+mod fanout;
 mod loss;
 mod pipeline;
 mod process;

@@ -79,6 +79,9 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
     let (mut joined, mut connected) = (0, 0);
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     let interrupted = loop {
+        if joined >= args.viewers {
+            break false;
+        }
         tokio::select! {
             next = joined_rx.recv() => match next {
                 Some(ok) => {
@@ -154,6 +157,14 @@ async fn churn(
                 continue;
             }
             _ = tokio::signal::ctrl_c() => return,
+        }
+        if next + stay > end {
+            // It could not stay its time: the churn is over, the steady viewers watch on.
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
         }
         let plan = Plan {
             index: args.viewers + n,
