@@ -32,3 +32,16 @@ pub fn pinned_to_cpu(command: &mut Command, cpu: usize) -> &mut Command {
         })
     }
 }
+
+/// Runs the child at nice value `nice` (negative: ahead of ordinary processes; root only), so a
+/// benchmark's server and load generator are not starved by unrelated work on their cores. A
+/// refusal (not root) is no error: the child runs at the ordinary priority.
+pub fn with_nice(command: &mut Command, nice: libc::c_int) -> &mut Command {
+    // SAFETY: setpriority is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            Ok(())
+        })
+    }
+}

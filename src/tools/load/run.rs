@@ -18,9 +18,10 @@ use crate::tools::probe::{Whep, one_line};
 
 /// How long ICE and DTLS may take after the answer before a viewer counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Receive buffer asked for each viewer's socket: about 0.3 s of a 2.5 Mbit/s stream, so a
-/// moment when the receivers' core is busy elsewhere does not become loss.
-const RECV_BUFFER: usize = 256 * 1024;
+/// Receive buffer asked for each viewer's socket: about 1.5 s of a 2.5 Mbit/s stream (the
+/// kernel counts ~2.3 KB per datagram), so a moment when the receivers' core is busy elsewhere
+/// does not become loss.
+const RECV_BUFFER: usize = 1024 * 1024;
 /// Largest datagram read; WebRTC media stays under a path MTU of 1500.
 const MAX_DATAGRAM: usize = 2048;
 /// How often progress goes to stderr while viewers join.
