@@ -20,12 +20,15 @@
 //! 2. once they are in, `--seconds S` of watching, during which `--churn-per-second` more
 //!    viewers join each second and leave `--churn-stay` seconds later, a `--vanish-share` of
 //!    them without DELETE (their socket just closes);
+//!    Meanwhile, on request, a flood of `--flood-posts` offers ([`flood()`]) and `/healthz`
+//!    read every `--health-every-ms`, each reading timed;
 //! 3. at the end every viewer still in leaves with DELETE, and the report ([`Report`]) goes to
 //!    stdout as JSON; progress goes to stderr.
 //!
 //! `/proc/net/snmp` is read before and after ([`snmp`]): in a network namespace of their own,
 //! the receivers' kernel drops are told apart from anything the server lost.
 
+mod flood;
 mod report;
 mod run;
 mod snmp;
@@ -35,7 +38,9 @@ use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 
-pub use report::{KernelDrops, Left, Report, Totals, ViewerReport};
+pub use flood::{FloodReport, flood, health_latencies};
+use flood::health_latencies_owned;
+pub use report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 pub use snmp::{UdpCounters, udp_drops};
 
 /// Options of `cowatch receivers`.
@@ -54,12 +59,27 @@ pub struct ReceiversArgs {
     /// Churn: viewers joining per second while the steady ones watch (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub churn_per_second: f64,
+    /// Churn: for how many of the watching seconds viewers join (default: all of them); the
+    /// rest lets the server notice the viewers that vanished.
+    #[arg(long)]
+    pub churn_seconds: Option<u64>,
     /// Churn: seconds each joining viewer stays before it leaves.
     #[arg(long, default_value_t = 2.0)]
     pub churn_stay: f64,
     /// Churn: share of the leavers that vanish without DELETE (0 to 1).
     #[arg(long, default_value_t = 0.5)]
     pub vanish_share: f64,
+    /// Offer flood: this many WHEP POSTs of real offers (no session kept) once the steady
+    /// viewers are in, each timed to its answer (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub flood_posts: usize,
+    /// Offer flood: over this many seconds, evenly.
+    #[arg(long, default_value_t = 10)]
+    pub flood_seconds: u64,
+    /// Read the party's /healthz every this many ms while watching, each reading timed (0:
+    /// never).
+    #[arg(long, default_value_t = 0)]
+    pub health_every_ms: u64,
     /// WHEP exchanges in flight at once.
     #[arg(long, default_value_t = 8)]
     pub parallel_posts: usize,

@@ -24,8 +24,43 @@ pub struct Report {
     pub churn: Totals,
     /// Datagrams the kernel dropped at the receivers' sockets during the run.
     pub kernel: KernelDrops,
+    /// The offer flood, when one was asked for.
+    pub flood: Option<super::FloodReport>,
+    /// `/healthz` response times while watching, when asked for.
+    pub health: Option<HealthLatency>,
     /// Every viewer, in joining order.
     pub viewers: Vec<ViewerReport>,
+}
+
+/// How fast `/healthz` answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthLatency {
+    pub readings: usize,
+    /// Readings that failed or took over 5 s.
+    pub failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl HealthLatency {
+    pub(super) fn of(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            if samples.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+            samples[rank.clamp(1, samples.len()) - 1]
+        };
+        Self {
+            readings: samples.len(),
+            failed: samples.iter().filter(|s| s.is_infinite()).count(),
+            p50_ms: at(50.0),
+            p99_ms: at(99.0),
+            max_ms: samples.last().copied().unwrap_or(f64::NAN),
+        }
+    }
 }
 
 /// How a viewer left.
@@ -225,5 +260,17 @@ mod tests {
         assert_eq!(totals.first_keyframe_ms_max, Some(300.0));
         assert_eq!(totals.first_keyframe_ms_median, Some(300.0));
         assert_eq!(totals.failures.values().sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn health_latency_ranks_failures_last() {
+        let mut samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        samples[0] = f64::INFINITY;
+        let h = HealthLatency::of(samples);
+        assert_eq!(h.readings, 100);
+        assert_eq!(h.failed, 1);
+        assert_eq!(h.p50_ms, 51.0);
+        assert_eq!(h.p99_ms, 100.0);
+        assert!(h.max_ms.is_infinite());
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{KernelDrops, Left, Report, Totals, ViewerReport};
+use super::report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 use super::viewer::Offer;
 use super::{ReceiversArgs, snmp};
 use crate::tools::probe::{Whep, one_line};
@@ -107,9 +107,36 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
 
     let watch_start = tokio::time::Instant::now();
     let end = watch_start + Duration::from_secs(args.seconds);
+    let churn_end = watch_start + Duration::from_secs(args.churn_seconds.unwrap_or(args.seconds));
+    let health_stop = CancellationToken::new();
+    let health = (args.health_every_ms > 0).then(|| {
+        let url = health_url(&args.whep);
+        let every = Duration::from_millis(args.health_every_ms);
+        tokio::spawn(super::health_latencies_owned(url, every, health_stop.clone()))
+    });
+    let flood = (args.flood_posts > 0).then(|| {
+        let (whep, posts) = (args.whep.clone(), args.flood_posts);
+        let over = Duration::from_secs(args.flood_seconds);
+        tokio::spawn(async move { super::flood(&whep, bind, posts, over).await })
+    });
     if !interrupted {
-        churn(&shared, args, &mut tasks, end).await;
+        churn(&shared, args, &mut tasks, churn_end.min(end)).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
+    health_stop.cancel();
+    let flood = match flood {
+        Some(task) => Some(task.await.context("the flood task panicked")??),
+        None => None,
+    };
+    let health = match health {
+        Some(task) => Some(HealthLatency::of(
+            task.await.context("the health task panicked")??,
+        )),
+        None => None,
+    };
     shared.stop.cancel();
     let mut viewers = Vec::with_capacity(tasks.len());
     while let Some(done) = tasks.join_next().await {
@@ -125,6 +152,8 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
         steady: Totals::of(viewers.iter().filter(|v| v.steady)),
         churn: Totals::of(viewers.iter().filter(|v| !v.steady)),
         kernel: KernelDrops::between(kernel_before, kernel_after),
+        flood,
+        health,
         viewers,
     })
 }
@@ -176,6 +205,14 @@ async fn churn(
         tasks.spawn(watch(shared.clone(), plan, None));
         n += 1;
         next += every;
+    }
+}
+
+/// `/healthz` beside the WHEP endpoint: `http://h:p/whep` → `http://h:p/healthz`.
+fn health_url(whep: &str) -> String {
+    match whep.rfind("/whep") {
+        Some(at) => format!("{}/healthz", &whep[..at]),
+        None => format!("{}/healthz", whep.trim_end_matches('/')),
     }
 }
 
@@ -365,6 +402,15 @@ fn route_source(server: IpAddr) -> anyhow::Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_is_beside_whep() {
+        assert_eq!(
+            health_url("http://198.18.0.1:8080/whep"),
+            "http://198.18.0.1:8080/healthz"
+        );
+        assert_eq!(health_url("http://h:1/"), "http://h:1/healthz");
+    }
 
     #[test]
     fn vanishing_is_spread_evenly() {
