@@ -5,6 +5,7 @@
 
 pub mod helix;
 pub mod netns_party;
+pub mod receivers;
 pub mod twitch;
 
 use std::path::{Path, PathBuf};
