@@ -126,16 +126,52 @@ impl Row {
     }
 }
 
-/// A demo party in its namespace, pinned to CPU 0.
-struct Party {
+/// A demo party in its namespace, pinned to CPU 0 when asked.
+pub(super) struct Party {
     // Field order is drop order: the server goes before its namespaces.
-    server: Server,
+    pub(super) server: Server,
     link: Link,
     http: SocketAddr,
 }
 
+/// `cowatch receivers` running in the viewer namespace.
+pub(super) struct Running {
+    child: std::process::Child,
+    ready: mpsc::Receiver<()>,
+    log: std::thread::JoinHandle<String>,
+    out: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    /// Waits until the steady viewers have joined; `Err` with the receivers' last line if not.
+    pub(super) fn wait_ready(mut self, timeout: Duration) -> Result<Self, String> {
+        if self.ready.recv_timeout(timeout).is_ok() {
+            return Ok(self);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = self.log.join().unwrap_or_default();
+        Err(last_lines(&log, 1).trim_start_matches("receivers: ").to_owned())
+    }
+
+    /// Waits for the receivers to end and reads their report.
+    pub(super) fn finish(mut self) -> anyhow::Result<Report> {
+        let status = self.child.wait().context("waiting for the receivers")?;
+        let text = self.out.join().unwrap_or_default();
+        let log = self.log.join().unwrap_or_default();
+        if !status.success() {
+            bail!(
+                "cowatch receivers failed ({status}):\n{}",
+                last_lines(&log, 10)
+            );
+        }
+        serde_json::from_str(text.trim())
+            .with_context(|| format!("the receivers' report is not what was expected: {text}"))
+    }
+}
+
 impl Party {
-    fn start(dir: &Path, max_viewers: usize) -> anyhow::Result<Party> {
+    pub(super) fn start(dir: &Path, max_viewers: usize, pinned: bool) -> anyhow::Result<Party> {
         let link = Link::create()
             .context("cannot create the network namespaces (needs root, iproute2, iptables)")?;
         let exe = exe()?;
@@ -150,7 +186,9 @@ impl Party {
             .arg("--data-dir")
             .arg(dir.join("fanout-data"))
             .env("RUST_LOG", "warn");
-        child::with_nice(child::pinned_to_cpu(&mut command, SERVER_CPU), NICE);
+        if pinned {
+            child::with_nice(child::pinned_to_cpu(&mut command, SERVER_CPU), NICE);
+        }
         let server = Server::start(&mut command, &dir.join("fanout-server.stderr"))
             .context("the demo server in its namespace")?;
         Ok(Party { server, link, http })
@@ -173,11 +211,11 @@ impl Party {
         }
     }
 
-    fn health(&self) -> anyhow::Result<Value> {
+    pub(super) fn health(&self) -> anyhow::Result<Value> {
         serde_json::from_str(&self.get("/healthz")?).context("/healthz is not JSON")
     }
 
-    fn viewer_stat(&self, name: &str) -> anyhow::Result<u64> {
+    pub(super) fn viewer_stat(&self, name: &str) -> anyhow::Result<u64> {
         self.health()?
             .pointer(&format!("/viewers/{name}"))
             .and_then(Value::as_u64)
@@ -185,7 +223,7 @@ impl Party {
     }
 
     /// A counter of `/metrics`.
-    fn metric(&self, name: &str) -> anyhow::Result<u64> {
+    pub(super) fn metric(&self, name: &str) -> anyhow::Result<u64> {
         let text = self.get("/metrics")?;
         let prefix = format!("cowatch_{name} ");
         text.lines()
@@ -194,7 +232,7 @@ impl Party {
             .with_context(|| format!("/metrics has no cowatch_{name}"))
     }
 
-    fn drained(&self) -> anyhow::Result<()> {
+    pub(super) fn drained(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         loop {
             let left = self.viewer_stat("viewers")?;
@@ -224,29 +262,31 @@ impl Party {
         Ok(((cpu_after - cpu_before) / wall, busy))
     }
 
-    /// One viewer count: baseline window, then `n` receivers and the same window. `None` when
-    /// the viewers could not all join in time: the server is past its limit.
-    fn row(&self, dir: &Path, n: usize, window: Duration) -> anyhow::Result<Option<Row>> {
-        self.drained()?;
-        let (baseline_cores, _) = self.cores(window)?;
-        // The receivers watch for the settle time, the window and a margin once all joined.
-        let watch = SETTLE + window + Duration::from_secs(2);
+    /// Starts `cowatch receivers` with `args` in the viewer namespace (pinned to CPU 1 when
+    /// asked); its stderr ends up in `dir/name.stderr`.
+    pub(super) fn receivers(
+        &self,
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        pinned: bool,
+    ) -> anyhow::Result<Running> {
         let mut command = self.link.command(Side::Viewer, &exe()?);
         command
             .arg("receivers")
             .args(["--whep", &format!("http://{}/whep", self.http)])
-            .args(["--viewers", &n.to_string()])
-            .args(["--seconds", &watch.as_secs().to_string()])
-            .args(["--parallel-posts", PARALLEL_POSTS])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        child::with_nice(child::pinned_to_cpu(&mut command, RECEIVERS_CPU), NICE);
-        let mut receivers = command.spawn().context("cannot start cowatch receivers")?;
-        let stderr = receivers.stderr.take().context("no stderr pipe")?;
-        let stderr_path = dir.join(format!("receivers-{n}.stderr"));
-        let (ready_tx, ready_rx) = mpsc::channel();
+        if pinned {
+            child::with_nice(child::pinned_to_cpu(&mut command, RECEIVERS_CPU), NICE);
+        }
+        let mut child = command.spawn().context("cannot start cowatch receivers")?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let (ready_tx, ready) = mpsc::channel();
         let log = std::thread::spawn(move || {
             let mut log = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -259,24 +299,48 @@ impl Party {
             let _ = std::fs::write(&stderr_path, &log);
             log
         });
-        let mut stdout = receivers.stdout.take().context("no stdout pipe")?;
+        let mut stdout = child.stdout.take().context("no stdout pipe")?;
         let out = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = stdout.read_to_string(&mut text);
             text
         });
+        Ok(Running {
+            child,
+            ready,
+            log,
+            out,
+        })
+    }
+
+    /// One viewer count: baseline window, then `n` receivers and the same window. `None` when
+    /// the viewers could not all join in time: the server is past its limit.
+    fn row(&self, dir: &Path, n: usize, window: Duration) -> anyhow::Result<Option<Row>> {
+        self.drained()?;
+        let (baseline_cores, _) = self.cores(window)?;
+        // The receivers watch for the settle time, the window and a margin once all joined.
+        let watch = SETTLE + window + Duration::from_secs(2);
+        let args = [
+            "--viewers".to_owned(),
+            n.to_string(),
+            "--seconds".to_owned(),
+            watch.as_secs().to_string(),
+            "--parallel-posts".to_owned(),
+            PARALLEL_POSTS.to_owned(),
+        ];
+        let running = self.receivers(dir, &format!("receivers-{n}"), &args, true)?;
         let join_time = JOIN_TIME_FLOOR + JOIN_TIME_PER_100 * (n as u32).div_ceil(100);
-        if ready_rx.recv_timeout(join_time).is_err() {
-            let _ = receivers.kill();
-            let _ = receivers.wait();
-            let log = log.join().unwrap_or_default();
-            println!(
-                "  {n} viewers could not all join within {} s ({}): the server is past its limit",
-                join_time.as_secs(),
-                last_lines(&log, 1).trim_start_matches("receivers: ")
-            );
-            return Ok(None);
-        }
+        let running = match running.wait_ready(join_time) {
+            Ok(running) => running,
+            Err(last) => {
+                println!(
+                    "  {n} viewers could not all join within {} s ({last}): the server is past \
+                     its limit",
+                    join_time.as_secs()
+                );
+                return Ok(None);
+            }
+        };
         std::thread::sleep(SETTLE);
         let connected = self.viewer_stat("connected")?;
         let drops_before = self.metric("send_drops_total")?;
@@ -284,17 +348,7 @@ impl Party {
         let (cores, cpu0_busy) = self.cores(window)?;
         let server_drops = self.metric("send_drops_total")? - drops_before;
         let server_sent = self.metric("sent_packets_total")? - sent_before;
-        let status = receivers.wait().context("waiting for the receivers")?;
-        let text = out.join().unwrap_or_default();
-        let log = log.join().unwrap_or_default();
-        if !status.success() {
-            bail!(
-                "cowatch receivers failed ({status}):\n{}",
-                last_lines(&log, 10)
-            );
-        }
-        let receivers: Report = serde_json::from_str(text.trim())
-            .with_context(|| format!("the receivers' report is not what was expected: {text}"))?;
+        let receivers = running.finish()?;
         Ok(Some(Row {
             viewers: n,
             baseline_cores,
@@ -311,7 +365,7 @@ impl Party {
 /// One run: rising counts until the server's core is full or the server drops.
 pub(super) fn measure(dir: &Path, counts: &[usize], window: Duration) -> anyhow::Result<Vec<Row>> {
     let max = counts.iter().copied().max().unwrap_or(1);
-    let mut party = Party::start(dir, max + 50)?;
+    let mut party = Party::start(dir, max + 50, true)?;
     let mut rows = Vec::with_capacity(counts.len());
     for &n in counts {
         let Some(row) = party

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 use super::viewer::Offer;
+use crate::util::lock::Locked;
 use super::{ReceiversArgs, snmp};
 use crate::tools::probe::{Whep, one_line};
 
@@ -36,6 +37,8 @@ struct Shared {
     posts: Semaphore,
     /// Cancelled when the run ends: every viewer leaves (with DELETE).
     stop: CancellationToken,
+    /// Failures so far, by reason, for the progress lines.
+    failures: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 /// When and how a viewer leaves.
@@ -61,6 +64,7 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
         bind,
         posts: Semaphore::new(args.parallel_posts.max(1)),
         stop: CancellationToken::new(),
+        failures: Default::default(),
     });
     let kernel_before = snmp::udp_drops();
     let started = Instant::now();
@@ -98,8 +102,14 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
             _ = tokio::signal::ctrl_c() => break true,
         }
     };
+    let most_common = shared.failures.locked()
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(reason, n)| format!(" ({n} failed: {reason})"))
+        .unwrap_or_default();
     eprintln!(
-        "receivers: ready: {connected} of {} steady viewers connected after {:.1} s; watching {} s",
+        "receivers: ready: {connected} of {} steady viewers connected after {:.1} s{most_common}; \
+         watching {} s",
         args.viewers,
         started.elapsed().as_secs_f64(),
         args.seconds
@@ -232,7 +242,12 @@ async fn watch(
     let watched = Instant::now();
     let outcome = session(&shared, plan, &mut report, joined.as_ref()).await;
     if let Err(e) = outcome {
-        report.error = Some(format!("{e:#}"));
+        let reason = format!("{e:#}");
+        let short: String = reason.chars().take(120).collect();
+        *shared.failures.locked()
+            .entry(short)
+            .or_default() += 1;
+        report.error = Some(reason);
     }
     if let Some(joined) = joined
         && !report.connected
