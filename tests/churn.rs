@@ -13,7 +13,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::netns_party::NsParty;
-use common::receivers::{Receivers, health, is_root, server_rss_kib, viewer_stat};
+use common::receivers::{
+    Receivers, health, is_root, server_cpu_seconds, server_rss_kib, viewer_stat,
+};
 use cowatch::broadcast::VIEWER_TIMEOUT;
 use serde_json::Value;
 
@@ -58,15 +60,23 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
             "0.5",
             "--parallel-posts",
             "16",
+            // A party fills up over time, not in one burst: the join burst is not what this
+            // test is about.
+            "--join-per-second",
+            "20",
         ],
     );
+    let cpu_at_start = (Instant::now(), server_cpu_seconds(&party));
     let ready = receivers.wait_ready(Duration::from_secs(60));
     println!("{ready}");
     let churn_started = Instant::now();
+    let join_cores = (server_cpu_seconds(&party) - cpu_at_start.1)
+        / cpu_at_start.0.elapsed().as_secs_f64();
     assert_eq!(
         viewer_stat(&party, "connected"),
         STEADY as u64,
-        "not every steady viewer connected: {ready}"
+        "not every steady viewer connected: {ready}; the server used {join_cores:.2} cores \
+         meanwhile"
     );
     let forced_before = viewer_stat(&party, "keyframes_forced");
     std::thread::sleep(WARM_UP);

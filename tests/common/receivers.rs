@@ -115,6 +115,33 @@ pub fn viewer_stat(party: &NsParty, name: &str) -> u64 {
 
 /// Resident memory of the party's process, KiB (the one cowatch in its namespace).
 pub fn server_rss_kib(party: &NsParty) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server_pid(party)))
+        .expect("the party's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// CPU seconds the party's process has used so far (user + system, all threads).
+pub fn server_cpu_seconds(party: &NsParty) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server_pid(party)))
+        .expect("the party's /proc stat");
+    let rest = stat.rsplit_once(')').expect("a /proc stat line").1;
+    // Fields from 3 (state) on: utime and stime are the 12th and 13th.
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<u64>().expect("a tick count"))
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The pid of the one cowatch in the party's namespace.
+fn server_pid(party: &NsParty) -> u32 {
     let out = std::process::Command::new("ip")
         .args(["netns", "pids", party.link.name(Side::Server)])
         .output()
@@ -122,16 +149,10 @@ pub fn server_rss_kib(party: &NsParty) -> u64 {
     let pids = String::from_utf8_lossy(&out.stdout).into_owned();
     for pid in pids.split_whitespace() {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() != "cowatch" {
-            continue;
-        }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        if let Some(kib) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        if comm.trim() == "cowatch"
+            && let Ok(pid) = pid.parse()
         {
-            return kib;
+            return pid;
         }
     }
     panic!("no cowatch process in {}: {pids}", party.link.name(Side::Server))

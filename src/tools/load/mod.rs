@@ -53,6 +53,9 @@ pub struct ReceiversArgs {
     /// Steady viewers: join at the start, stay to the end.
     #[arg(long, default_value_t = 10)]
     pub viewers: usize,
+    /// Steady viewers joining per second at most (0: as fast as `--parallel-posts` allows).
+    #[arg(long, default_value_t = 0.0)]
+    pub join_per_second: f64,
     /// Seconds of watching once the steady viewers are in.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
@@ -93,6 +96,9 @@ pub struct ReceiversArgs {
 pub fn main(args: ReceiversArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.vanish_share) {
         bail!("--vanish-share must be between 0 and 1");
+    }
+    if !args.join_per_second.is_finite() || args.join_per_second < 0.0 {
+        bail!("--join-per-second must be 0 or more");
     }
     if !args.churn_per_second.is_finite() || args.churn_per_second < 0.0 {
         bail!("--churn-per-second must be 0 or more");

@@ -50,6 +50,8 @@ struct Plan {
     leave_at: Option<tokio::time::Instant>,
     /// How: DELETE, or vanish without a word.
     vanish: bool,
+    /// Not before this instant (steady viewers paced by `--join-per-second`).
+    join_at: Option<tokio::time::Instant>,
 }
 
 /// Runs the whole schedule and returns the report.
@@ -71,12 +73,16 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
     let mut tasks = JoinSet::new();
     let (joined_tx, mut joined_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
 
+    let first_join = tokio::time::Instant::now();
     for index in 0..args.viewers {
         let plan = Plan {
             index,
             steady: true,
             leave_at: None,
             vanish: false,
+            join_at: (args.join_per_second > 0.0).then(|| {
+                first_join + Duration::from_secs_f64(index as f64 / args.join_per_second)
+            }),
         };
         tasks.spawn(watch(shared.clone(), plan, Some(joined_tx.clone())));
     }
@@ -211,6 +217,7 @@ async fn churn(
             steady: false,
             leave_at: Some(next + stay),
             vanish: vanishes(n, args.vanish_share),
+            join_at: None,
         };
         tasks.spawn(watch(shared.clone(), plan, None));
         n += 1;
@@ -265,6 +272,12 @@ async fn session(
     report: &mut ViewerReport,
     joined: Option<&tokio::sync::mpsc::UnboundedSender<bool>>,
 ) -> anyhow::Result<()> {
+    if let Some(at) = plan.join_at {
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            _ = shared.stop.cancelled() => bail!("the run ended before this viewer could join"),
+        }
+    }
     let socket = bind(shared.bind)?;
     let local = socket.local_addr()?;
     let offer = Offer::new(local, Instant::now())?;
