@@ -70,8 +70,8 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
     let ready = receivers.wait_ready(Duration::from_secs(60));
     println!("{ready}");
     let churn_started = Instant::now();
-    let join_cores = (server_cpu_seconds(&party) - cpu_at_start.1)
-        / cpu_at_start.0.elapsed().as_secs_f64();
+    let join_cores =
+        (server_cpu_seconds(&party) - cpu_at_start.1) / cpu_at_start.0.elapsed().as_secs_f64();
     assert_eq!(
         viewer_stat(&party, "connected"),
         STEADY as u64,
@@ -142,7 +142,11 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         forced as f64 <= forced_over,
         "{forced} keyframes forced in {forced_over:.0} s: more than one a second"
     );
-    assert_eq!(report.steady.connected, STEADY, "{:?}", report.steady.failures);
+    assert_eq!(
+        report.steady.connected, STEADY,
+        "{:?}",
+        report.steady.failures
+    );
     assert_eq!(
         report.steady.connected_without_keyframe, 0,
         "steady viewers without a keyframe"

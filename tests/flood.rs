@@ -49,7 +49,10 @@ fn an_offer_flood_is_answered_and_harms_no_viewer() {
     println!("{}", receivers.wait_ready(Duration::from_secs(60)));
     let report = receivers.finish();
     let flood = report.flood.as_ref().expect("the report has the flood");
-    let health = report.health.as_ref().expect("the report has /healthz readings");
+    let health = report
+        .health
+        .as_ref()
+        .expect("the report has /healthz readings");
     println!(
         "flood: {} POSTs in {:.1} s answered {:?}, slowest {:.0} ms; /healthz {} readings, p50 \
          {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed; steady: {} connected, {} packets, {} \
@@ -88,7 +91,11 @@ fn an_offer_flood_is_answered_and_harms_no_viewer() {
         health.p99_ms,
         health.failed
     );
-    assert_eq!(report.steady.connected, STEADY, "{:?}", report.steady.failures);
+    assert_eq!(
+        report.steady.connected, STEADY,
+        "{:?}",
+        report.steady.failures
+    );
     assert!(
         report.steady.lost <= report.kernel.in_errors,
         "the steady viewers lost {} packets; their kernel dropped only {}: the server lost the rest",

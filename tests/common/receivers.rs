@@ -83,7 +83,10 @@ impl Receivers {
         let log = std::mem::replace(&mut self.log, std::thread::spawn(String::new))
             .join()
             .unwrap_or_default();
-        assert!(status.success(), "cowatch receivers failed ({status}):\n{log}");
+        assert!(
+            status.success(),
+            "cowatch receivers failed ({status}):\n{log}"
+        );
         serde_json::from_str(text.trim())
             .unwrap_or_else(|e| panic!("the receivers' report does not parse ({e}): {text}"))
     }
@@ -155,5 +158,8 @@ fn server_pid(party: &NsParty) -> u32 {
             return pid;
         }
     }
-    panic!("no cowatch process in {}: {pids}", party.link.name(Side::Server))
+    panic!(
+        "no cowatch process in {}: {pids}",
+        party.link.name(Side::Server)
+    )
 }

@@ -28,8 +28,8 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::adaptive;
-use super::fanout;
 use super::browser::{self, BusyChat, PageJoins};
+use super::fanout;
 use super::loss;
 use super::server::Server;
 use super::{Scratch, median, nearest_rank, verdict};
@@ -47,7 +47,11 @@ pub struct BroadcastOptions {
     pub page_joins: usize,
     /// Concurrent viewer counts to measure the fan-out cost at, rising; the table stops at the
     /// first count that saturates the server's core or makes the server drop.
-    #[arg(long, value_delimiter = ',', default_value = "100,200,300,500,700,1000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,300,500,700,1000"
+    )]
     pub viewers: Vec<usize>,
     /// Seconds of each latency and fan-out measurement window.
     #[arg(long, default_value_t = 10)]
@@ -224,7 +228,12 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
 }
 
 /// The fan-out table, `runs` times, and its report.
-fn fanout_table(dir: &Path, viewers: &[usize], runs: usize, window: Duration) -> anyhow::Result<()> {
+fn fanout_table(
+    dir: &Path,
+    viewers: &[usize],
+    runs: usize,
+    window: Duration,
+) -> anyhow::Result<()> {
     let mut fanout_runs = Vec::with_capacity(runs);
     for run in 1..=runs {
         println!("run {run}/{runs}: fan-out table");
@@ -504,7 +513,6 @@ fn report(runs: &[Run], joins: usize, chat_lines_per_second: f64) {
             verdict(g2g_median <= TARGET_GLASS_TO_GLASS_MS && sampled.len() == runs.len())
         );
     }
-
 }
 
 /// Milliseconds for people; infinity stands for "never arrived".

@@ -151,7 +151,9 @@ impl Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let log = self.log.join().unwrap_or_default();
-        Err(last_lines(&log, 1).trim_start_matches("receivers: ").to_owned())
+        Err(last_lines(&log, 1)
+            .trim_start_matches("receivers: ")
+            .to_owned())
     }
 
     /// Waits for the receivers to end and reads their report.
@@ -428,7 +430,11 @@ pub(super) fn report(runs: &[Vec<Row>], window: Duration) {
         let busy = of(&|r| r.cpu0_busy);
         // Loss is a yes/no promise: the worst run counts.
         let drops = rows.iter().map(|r| r.server_drops).max().unwrap_or(0);
-        let lost = rows.iter().map(|r| r.receivers.steady.lost).max().unwrap_or(0);
+        let lost = rows
+            .iter()
+            .map(|r| r.receivers.steady.lost)
+            .max()
+            .unwrap_or(0);
         let kernel = rows
             .iter()
             .map(|r| r.receivers.kernel.rcvbuf_errors)

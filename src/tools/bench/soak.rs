@@ -98,7 +98,11 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let joins_before = party.viewer_stat("joins")?;
     let forced_before = party.viewer_stat("keyframes_forced")?;
     std::thread::sleep(WARM_UP);
-    let rss_start = party.server.process.rss_kib().context("the server is gone")?;
+    let rss_start = party
+        .server
+        .process
+        .rss_kib()
+        .context("the server is gone")?;
     let churn_end = started + Duration::from_secs(churn_seconds);
     let mut rss_peak = rss_start;
     while Instant::now() < churn_end {
@@ -114,7 +118,11 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let forced = party.viewer_stat("keyframes_forced")? - forced_before;
     let joins = party.viewer_stat("joins")? - joins_before;
     let seconds = started.elapsed().as_secs_f64();
-    let rss_end = party.server.process.rss_kib().context("the server is gone")?;
+    let rss_end = party
+        .server
+        .process
+        .rss_kib()
+        .context("the server is gone")?;
     let report = running.finish()?;
 
     let churn: Vec<_> = report.viewers.iter().filter(|v| !v.steady).collect();
@@ -142,10 +150,10 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
         rss_end as f64 / 1024.0,
         growth * 100.0,
         rss_peak as f64 / 1024.0,
-        report
-            .flood
-            .as_ref()
-            .map_or("-".into(), |f| format!("{:?} (slowest {:.0} ms)", f.statuses, f.slowest_answer_ms)),
+        report.flood.as_ref().map_or("-".into(), |f| format!(
+            "{:?} (slowest {:.0} ms)",
+            f.statuses, f.slowest_answer_ms
+        )),
         report.steady.lost,
         report.kernel.rcvbuf_errors,
     );

@@ -38,8 +38,8 @@ use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 
-pub use flood::{FloodReport, flood, health_latencies};
 use flood::health_latencies_owned;
+pub use flood::{FloodReport, flood, health_latencies};
 pub use report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 pub use snmp::{UdpCounters, udp_drops};
 

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 use super::viewer::Offer;
-use crate::util::lock::Locked;
 use super::{ReceiversArgs, snmp};
 use crate::tools::probe::{Whep, one_line};
+use crate::util::lock::Locked;
 
 /// How long ICE and DTLS may take after the answer before a viewer counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,9 +80,8 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
             steady: true,
             leave_at: None,
             vanish: false,
-            join_at: (args.join_per_second > 0.0).then(|| {
-                first_join + Duration::from_secs_f64(index as f64 / args.join_per_second)
-            }),
+            join_at: (args.join_per_second > 0.0)
+                .then(|| first_join + Duration::from_secs_f64(index as f64 / args.join_per_second)),
         };
         tasks.spawn(watch(shared.clone(), plan, Some(joined_tx.clone())));
     }
@@ -108,7 +107,9 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
             _ = tokio::signal::ctrl_c() => break true,
         }
     };
-    let most_common = shared.failures.locked()
+    let most_common = shared
+        .failures
+        .locked()
         .iter()
         .max_by_key(|(_, n)| **n)
         .map(|(reason, n)| format!(" ({n} failed: {reason})"))
@@ -128,7 +129,11 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
     let health = (args.health_every_ms > 0).then(|| {
         let url = health_url(&args.whep);
         let every = Duration::from_millis(args.health_every_ms);
-        tokio::spawn(super::health_latencies_owned(url, every, health_stop.clone()))
+        tokio::spawn(super::health_latencies_owned(
+            url,
+            every,
+            health_stop.clone(),
+        ))
     });
     let flood = (args.flood_posts > 0).then(|| {
         let (whep, posts) = (args.whep.clone(), args.flood_posts);
@@ -160,7 +165,10 @@ pub(super) async fn run(args: &ReceiversArgs) -> anyhow::Result<Report> {
     }
     viewers.sort_by_key(|v| v.index);
     let kernel_after = snmp::udp_drops();
-    eprintln!("receivers: done after {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "receivers: done after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(Report {
         whep: args.whep.clone(),
         bind,
@@ -251,9 +259,7 @@ async fn watch(
     if let Err(e) = outcome {
         let reason = format!("{e:#}");
         let short: String = reason.chars().take(120).collect();
-        *shared.failures.locked()
-            .entry(short)
-            .or_default() += 1;
+        *shared.failures.locked().entry(short).or_default() += 1;
         report.error = Some(reason);
     }
     if let Some(joined) = joined
