@@ -368,6 +368,9 @@ async fn session(
         viewer.poll(Instant::now(), &mut send)?;
     }
     report.send_errors = send_errors.into_inner();
+    // Closed before the DELETE: media still on its way then arrives at no socket, instead of
+    // filling an unread buffer and passing for the receivers' drops.
+    drop(socket);
     if left != Left::Vanish {
         shared
             .whep
