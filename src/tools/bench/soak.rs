@@ -39,6 +39,8 @@ const WARM_UP: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(5);
 /// Each churn viewer stays this long.
 const STAY: &str = "2";
+/// Seats above the steady viewers.
+const CHURN_ROOM: usize = 150;
 /// The flood's length.
 const FLOOD_SECONDS: u64 = 10;
 
@@ -54,7 +56,9 @@ pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
 
 fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let churn_seconds = options.minutes * 60;
-    let party = Party::start(dir, options.viewers + 1000, false)?;
+    // Room for the churn (about 20 in, and 15 s of silent leavers not yet timed out) and no
+    // more: most of the flood finds the party full, as it would.
+    let party = Party::start(dir, options.viewers + CHURN_ROOM, false)?;
     let watch = churn_seconds + (VIEWER_TIMEOUT + SETTLE).as_secs() + 10;
     let args: Vec<String> = [
         "--viewers",
@@ -95,6 +99,8 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
         .wait_ready(Duration::from_secs(120))
         .map_err(|last| anyhow::anyhow!("the steady viewers did not all join: {last}"))?;
     let started = Instant::now();
+    // The sessions the party must come back to: the steady viewers that got in.
+    let steady = party.viewer_stat("connected")?;
     let joins_before = party.viewer_stat("joins")?;
     let forced_before = party.viewer_stat("keyframes_forced")?;
     std::thread::sleep(WARM_UP);
@@ -111,7 +117,7 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + VIEWER_TIMEOUT + SETTLE;
     let mut sessions = party.viewer_stat("viewers")?;
-    while sessions != options.viewers as u64 && Instant::now() < deadline {
+    while sessions != steady && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
         sessions = party.viewer_stat("viewers")?;
     }
@@ -129,23 +135,24 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let left = |how: crate::tools::load::Left| churn.iter().filter(|v| v.left == Some(how)).count();
     let deleted = left(crate::tools::load::Left::Delete);
     let vanished = left(crate::tools::load::Left::Vanish);
-    let leaked = sessions as i64 - options.viewers as i64;
+    let leaked = sessions as i64 - steady as i64;
     let growth = rss_end as f64 / rss_start as f64 - 1.0;
     let per_second = forced as f64 / seconds;
     println!();
     println!(
-        "| joins (server count) | leaves: DELETE / silent | leaked sessions | RSS start → end \
-         (peak) | keyframes forced /s | /healthz p99 (max) | flood answers | steady lost / \
+        "| steady viewers in | joins (server count) | leaves: DELETE / silent | leaked sessions | \
+         RSS start → end (peak) | keyframes forced /s | /healthz p99 (max) | flood answers | steady lost / \
          receivers' kernel drops |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let (h_p99, h_max, h_failed) = report
         .health
         .as_ref()
         .map_or((f64::NAN, f64::NAN, 0), |h| (h.p99_ms, h.max_ms, h.failed));
     println!(
-        "| {joins} | {deleted} / {vanished} | {leaked} | {:.0} → {:.0} MiB ({:+.1} %, peak {:.0}) \
+        "| {steady}/{} | {joins} | {deleted} / {vanished} | {leaked} | {:.0} → {:.0} MiB ({:+.1} %, peak {:.0}) \
          | {per_second:.2} | {h_p99:.1} ms ({h_max:.1} ms, {h_failed} failed) | {} | {} / {} |",
+        options.viewers,
         rss_start as f64 / 1024.0,
         rss_end as f64 / 1024.0,
         growth * 100.0,
