@@ -231,3 +231,144 @@ impl Viewer {
         self.rtc.disconnect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::change::SdpOffer;
+    use str0m::format::Codec;
+    use str0m::rtp::RtpWrite;
+
+    const VIEWER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_001);
+    const SERVER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_002);
+
+    /// A str0m sender standing in for the party, and the viewer, on a virtual clock.
+    struct Pair {
+        now: Instant,
+        server: Rtc,
+        viewer: Viewer,
+        video: Option<str0m::media::Mid>,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            str0m::crypto::from_feature_flags().install_process_default();
+            let now = Instant::now();
+            let offer = Offer::new(VIEWER.into(), now).unwrap();
+            assert!(offer.sdp.contains("m=video") && offer.sdp.contains("m=audio"));
+            assert!(offer.sdp.contains("a=recvonly"), "{}", offer.sdp);
+            let mut server = Rtc::builder().set_rtp_mode(true).build(now);
+            server.add_local_candidate(Candidate::host(SERVER.into(), "udp").unwrap());
+            let parsed = SdpOffer::from_sdp_string(&offer.sdp).unwrap();
+            let answer = server
+                .sdp_api()
+                .accept_offer(parsed)
+                .unwrap()
+                .to_sdp_string();
+            // An answer that only points off this machine is refused before ICE tries it.
+            let away = answer.replace("127.0.0.1", "192.0.2.7");
+            let refused = Offer::new(VIEWER.into(), now).unwrap().accept(&away, now);
+            assert!(refused.is_err());
+            let viewer = offer.accept(&answer, now).unwrap();
+            Pair {
+                now,
+                server,
+                viewer,
+                video: None,
+            }
+        }
+
+        /// Runs both sides for `ms` of virtual time, 1 ms a step.
+        fn run(&mut self, ms: u64) {
+            for _ in 0..ms {
+                self.now += Duration::from_millis(1);
+                let now = self.now;
+                let mut to_server = Vec::new();
+                self.viewer
+                    .tick(now, |_, data| to_server.push(data.to_vec()))
+                    .unwrap();
+                self.server.handle_input(Input::Timeout(now)).unwrap();
+                loop {
+                    let mut to_server_more = Vec::new();
+                    match self.server.poll_output().unwrap() {
+                        Output::Timeout(_) => {}
+                        Output::Transmit(t) => {
+                            self.viewer
+                                .receive(now, SERVER.into(), &t.contents, |_, d| {
+                                    to_server_more.push(d.to_vec())
+                                })
+                                .unwrap();
+                            to_server.extend(to_server_more);
+                            continue;
+                        }
+                        Output::Event(Event::MediaAdded(m)) => {
+                            if m.kind == MediaKind::Video {
+                                self.video = Some(m.mid);
+                            }
+                            continue;
+                        }
+                        Output::Event(_) => continue,
+                    }
+                    if to_server.is_empty() {
+                        break;
+                    }
+                    for data in to_server.drain(..) {
+                        let receive =
+                            Receive::new(Protocol::Udp, VIEWER.into(), SERVER.into(), &data)
+                                .unwrap();
+                        self.server
+                            .handle_input(Input::Receive(now, receive))
+                            .unwrap();
+                    }
+                }
+            }
+        }
+
+        /// Sends video packets with these sequence numbers, the first an H.264 IDR.
+        fn send_video(&mut self, seqs: &[u64]) {
+            let mid = self.video.expect("the server saw the video m-line");
+            let pt = self
+                .server
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::H264)
+                .unwrap()
+                .pt();
+            let mut api = self.server.direct_api();
+            let ssrc = match api.stream_tx_by_mid(mid, None) {
+                Some(stream) => stream.ssrc(),
+                None => {
+                    let ssrc = api.new_ssrc();
+                    api.declare_stream_tx(ssrc, None, mid, None);
+                    ssrc
+                }
+            };
+            for (i, &seq) in seqs.iter().enumerate() {
+                // NAL type 5 (IDR) first, then type 1 (non-IDR slices).
+                let payload: Vec<u8> = vec![if i == 0 { 0x65 } else { 0x41 }, 0, 0, 0];
+                let stream = api.stream_tx(&ssrc).unwrap();
+                stream.write_rtp(
+                    RtpWrite::new(pt, seq.into(), seq as u32 * 3000, self.now, payload)
+                        .marker(true),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_viewer_connects_and_counts_gaps_and_the_first_keyframe() {
+        let mut pair = Pair::new();
+        pair.run(3000);
+        let connected = pair.viewer.counts().connected_after;
+        assert!(connected.is_some(), "ICE and DTLS did not come up");
+        assert!(pair.viewer.is_alive());
+
+        pair.send_video(&[100, 101, 102, 104, 105, 108]);
+        pair.run(200);
+        let counts = pair.viewer.counts();
+        assert_eq!(counts.video_packets, 6, "{counts:?}");
+        assert_eq!(counts.packets, 6);
+        assert_eq!(counts.lost(), 3, "103, 106 and 107 never came");
+        assert_eq!(counts.keyframe_starts, 1);
+        assert!(counts.first_keyframe_after.unwrap() >= connected.unwrap());
+    }
+}
