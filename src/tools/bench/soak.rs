@@ -140,7 +140,8 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let per_second = forced as f64 / seconds;
     println!();
     println!(
-        "| steady viewers in | joins (server count) | leaves: DELETE / silent | leaked sessions | \
+        "| steady viewers in | joins (server count) | leaves: DELETE / silent | sessions leaked (< 0: \
+         steady ones lost) | \
          RSS start → end (peak) | keyframes forced /s | /healthz p99 (max) | flood answers | steady lost / \
          receivers' kernel drops |"
     );
