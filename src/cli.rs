@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::PartyOptions;
 use crate::tools::bench::BenchArgs;
 use crate::tools::ctl::CtlArgs;
+use crate::tools::load::ReceiversArgs;
 use crate::tools::probe::ProbeArgs;
 use crate::tools::replay::ReplayArgs;
 
@@ -43,6 +44,10 @@ pub enum Command {
     /// COWATCH_KEY environment variable (the host key, or a moderator key for `mod` and
     /// `viewers`), never from a flag that would show in `ps` or shell history.
     Ctl(CtlArgs),
+    /// Many light WHEP viewers in one process (str0m, no decode), counting what arrives; a
+    /// JSON report on stdout. The load generator of the benchmarks and load tests.
+    #[command(hide = true)]
+    Receivers(ReceiversArgs),
 }
 
 impl Cli {

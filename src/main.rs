@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => tools::bench::main(args),
         Command::TwitchReplay(args) => tools::replay::main(args),
         Command::Ctl(args) => tools::ctl::main(args),
+        Command::Receivers(args) => tools::load::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,8 @@
 //!
 //! - [`probe`]: `cowatch probe`, a headless WHEP viewer on webrtc-rs, an independent WebRTC
 //!   stack; tests and `bench broadcast` run many at once.
+//! - [`load`]: `cowatch receivers`, many light str0m viewers in one process that count what
+//!   arrives: the load generator of `bench broadcast`'s fan-out, `bench soak` and the load tests.
 //! - [`ctl`]: `cowatch ctl`, the party's `/api/` from a terminal.
 //! - [`replay`]: `cowatch twitch-replay`, a Twitch-protocol (TMI) server replaying a capture;
 //!   `bench chat` replays through it, and the tests build their Twitch on it.
@@ -28,6 +30,7 @@ mod child;
 pub mod ctl;
 pub mod framelog;
 pub mod http;
+pub mod load;
 pub mod netns;
 pub mod probe;
 pub mod replay;

@@ -6,6 +6,7 @@
 pub mod helix;
 pub mod janus;
 pub mod netns_party;
+pub mod receivers;
 pub mod twitch;
 
 use std::path::{Path, PathBuf};

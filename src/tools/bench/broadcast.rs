@@ -11,11 +11,11 @@
 //!    time while a busy Twitch chat streams into it ([`browser`](super::browser));
 //! 3. glass-to-glass latency: headless Chromium plays the viewer page with `?timecode`, which
 //!    reads the clock strip the pipeline stamps into every frame;
-//! 4. fan-out cost: the server's CPU time (from `/proc`, so the kernel's account) with N probes
-//!    watching, against a window with none just before.
 //!
-//! Then, with that server stopped, the loss table ([`loss`](super::loss)) runs its own party in
-//! network namespaces (it needs root; `--loss-seconds 0` leaves it out).
+//! Then, with that server stopped, the fan-out table ([`fanout`](super::fanout)) runs its own
+//! party in network namespaces, the server pinned to one core and light receivers in a
+//! separate process on the other (root), and the loss table ([`loss`](super::loss)) another
+//! (root; `--loss-seconds 0` leaves it out).
 //!
 //! `--adaptive` runs the adaptive-quality table ([`adaptive`](super::adaptive)) instead of all
 //! of the above: viewers on links capped to 1 Mbit/s, in network namespaces (root).
@@ -29,6 +29,7 @@ use serde_json::Value;
 
 use super::adaptive;
 use super::browser::{self, BusyChat, PageJoins};
+use super::fanout;
 use super::loss;
 use super::server::Server;
 use super::{Scratch, median, nearest_rank, verdict};
@@ -44,8 +45,13 @@ pub struct BroadcastOptions {
     /// Joins of the viewer page in Chromium per run, for the browser's first frame.
     #[arg(long, default_value_t = 10)]
     pub page_joins: usize,
-    /// Concurrent viewer counts to measure the fan-out cost at.
-    #[arg(long, value_delimiter = ',', default_value = "25,50,100")]
+    /// Concurrent viewer counts to measure the fan-out cost at, rising; the table stops at the
+    /// first count that saturates the server's core or makes the server drop.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,300,500,700,1000"
+    )]
     pub viewers: Vec<usize>,
     /// Seconds of each latency and fan-out measurement window.
     #[arg(long, default_value_t = 10)]
@@ -62,11 +68,15 @@ pub struct BroadcastOptions {
     /// --seconds). Needs root: it builds network namespaces and caps their links with tc.
     #[arg(long)]
     pub adaptive: bool,
+    /// Only the fan-out table (server pinned to one core, receivers on the other; root).
+    #[arg(long)]
+    pub fanout_only: bool,
 }
 
-/// The server's viewer cap: above the largest default viewer count, so a measurement never
-/// runs into "party is full".
+/// The loopback server's viewer cap: joins come one at a time, so this is never reached.
 const MAX_VIEWERS: usize = 200;
+/// The largest fan-out count accepted.
+const MAX_FANOUT_VIEWERS: usize = 5000;
 /// How long one join probe watches: long enough for a forced keyframe to arrive.
 const JOIN_WATCH: Duration = Duration::from_secs(1);
 /// Longest random gap between joins. The server reuses a cached keyframe only while it is
@@ -78,20 +88,11 @@ const TARGET_FIRST_KEYFRAME_MS: f64 = 300.0;
 const CHAT_RATE: f64 = 1.0;
 /// Median glass-to-glass latency Chromium should see.
 const TARGET_GLASS_TO_GLASS_MS: f64 = 200.0;
-/// The fan-out target: this many viewers, no loss, under this many cores beyond the baseline.
-const TARGET_VIEWERS: usize = 100;
-/// See [`TARGET_VIEWERS`].
-const TARGET_FANOUT_CORES: f64 = 0.5;
 /// How long the viewer page may take to show its first frame.
 const PAGE_LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Latency samples of the first frames are dropped: the browser's jitter buffer is still
 /// settling, and the target is about a party in progress.
 const PAGE_SETTLE: Duration = Duration::from_secs(1);
-/// How long N concurrent probes may take to connect before the CPU window starts anyway.
-const CONNECT_ALLOWANCE: Duration = Duration::from_secs(5);
-/// Pause after the last probe connected before the CPU window: a new viewer is sent the
-/// cached group of pictures first, which is the cost of joining, not of watching.
-const FANOUT_SETTLE: Duration = Duration::from_secs(1);
 /// How long the sessions of finished probes may take to disappear from the server.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -105,6 +106,7 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         runs,
         loss_seconds,
         adaptive,
+        fanout_only,
     } = *options;
     if adaptive {
         if seconds == 0 || runs == 0 {
@@ -122,8 +124,16 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
     if joins == 0 || page_joins == 0 || seconds == 0 || runs == 0 {
         bail!("--joins, --page-joins, --seconds and --runs must all be at least 1");
     }
-    if viewers.is_empty() || viewers.iter().any(|&n| n == 0 || n > MAX_VIEWERS) {
-        bail!("--viewers must list counts from 1 to {MAX_VIEWERS}, e.g. 25,50,100");
+    if viewers.is_empty() || viewers.iter().any(|&n| n == 0 || n > MAX_FANOUT_VIEWERS) {
+        bail!("--viewers must list counts from 1 to {MAX_FANOUT_VIEWERS}, e.g. 100,200,500");
+    }
+    if viewers.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("--viewers must rise, e.g. 100,200,500: the table stops where the server does");
+    }
+    fanout::check()?;
+    if fanout_only {
+        let scratch = Scratch::new()?;
+        return fanout_table(&scratch.0, viewers, runs, Duration::from_secs(seconds));
     }
     // Before minutes of joins, not after: the latency part cannot run without a browser.
     if !Path::new(CHROMIUM).exists() {
@@ -180,22 +190,13 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         let latency = glass_to_glass(&server, window)
             .with_context(|| format!("run {run}: glass-to-glass latency"))?;
         println!("run {run}/{runs}: {}", latency.describe());
-        let mut fan_outs = Vec::with_capacity(viewers.len());
-        for &n in viewers {
-            let fan_out = runtime
-                .block_on(fan_out(&server, n, window))
-                .with_context(|| format!("run {run}: fan-out to {n} viewers"))?;
-            println!("run {run}/{runs}: {}", fan_out.describe());
-            fan_outs.push(fan_out);
-        }
         results.push(Run {
             first_frames,
             page,
             latency,
-            fan_outs,
         });
     }
-    report(&results, joins, viewers, chat.lines_per_second());
+    report(&results, joins, chat.lines_per_second());
     println!(
         "  shared the machine: the demo server (pid {}), Chromium, and this process (the \
          probes, the chat stand-in); load average at the end {}",
@@ -203,8 +204,9 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
         browser::load_average()
     );
     server.process.stop("the demo server")?;
-    // After the loopback server has gone: the loss table's own party must not share the
-    // machine with it.
+    // After the loopback server has gone: the fan-out's and the loss table's own parties must
+    // not share the machine with it.
+    fanout_table(&scratch.0, viewers, runs, window)?;
     if loss_seconds > 0 {
         let window = Duration::from_secs(loss_seconds);
         let mut loss_runs = Vec::with_capacity(runs);
@@ -225,19 +227,35 @@ pub fn broadcast(options: &BroadcastOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fan-out table, `runs` times, and its report.
+fn fanout_table(
+    dir: &Path,
+    viewers: &[usize],
+    runs: usize,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let mut fanout_runs = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        println!("run {run}/{runs}: fan-out table");
+        // The whole chain in one message: `main` prints only the outermost one.
+        let rows = fanout::measure(dir, viewers, window)
+            .map_err(|e| anyhow::anyhow!("run {run}: the fan-out table: {e:#}"))?;
+        fanout_runs.push(rows);
+    }
+    fanout::report(&fanout_runs, window);
+    println!(
+        "  shared the machine: whatever else ran on these {} CPUs (the table's server and \
+         receivers had one each, but not alone: see cpu0_busy); load average at the end {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        browser::load_average()
+    );
+    Ok(())
+}
+
 /// What this benchmark asks of the demo server.
 impl Server {
     fn whep_url(&self) -> String {
         format!("http://{}/whep", self.http)
-    }
-
-    /// `/healthz` counter `viewers.<name>`.
-    async fn viewer_stat(&self, name: &str) -> anyhow::Result<u64> {
-        self.health()
-            .await?
-            .pointer(&format!("/viewers/{name}"))
-            .and_then(Value::as_u64)
-            .with_context(|| format!("/healthz has no viewers.{name}"))
     }
 
     /// Waits until no viewer session is left, so a measurement starts from an empty party.
@@ -263,7 +281,6 @@ struct Run {
     first_frames: FirstFrames,
     page: PageJoins,
     latency: Latency,
-    fan_outs: Vec<FanOut>,
 }
 
 /// Time to first keyframe of one run's joins.
@@ -443,144 +460,8 @@ fn glass_to_glass(server: &Server, window: Duration) -> anyhow::Result<Latency> 
     Ok(Latency { samples, frames })
 }
 
-/// The server's cost with N viewers, against no viewers just before.
-struct FanOut {
-    viewers: usize,
-    /// Server cores used with no viewers.
-    baseline_cores: f64,
-    /// Server cores used with `viewers` probes watching.
-    cores: f64,
-    /// Packets lost, summed over probes.
-    lost: u64,
-    /// Probes that never saw a keyframe (refused and failed ones included).
-    no_keyframe: usize,
-    /// Median time to first keyframe of the probes that got one.
-    first_keyframe_ms: f64,
-    /// Viewers connected when the CPU window began.
-    connected_at_start: u64,
-    /// Datagrams the server's socket refused during the window.
-    send_drops: u64,
-    /// Why probes failed outright, one line each.
-    failures: Vec<String>,
-}
-
-impl FanOut {
-    /// Cores spent on the viewers: the total minus the baseline.
-    fn fanout_cores(&self) -> f64 {
-        self.cores - self.baseline_cores
-    }
-
-    /// CPU-seconds per viewer per second of stream.
-    fn per_viewer(&self) -> f64 {
-        self.fanout_cores() / self.viewers as f64
-    }
-
-    fn describe(&self) -> String {
-        let mut line = format!(
-            "{} viewers: server {:.3} cores ({:.3} with none), {} lost, {} without keyframe, \
-             first keyframe median {}",
-            self.viewers,
-            self.cores,
-            self.baseline_cores,
-            self.lost,
-            self.no_keyframe,
-            ms(self.first_keyframe_ms)
-        );
-        if self.connected_at_start < self.viewers as u64 {
-            line += &format!(
-                "; only {} connected when the CPU window began",
-                self.connected_at_start
-            );
-        }
-        if self.send_drops > 0 {
-            line += &format!("; server socket dropped {} datagrams", self.send_drops);
-        }
-        if let Some(first) = self.failures.first() {
-            line += &format!("; {} probe(s) failed, e.g. {first}", self.failures.len());
-        }
-        line
-    }
-}
-
-/// Measures the server's CPU for `window` with no viewers, then again with `n` probes watching.
-async fn fan_out(server: &Server, n: usize, window: Duration) -> anyhow::Result<FanOut> {
-    server.drained().await?;
-    let baseline_cores = server_cores(server, window).await?;
-
-    // The probes outlast the CPU window whenever they connect within the allowance, so the
-    // window sees N viewers throughout and no join or leave.
-    let watch = window + CONNECT_ALLOWANCE + FANOUT_SETTLE;
-    let probes: Vec<_> = (0..n)
-        .map(|_| {
-            let options = ProbeOptions {
-                url: server.whep_url(),
-                duration: watch,
-                codec: None,
-            };
-            tokio::spawn(async move { probe(&options).await })
-        })
-        .collect();
-    let launched = Instant::now();
-    let mut connected = 0;
-    while launched.elapsed() < CONNECT_ALLOWANCE {
-        connected = server.viewer_stat("connected").await?;
-        if connected >= n as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(FANOUT_SETTLE).await;
-    let drops_before = server.viewer_stat("send_drops").await?;
-    let cores = server_cores(server, window).await?;
-    let send_drops = server.viewer_stat("send_drops").await? - drops_before;
-
-    let mut result = FanOut {
-        viewers: n,
-        baseline_cores,
-        cores,
-        lost: 0,
-        no_keyframe: 0,
-        first_keyframe_ms: f64::NAN,
-        connected_at_start: connected,
-        send_drops,
-        failures: Vec::new(),
-    };
-    let mut first_keyframes = Vec::with_capacity(n);
-    for handle in probes {
-        match handle.await.context("a probe task panicked")? {
-            Ok(report) if (200..300).contains(&report.status) => {
-                result.lost += report.packets_lost;
-                match report.time_to_first_keyframe_ms {
-                    Some(ms) => first_keyframes.push(ms),
-                    None => result.no_keyframe += 1,
-                }
-            }
-            Ok(report) => {
-                result.no_keyframe += 1;
-                result.failures.push(refusal(&report));
-            }
-            Err(e) => {
-                result.no_keyframe += 1;
-                result.failures.push(format!("{e:#}"));
-            }
-        }
-    }
-    result.first_keyframe_ms = median(first_keyframes);
-    Ok(result)
-}
-
-/// Cores the server used over `window`: its CPU seconds divided by the wall seconds elapsed.
-async fn server_cores(server: &Server, window: Duration) -> anyhow::Result<f64> {
-    let cpu_before = server.process.cpu_seconds()?;
-    let start = Instant::now();
-    tokio::time::sleep(window).await;
-    let cpu_after = server.process.cpu_seconds()?;
-    // Wall time actually elapsed, not `window`: on a loaded machine the sleep overshoots.
-    Ok((cpu_after - cpu_before) / start.elapsed().as_secs_f64())
-}
-
 /// Prints the medians over runs and the target checks.
-fn report(runs: &[Run], joins: usize, viewers: &[usize], chat_lines_per_second: f64) {
+fn report(runs: &[Run], joins: usize, chat_lines_per_second: f64) {
     let of = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
     println!();
     let kf_median = of(&|r| r.first_frames.median());
@@ -631,62 +512,6 @@ fn report(runs: &[Run], joins: usize, viewers: &[usize], chat_lines_per_second: 
             ms(g2g_p95),
             verdict(g2g_median <= TARGET_GLASS_TO_GLASS_MS && sampled.len() == runs.len())
         );
-    }
-
-    println!(
-        "{:<9}{:<14}{:<14}{:<16}{:<6}{:<13}first_kf_ms",
-        "viewers", "server_cores", "fanout_cores", "cpu_s/viewer/s", "lost", "no_keyframe"
-    );
-    let baseline = median(
-        runs.iter()
-            .flat_map(|r| r.fan_outs.iter().map(|f| f.baseline_cores))
-            .collect(),
-    );
-    println!(
-        "{:<9}{:<14.3}{:<14}{:<16}{:<6}{:<13}-",
-        0, baseline, "-", "-", "-", "-"
-    );
-    let mut target = None;
-    for (i, &n) in viewers.iter().enumerate() {
-        let rows: Vec<&FanOut> = runs.iter().map(|r| &r.fan_outs[i]).collect();
-        let cores = median(rows.iter().map(|f| f.cores).collect());
-        let fanout = median(rows.iter().map(|f| f.fanout_cores()).collect());
-        let per_viewer = median(rows.iter().map(|f| f.per_viewer()).collect());
-        // Loss is a yes/no promise, so the worst run counts, not the median one.
-        let lost = rows.iter().map(|f| f.lost).max().unwrap_or(0);
-        let no_keyframe = rows.iter().map(|f| f.no_keyframe).max().unwrap_or(0);
-        let first_kf = median(rows.iter().map(|f| f.first_keyframe_ms).collect());
-        println!(
-            "{n:<9}{cores:<14.3}{fanout:<14.3}{per_viewer:<16.4}{lost:<6}{no_keyframe:<13}{}",
-            if first_kf.is_finite() {
-                format!("{first_kf:.0}")
-            } else {
-                "-".into()
-            }
-        );
-        if n == TARGET_VIEWERS {
-            target = Some((cores, fanout, lost, no_keyframe));
-        }
-    }
-    println!(
-        "  cores are medians over runs, each over its own window; fanout_cores = server_cores \
-         minus the 0-viewer window just before; lost and no_keyframe are the worst run's"
-    );
-    println!(
-        "  bias: the probes (webrtc-rs, in this process) share the machine's cores with the \
-         server, so the server may be slowed and loss may be the receivers' own"
-    );
-    match target {
-        Some((cores, fanout, lost, no_keyframe)) => println!(
-            "target: {TARGET_VIEWERS} viewers, 0 loss, fan-out under {TARGET_FANOUT_CORES} core: {}  \
-             (checks the incremental {fanout:.3} cores; the server's total is {cores:.3}; \
-             lost {lost}, no keyframe {no_keyframe})",
-            verdict(fanout < TARGET_FANOUT_CORES && lost == 0 && no_keyframe == 0)
-        ),
-        None => println!(
-            "target: {TARGET_VIEWERS} viewers, 0 loss, fan-out under {TARGET_FANOUT_CORES} core: \
-             NOT MEASURED (--viewers has no {TARGET_VIEWERS})"
-        ),
     }
 }
 

@@ -6,6 +6,9 @@
 //!   real browser, the CPU cost of fanning out to many viewers, and what random packet loss
 //!   costs a viewer (`loss.rs`, in network namespaces); with `--adaptive`, what adaptive quality
 //!   does on a link that drops to 1 Mbit/s and what the 360p rendition costs (`adaptive.rs`).
+//! - `bench soak` ([`soak()`]): 200 steady viewers, 10 joins and 10 leaves a second for
+//!   minutes and a flood of 1,000 offers, in network namespaces: leaks, memory, keyframes
+//!   forced, `/healthz` response times.
 //! - `bench chat` ([`chat()`]): a real Twitch capture replayed through the bridge to many
 //!   WebSocket clients: messages/s, delivery latency, loss, and the server's CPU and memory.
 //!
@@ -17,10 +20,12 @@ mod adaptive;
 mod broadcast;
 mod browser;
 mod chat;
+mod fanout;
 mod loss;
 mod pipeline;
 mod process;
 mod server;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -32,6 +37,7 @@ pub use browser::{
 };
 pub use chat::{ChatBenchOptions, chat};
 pub use pipeline::{PipelineOptions, pipeline};
+pub use soak::{SoakOptions, soak};
 
 /// Options of `cowatch bench`.
 #[derive(Debug, clap::Args)]
@@ -51,6 +57,9 @@ pub enum BenchCommand {
     /// A real Twitch capture replayed through the bridge to many WebSocket clients:
     /// messages/s, delivery latency, loss, and the server's CPU and memory.
     Chat(ChatBenchOptions),
+    /// Churn and an offer flood for minutes, in network namespaces (root): joins, leaves,
+    /// leaked sessions, memory, keyframes forced per second, /healthz response times.
+    Soak(SoakOptions),
 }
 
 /// Runs the benchmark chosen and prints its report.
@@ -59,6 +68,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Pipeline(options) => pipeline(&options),
         BenchCommand::Broadcast(options) => broadcast(&options),
         BenchCommand::Chat(options) => chat(&options),
+        BenchCommand::Soak(options) => soak(&options),
     }
 }
 

@@ -176,6 +176,9 @@ pub struct SequenceTracker {
     received: u64,
     /// Bit `n % SEQ_WINDOW` set when extended number `n` (within the window) arrived.
     seen: [u64; (SEQ_WINDOW / 64) as usize],
+    /// Arrivals of a number already received (within the window): a sender or network that
+    /// repeats itself, which a load test must tell apart from loss.
+    duplicates: u64,
 }
 
 impl Default for SequenceTracker {
@@ -185,6 +188,7 @@ impl Default for SequenceTracker {
             highest: None,
             received: 0,
             seen: [0; (SEQ_WINDOW / 64) as usize],
+            duplicates: 0,
         }
     }
 }
@@ -220,8 +224,15 @@ impl SequenceTracker {
             // Late but new: it fills a gap counted so far as lost.
             self.received += 1;
             self.set(ext);
+        } else if ext >= self.base && highest - ext < SEQ_WINDOW {
+            self.duplicates += 1;
         }
-        // Otherwise: a duplicate, older than the window, or from before the first packet.
+        // Otherwise: older than the window, or from before the first packet.
+    }
+
+    /// Packets that arrived again after their first arrival.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
     }
 
     /// Packets missing so far.
@@ -290,6 +301,9 @@ mod tests {
         assert_eq!(tracker(&[65535, 1, 0, 2]).lost(), 0);
         // A retransmission fills its gap; a second copy changes nothing.
         assert_eq!(tracker(&[1, 2, 4, 5, 3, 3]).lost(), 0);
+        assert_eq!(tracker(&[1, 2, 4, 5, 3, 3]).duplicates(), 1);
+        assert_eq!(tracker(&[1, 2, 2, 3, 3, 3]).duplicates(), 3);
+        assert_eq!(tracker(&[1, 3, 2, 4]).duplicates(), 0);
         // A duplicate must not hide a real loss.
         assert_eq!(tracker(&[1, 2, 2, 4]).lost(), 1);
         // A packet from before the first one neither counts as loss nor hides one.

@@ -44,8 +44,8 @@ pub use keyframe::{h264_starts_keyframe, vp8_starts_keyframe};
 use peer::{Shared, build_peer_connection};
 pub use picture::{PictureSize, h264_sps_size, vp8_frame_size};
 pub use report::{ProbeArgs, main};
-use sdp::{AnswerInfo, loopback_candidates_only};
-use whep::{Whep, one_line};
+pub(crate) use sdp::{AnswerInfo, loopback_candidates_only};
+pub(crate) use whep::{Whep, one_line};
 
 /// Bound on every step that waits for the other side: TCP connect plus HTTP exchange, ICE
 /// gathering, building and closing the peer connection, and ICE+DTLS after the answer.

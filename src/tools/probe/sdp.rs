@@ -8,15 +8,15 @@ use super::counters::VideoCodec;
 
 /// What the probe reads from the answer itself, independent of webrtc-rs.
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct AnswerInfo {
+pub(crate) struct AnswerInfo {
     /// MIME type of the first payload type of an accepted video section.
-    pub(super) video_codec: Option<String>,
+    pub(crate) video_codec: Option<String>,
     /// Every H.264/VP8 payload type of the video section.
-    pub(super) video_payload_types: HashMap<u8, VideoCodec>,
+    pub(crate) video_payload_types: HashMap<u8, VideoCodec>,
 }
 
 impl AnswerInfo {
-    pub(super) fn parse(sdp: &str) -> Self {
+    pub(crate) fn parse(sdp: &str) -> Self {
         let mut info = AnswerInfo::default();
         let mut in_video = false;
         let mut order: Vec<u8> = Vec::new();
@@ -60,15 +60,15 @@ impl AnswerInfo {
 }
 
 /// The answer with every candidate that is not UDP on a loopback IP removed.
-pub(super) struct FilteredSdp {
-    pub(super) sdp: String,
-    pub(super) kept_any: bool,
-    pub(super) dropped: usize,
+pub(crate) struct FilteredSdp {
+    pub(crate) sdp: String,
+    pub(crate) kept_any: bool,
+    pub(crate) dropped: usize,
 }
 
 /// Drops non-loopback candidates so ICE never sends a check off the machine, whatever the
 /// server advertises.
-pub(super) fn loopback_candidates_only(sdp: &str) -> FilteredSdp {
+pub(crate) fn loopback_candidates_only(sdp: &str) -> FilteredSdp {
     let mut out = String::with_capacity(sdp.len());
     let mut kept_any = false;
     let mut dropped = 0;

@@ -18,38 +18,38 @@ use crate::tools::http;
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// A WHEP endpoint on this machine.
-pub(super) struct Whep {
+pub(crate) struct Whep {
     url: Url,
 }
 
 /// The server's answer to an offer.
-pub(super) struct Answer {
+pub(crate) struct Answer {
     /// HTTP status.
-    pub(super) status: u16,
+    pub(crate) status: u16,
     /// The SDP answer, or the server's reason for refusing.
-    pub(super) body: String,
+    pub(crate) body: String,
     /// The session's resource (`Location`), resolved against the endpoint; `None` when the
     /// server sent none.
-    pub(super) resource: Option<anyhow::Result<Url>>,
+    pub(crate) resource: Option<anyhow::Result<Url>>,
 }
 
 impl Whep {
     /// Checks the endpoint and resolves its host, so a wrong URL fails before anything is
     /// built or sent.
-    pub(super) async fn open(url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn open(url: &str) -> anyhow::Result<Self> {
         let url = parse_url(url)?;
         loopback_addrs(&url).await?;
         Ok(Self { url })
     }
 
     /// The address of the server, for choosing where to receive media.
-    pub(super) async fn server_ip(&self) -> anyhow::Result<std::net::IpAddr> {
+    pub(crate) async fn server_ip(&self) -> anyhow::Result<std::net::IpAddr> {
         Ok(loopback_addrs(&self.url).await?[0].ip())
     }
 
     /// POSTs the offer (non-trickle: it already carries its candidates) and reads the whole
     /// answer.
-    pub(super) async fn offer(&self, sdp: &str) -> anyhow::Result<Answer> {
+    pub(crate) async fn offer(&self, sdp: &str) -> anyhow::Result<Answer> {
         let url = &self.url;
         let exchange = async {
             let response = http::local()?
@@ -86,7 +86,7 @@ impl Whep {
 
     /// DELETEs the session resource, so the server frees the viewer slot at once instead of
     /// waiting for ICE consent to expire.
-    pub(super) async fn delete(&self, resource: &Url) -> anyhow::Result<()> {
+    pub(crate) async fn delete(&self, resource: &Url) -> anyhow::Result<()> {
         let exchange = async {
             // The Location may name another host: it must be this machine too.
             loopback_addrs(resource).await?;
@@ -109,7 +109,7 @@ impl Whep {
 }
 
 /// Checks that `url` is one the probe can use: plain `http://` to a host, no credentials.
-pub(super) fn parse_url(url: &str) -> anyhow::Result<Url> {
+pub(crate) fn parse_url(url: &str) -> anyhow::Result<Url> {
     if !url.to_ascii_lowercase().starts_with("http") {
         bail!("{url}: expected an http:// URL, e.g. http://127.0.0.1:8080/whep");
     }
@@ -168,7 +168,7 @@ async fn read_body(mut response: Response) -> anyhow::Result<String> {
 }
 
 /// The first non-empty line of a server's text, trimmed and bounded, for an error message.
-pub(super) fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let line = text
         .lines()
         .map(str::trim)

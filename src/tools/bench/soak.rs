@@ -1,0 +1,183 @@
+//! `cowatch bench soak`: churn and an offer flood for minutes, as a table.
+//!
+//! A `cowatch demo` runs in a network namespace at 198.18.0.1; `cowatch receivers` in the other
+//! holds 200 steady viewers, makes 10 more join and 10 leave every second (half of the leavers
+//! without DELETE), sends 1,000 WHEP offers in the first 10 s, and reads `/healthz` every
+//! 100 ms, timing each reading. Meanwhile the benchmark reads the server's memory and its
+//! forced keyframes. After the churn, the vanished viewers have the server's viewer time-out to
+//! be noticed; whatever sessions are left beyond the 200 have leaked.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::Scratch;
+use super::fanout::Party;
+use crate::broadcast::VIEWER_TIMEOUT;
+
+/// Options of `cowatch bench soak`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SoakOptions {
+    /// Minutes of churn.
+    #[arg(long, default_value_t = 10)]
+    pub minutes: u64,
+    /// Steady viewers.
+    #[arg(long, default_value_t = 200)]
+    pub viewers: usize,
+    /// Viewers joining (and, once under way, leaving) per second.
+    #[arg(long, default_value_t = 10)]
+    pub churn_per_second: u32,
+    /// WHEP offers of the flood, sent over its first 10 s.
+    #[arg(long, default_value_t = 1000)]
+    pub flood_posts: usize,
+}
+
+/// Warm-up before memory is first read.
+const WARM_UP: Duration = Duration::from_secs(10);
+/// Margin after the viewer time-out for the server to reap the silent leavers.
+const SETTLE: Duration = Duration::from_secs(5);
+/// Each churn viewer stays this long.
+const STAY: &str = "2";
+/// Seats above the steady viewers.
+const CHURN_ROOM: usize = 150;
+/// The flood's length.
+const FLOOD_SECONDS: u64 = 10;
+
+/// Runs the soak and prints its table.
+pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
+    if options.minutes == 0 || options.viewers == 0 {
+        bail!("--minutes and --viewers must be at least 1");
+    }
+    super::loss::check()?;
+    let scratch = Scratch::new()?;
+    measure(&scratch.0, options).map_err(|e| anyhow::anyhow!("the soak: {e:#}"))
+}
+
+fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
+    let churn_seconds = options.minutes * 60;
+    // Room for the churn (about 20 in, and 15 s of silent leavers not yet timed out) and no
+    // more: most of the flood finds the party full, as it would.
+    let party = Party::start(dir, options.viewers + CHURN_ROOM, false)?;
+    let watch = churn_seconds + (VIEWER_TIMEOUT + SETTLE).as_secs() + 10;
+    let args: Vec<String> = [
+        "--viewers",
+        &options.viewers.to_string(),
+        "--seconds",
+        &watch.to_string(),
+        "--churn-per-second",
+        &options.churn_per_second.to_string(),
+        "--churn-seconds",
+        &churn_seconds.to_string(),
+        "--churn-stay",
+        STAY,
+        "--vanish-share",
+        "0.5",
+        "--flood-posts",
+        &options.flood_posts.to_string(),
+        "--flood-seconds",
+        &FLOOD_SECONDS.to_string(),
+        "--health-every-ms",
+        "100",
+        "--parallel-posts",
+        "16",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    println!(
+        "cowatch bench soak: {} steady viewers, {} joins and leaves a second for {} min (half \
+         the leavers silent), {} offers in {FLOOD_SECONDS} s; server pid {}",
+        options.viewers,
+        options.churn_per_second,
+        options.minutes,
+        options.flood_posts,
+        party.server.process.pid()
+    );
+    let running = party
+        .receivers(dir, "soak-receivers", &args, false)?
+        .wait_ready(Duration::from_secs(120))
+        .map_err(|last| anyhow::anyhow!("the steady viewers did not all join: {last}"))?;
+    let started = Instant::now();
+    // The sessions the party must come back to: the steady viewers that got in.
+    let steady = party.viewer_stat("connected")?;
+    let joins_before = party.viewer_stat("joins")?;
+    let forced_before = party.viewer_stat("keyframes_forced")?;
+    std::thread::sleep(WARM_UP);
+    let rss_start = party
+        .server
+        .process
+        .rss_kib()
+        .context("the server is gone")?;
+    let churn_end = started + Duration::from_secs(churn_seconds);
+    let mut rss_peak = rss_start;
+    while Instant::now() < churn_end {
+        std::thread::sleep(Duration::from_secs(10).min(churn_end - Instant::now()));
+        rss_peak = rss_peak.max(party.server.process.rss_kib().unwrap_or(0));
+    }
+    let deadline = Instant::now() + VIEWER_TIMEOUT + SETTLE;
+    let mut sessions = party.viewer_stat("viewers")?;
+    while sessions != steady && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        sessions = party.viewer_stat("viewers")?;
+    }
+    let forced = party.viewer_stat("keyframes_forced")? - forced_before;
+    let joins = party.viewer_stat("joins")? - joins_before;
+    let seconds = started.elapsed().as_secs_f64();
+    let rss_end = party
+        .server
+        .process
+        .rss_kib()
+        .context("the server is gone")?;
+    let report = running.finish()?;
+
+    let churn: Vec<_> = report.viewers.iter().filter(|v| !v.steady).collect();
+    let left = |how: crate::tools::load::Left| churn.iter().filter(|v| v.left == Some(how)).count();
+    let deleted = left(crate::tools::load::Left::Delete);
+    let vanished = left(crate::tools::load::Left::Vanish);
+    let leaked = sessions as i64 - steady as i64;
+    let growth = rss_end as f64 / rss_start as f64 - 1.0;
+    let per_second = forced as f64 / seconds;
+    println!();
+    println!(
+        "| steady viewers in | joins (server count) | leaves: DELETE / silent | sessions leaked (< 0: \
+         steady ones lost) | \
+         RSS start → end (peak) | keyframes forced /s | /healthz p99 (max) | flood answers | steady lost / \
+         receivers' kernel drops |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let (h_p99, h_max, h_failed) = report
+        .health
+        .as_ref()
+        .map_or((f64::NAN, f64::NAN, 0), |h| (h.p99_ms, h.max_ms, h.failed));
+    println!(
+        "| {steady}/{} | {joins} | {deleted} / {vanished} | {leaked} | {:.0} → {:.0} MiB ({:+.1} %, peak {:.0}) \
+         | {per_second:.2} | {h_p99:.1} ms ({h_max:.1} ms, {h_failed} failed) | {} | {} / {} |",
+        options.viewers,
+        rss_start as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+        growth * 100.0,
+        rss_peak as f64 / 1024.0,
+        report.flood.as_ref().map_or("-".into(), |f| format!(
+            "{:?} (slowest {:.0} ms)",
+            f.statuses, f.slowest_answer_ms
+        )),
+        report.steady.lost,
+        report.kernel.rcvbuf_errors,
+    );
+    println!(
+        "  targets: 0 leaked: {}; RSS growth < 10 %: {}; ≤ 1 keyframe forced /s: {}; /healthz \
+         < 100 ms: {}; steady viewers lose nothing the server is responsible for: {}",
+        super::verdict(leaked == 0),
+        super::verdict(growth < 0.10),
+        super::verdict(per_second <= 1.0),
+        super::verdict(h_max < 100.0),
+        super::verdict(report.steady.lost <= report.kernel.in_errors)
+    );
+    println!(
+        "  shared the machine: the server and the receivers (not pinned), and whatever else ran; \
+         load average at the end {}",
+        super::browser::load_average()
+    );
+    Ok(())
+}

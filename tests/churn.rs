@@ -1,0 +1,163 @@
+//! Churn: 200 viewers watch steadily while 10 more join and 10 leave every second for 60 s,
+//! half of the leavers without DELETE (their tab just closed). The party must end where it
+//! started: 200 sessions once the silent leavers have timed out, memory that did not grow,
+//! the encoder asked for at most one keyframe a second, and nothing lost for the 200.
+//!
+//! The party runs in a network namespace at 198.18.0.1 (`tools::netns`); the viewers are
+//! `cowatch receivers` (light str0m viewers, no decode) in a process of their own in the other
+//! namespace, so their kernel's drops are theirs and counted apart (`/proc/net/snmp` there).
+//! Needs root, iproute2 and iptables: without root it says so and passes (CI runs as root).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::netns_party::NsParty;
+use common::receivers::{
+    Receivers, health, is_root, server_cpu_seconds, server_rss_kib, viewer_stat,
+};
+use cowatch::broadcast::VIEWER_TIMEOUT;
+use serde_json::Value;
+
+const STEADY: usize = 200;
+const CHURN_PER_SECOND: u32 = 10;
+const CHURN_SECONDS: u64 = 60;
+/// Each churn viewer stays this long: 10 join and 10 leave every second once under way.
+const CHURN_STAY_S: &str = "2";
+/// After the churn: the silent leavers' time-out, and a margin for the server to reap them.
+const SETTLE: Duration = Duration::from_secs(5);
+/// Memory may grow this much between just after warm-up and the end.
+const MAX_RSS_GROWTH: f64 = 0.10;
+/// Warm-up after the steady viewers joined, before memory is first read: caches and buffers
+/// the first viewers fill belong to a party in progress, not to a leak.
+const WARM_UP: Duration = Duration::from_secs(10);
+
+#[test]
+fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED churn: needs root to build network namespaces (ip netns); CI runs as root"
+        );
+        return;
+    }
+    let party = NsParty::start(&["--max-viewers", "1000"]);
+    // The steady viewers watch through the churn, the silent leavers' time-out and a margin.
+    let watch = CHURN_SECONDS + VIEWER_TIMEOUT.as_secs() + SETTLE.as_secs() + 10;
+    let receivers = Receivers::start(
+        &party,
+        &[
+            "--viewers",
+            &STEADY.to_string(),
+            "--seconds",
+            &watch.to_string(),
+            "--churn-per-second",
+            &CHURN_PER_SECOND.to_string(),
+            "--churn-seconds",
+            &CHURN_SECONDS.to_string(),
+            "--churn-stay",
+            CHURN_STAY_S,
+            "--vanish-share",
+            "0.5",
+            "--parallel-posts",
+            "16",
+            // A party fills up over time, not in one burst: the join burst is not what this
+            // test is about.
+            "--join-per-second",
+            "20",
+        ],
+    );
+    let cpu_at_start = (Instant::now(), server_cpu_seconds(&party));
+    let ready = receivers.wait_ready(Duration::from_secs(60));
+    println!("{ready}");
+    let churn_started = Instant::now();
+    let join_cores =
+        (server_cpu_seconds(&party) - cpu_at_start.1) / cpu_at_start.0.elapsed().as_secs_f64();
+    assert_eq!(
+        viewer_stat(&party, "connected"),
+        STEADY as u64,
+        "not every steady viewer connected: {ready}; the server used {join_cores:.2} cores \
+         meanwhile"
+    );
+    let forced_before = viewer_stat(&party, "keyframes_forced");
+    std::thread::sleep(WARM_UP);
+    let rss_first = server_rss_kib(&party);
+
+    // The churn runs; then the vanished viewers have VIEWER_TIMEOUT to be noticed.
+    let churn_end = churn_started + Duration::from_secs(CHURN_SECONDS);
+    std::thread::sleep(churn_end.saturating_duration_since(Instant::now()));
+    let deadline = Instant::now() + VIEWER_TIMEOUT + SETTLE;
+    let mut sessions = viewer_stat(&party, "viewers");
+    while sessions != STEADY as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        sessions = viewer_stat(&party, "viewers");
+    }
+    let settled_after = churn_end.elapsed();
+    let forced = viewer_stat(&party, "keyframes_forced") - forced_before;
+    let forced_over = churn_started.elapsed().as_secs_f64();
+    let rss_last = server_rss_kib(&party);
+    let final_health = health(&party);
+    let report = receivers.finish();
+
+    let growth = rss_last as f64 / rss_first as f64 - 1.0;
+    println!(
+        "churn: {} churn viewers ({} connected, leaving {:?}), sessions {sessions} {:.1} s after \
+         the churn, RSS {rss_first} → {rss_last} KiB ({:+.1} %), {forced} keyframes forced in \
+         {forced_over:.0} s; steady: {} connected, {} packets, {} lost, {} duplicates; receivers' \
+         kernel drops {:?}",
+        report.churn.viewers,
+        report.churn.connected,
+        report.churn.statuses,
+        settled_after.as_secs_f64(),
+        growth * 100.0,
+        report.steady.connected,
+        report.steady.packets,
+        report.steady.lost,
+        report.steady.duplicates,
+        report.kernel,
+    );
+    assert_eq!(
+        sessions,
+        STEADY as u64,
+        "sessions leaked: {sessions} open {:.0} s after the churn (200 expected); /healthz: {}",
+        settled_after.as_secs_f64(),
+        final_health.pointer("/viewers").unwrap_or(&Value::Null)
+    );
+    let expected_churn = (CHURN_SECONDS as u32 * CHURN_PER_SECOND) as usize;
+    assert!(
+        report.churn.viewers + 5 * CHURN_PER_SECOND as usize >= expected_churn,
+        "only {} churn viewers joined of about {expected_churn}",
+        report.churn.viewers
+    );
+    assert_eq!(
+        report.churn.connected, report.churn.viewers,
+        "churn viewers failed: {:?}",
+        report.churn.failures
+    );
+    assert!(
+        growth < MAX_RSS_GROWTH,
+        "server RSS grew {:.1} % ({rss_first} → {rss_last} KiB) over the churn",
+        growth * 100.0
+    );
+    assert!(
+        forced as f64 <= forced_over,
+        "{forced} keyframes forced in {forced_over:.0} s: more than one a second"
+    );
+    assert_eq!(
+        report.steady.connected, STEADY,
+        "{:?}",
+        report.steady.failures
+    );
+    assert_eq!(
+        report.steady.connected_without_keyframe, 0,
+        "steady viewers without a keyframe"
+    );
+    // What the receivers' own kernel dropped is theirs; anything beyond is the server's.
+    assert!(
+        report.steady.lost <= report.kernel.in_errors,
+        "the steady viewers lost {} packets; their kernel dropped only {} (RcvbufErrors {}): \
+         the server lost the rest",
+        report.steady.lost,
+        report.kernel.in_errors,
+        report.kernel.rcvbuf_errors
+    );
+}
