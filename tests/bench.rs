@@ -125,9 +125,17 @@ fn short_broadcast_bench_measures_joins_latency_and_fan_out() {
         "{stdout}"
     );
 
+    // The fan-out table: the server pinned in a namespace, the receivers apart.
     let row = broadcast_row(&stdout, "5");
-    assert_eq!(row["lost"], "0", "packets lost with 5 viewers\n{stdout}");
-    assert_eq!(row["no_keyframe"], "0", "{stdout}");
+    assert_eq!(row["connected"], "5/5", "{stdout}");
+    assert_eq!(
+        row["server_drops"], "0",
+        "the server dropped with 5 viewers\n{stdout}"
+    );
+    assert_eq!(
+        row["rcv_seq_lost"], "0",
+        "packets lost with 5 viewers\n{stdout}"
+    );
     let cores: f64 = row["server_cores"]
         .parse()
         .expect("server_cores is a number");

@@ -466,7 +466,8 @@ pub(super) fn report(runs: &[Vec<Row>], window: Duration) {
         );
         println!(
             "{n:<9}{cores:<14.3}{fanout:<14.3}{per_viewer:<16.5}{:<10}{drops:<14}{lost:<14}{kernel:<14}{:<12}{}",
-            format!("{:.0} %", busy * 100.0),
+            // No space inside a cell: the table is read back by splitting on whitespace.
+            format!("{:.0}%", busy * 100.0),
             format!("{connected}/{n}"),
             if first_kf.is_finite() {
                 format!("{first_kf:.0}")
