@@ -148,6 +148,8 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 }
             });
             let stopping = shutdown.clone();
+            // Each request knows its peer's address: the per-address limits key on it.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopping.cancelled().await })
                 .await;

@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/whep/{id}/quality", post(whep::quality))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(cors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
 }
 
@@ -94,6 +95,22 @@ async fn cors(request: axum::extract::Request, next: Next) -> axum::response::Re
         HeaderValue::from_static("Location, Content-Type, Accept-Post"),
     );
     response
+}
+
+/// A handler panicked: the caller gets a 500 with no detail and the log gets the reason, so
+/// one bad request never takes a connection (or a task) down silently.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let reason = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(reason, "a request handler panicked");
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error (see the server log)",
+    )
+        .into_response()
 }
 
 /// `/healthz`: the pipeline and the viewers.
@@ -322,5 +339,41 @@ fn per_edge(text: &mut String, edges: &[crate::edge::EdgeReport]) {
                 field(e)
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_without_its_reason() {
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    let detail: &'static str = ["internal detail at 0x7fca"][0];
+                    panic!("{detail}");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                super::panicked,
+            ));
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("0x7fca"), "{text}");
+        assert!(text.contains("internal error"), "{text}");
     }
 }
