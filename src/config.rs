@@ -18,6 +18,7 @@ use crate::edge::{self, EdgeConfig, EdgeSecret};
 use crate::moderation::helix::{HelixConfig, Token};
 use crate::pipeline::ladder::Ladder;
 use crate::pipeline::layout::Layout;
+use crate::pipeline::layouts::LayoutFiles;
 use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
 use crate::pipeline::{self, Settings};
@@ -105,6 +106,11 @@ pub struct PartyOptions {
     /// Where bans, moderator links, blocked terms, the audit log and thumbnails are kept.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// When the database in the data directory is damaged, move it aside and start a new one
+    /// with what can still be read from it (a healthy one is left alone).
+    #[arg(long)]
+    #[serde(skip)]
+    pub repair: bool,
     /// Viewers need the invite link (a code in the URL), Teleparty-style.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub invite_only: Option<bool>,
@@ -172,6 +178,8 @@ pub struct PartyConfig {
     pub library: Option<PathBuf>,
     /// The data folder.
     pub data_dir: PathBuf,
+    /// Repair a damaged database before opening it (`--repair`).
+    pub repair: bool,
     /// Keys and invite.
     pub party: crate::party::PartyConfig,
     /// Keep party chat on disk.
@@ -211,6 +219,7 @@ impl PartyOptions {
             twitch_api_base: self.twitch_api_base.or(file.twitch_api_base),
             library: self.library.or(file.library),
             data_dir: self.data_dir.or(file.data_dir),
+            repair: self.repair,
             invite_only: self.invite_only.or(file.invite_only),
             log_chat: self.log_chat.or(file.log_chat),
             edge: if self.edge.is_empty() {
@@ -399,13 +408,16 @@ impl PartyOptions {
             .invite_only
             .unwrap_or(false)
             .then(|| crate::party::Key::new(crate::util::id::random_token(9)));
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let layouts = LayoutFiles::new([dir.clone(), data_dir.clone()], options.layout.clone());
         Ok(PartyConfig {
             helix,
             library: options.library.clone(),
-            data_dir: options
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
+            repair: options.repair,
             party: crate::party::PartyConfig { host_key, invite },
             log_chat: options.log_chat.unwrap_or(false),
             edges,
@@ -420,6 +432,7 @@ impl PartyOptions {
                 webcam,
                 mic,
                 layout,
+                layouts,
                 encoder,
                 bitrate_kbps,
                 ladder,

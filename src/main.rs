@@ -14,7 +14,7 @@ use cowatch::overlay::chat::EmoteCache;
 use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
 use cowatch::shutdown::Shutdown;
-use cowatch::store::Store;
+use cowatch::store::{Repair, Store};
 use cowatch::{panel, shutdown, tools, web};
 
 fn main() -> ExitCode {
@@ -68,15 +68,12 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let shutdown = Shutdown::new();
             let record = config.settings.record.clone();
+            // Before the pipeline: a damaged database should stop the start in a second, not
+            // after the movie has opened.
+            let store = open_store(&config.data_dir, config.repair)?;
             let pipeline = Pipeline::start(config.settings)?;
             let broadcaster =
                 Broadcaster::start(config.broadcast.clone(), pipeline.clone(), &shutdown).await?;
-            let store = Store::open(&config.data_dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "data directory {} (--data-dir): {e}",
-                    config.data_dir.display()
-                )
-            })?;
             // The edges' keyframe requests join the viewers' at the broadcaster's gate: the
             // encoder makes at most one a second for all of them.
             let for_edges = broadcaster.clone();
@@ -160,4 +157,31 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             served.map_err(|e| anyhow::anyhow!("web server: {e}"))
         });
     runtime.block_on(party)
+}
+
+/// The party's database, repaired first when `--repair` says so.
+fn open_store(dir: &std::path::Path, repair: bool) -> anyhow::Result<Store> {
+    let in_dir = |e: cowatch::store::StoreError| {
+        anyhow::anyhow!("data directory {} (--data-dir): {e}", dir.display())
+    };
+    if repair {
+        match Store::repair(dir).map_err(in_dir)? {
+            Repair::Healthy => println!("  database:    healthy, nothing to repair"),
+            Repair::Rebuilt { aside, kept, lost } => {
+                let kept: Vec<String> = kept.iter().map(|(t, n)| format!("{n} {t}")).collect();
+                println!(
+                    "  database:    repaired; kept {}; the damaged file is {}",
+                    kept.join(", "),
+                    aside.display()
+                );
+                if !lost.is_empty() {
+                    println!(
+                        "  database:    nothing could be read from {}",
+                        lost.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    Store::open(dir).map_err(in_dir)
 }

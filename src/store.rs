@@ -26,6 +26,11 @@ use crate::chat::Origin;
 use crate::util::clock::unix_ms;
 use crate::util::lock::Locked;
 
+mod repair;
+
+pub use repair::Repair;
+use repair::damage;
+
 /// Builds `$ty` from a row whose columns are the listed fields, in that order: the `SELECT`
 /// names them in the same order, and no column index is written by hand.
 macro_rules! from_row {
@@ -101,6 +106,17 @@ pub enum StoreError {
     /// SQLite refused.
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The file is damaged: SQLite's own check fails, or it is not a database at all.
+    #[error(
+        "the database {} is damaged ({detail}): move it aside to start with no bans, moderator links or blocked terms, or start cowatch once with --repair to keep what can still be read",
+        .path.display()
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's first complaint.
+        detail: String,
+    },
     /// The file was written by a newer cowatch.
     #[error("the database has schema version {found}; this cowatch knows up to {known}")]
     TooNew {
@@ -215,8 +231,13 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        let mut conn = Connection::open(dir.join(FILE_NAME))?;
+        let path = dir.join(FILE_NAME);
+        let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Before anything writes: a damaged file must be refused as it is, not half-used.
+        if let Some(detail) = damage(&conn)? {
+            return Err(StoreError::Damaged { path, detail });
+        }
         let mode: String = patiently(|| {
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         })?;

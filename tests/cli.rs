@@ -274,3 +274,56 @@ fn sigterm_closes_chat_sockets_and_waits_for_every_task() {
     }
     let _ = std::fs::remove_dir_all(data);
 }
+
+#[test]
+fn a_damaged_database_is_refused_at_start_and_repair_keeps_the_party_going() {
+    let dir = std::env::temp_dir().join(format!("cowatch-cli-{}-damaged", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join(cowatch::store::FILE_NAME);
+    std::fs::write(&db, vec![b'z'; 8192]).unwrap();
+    let data_dir = dir.display().to_string();
+    let (_, err) = fails(&["demo", "--listen", "127.0.0.1:0", "--data-dir", &data_dir]);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    assert!(err.contains("--repair"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        vec![b'z'; 8192],
+        "a refused start left the file as it was"
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--repair", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut repaired, mut addr) = (false, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while addr.is_none() && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        repaired |= line.contains("database:") && line.contains("repaired");
+        addr = line
+            .trim()
+            .strip_prefix("health:")
+            .and_then(|url| url.trim().strip_prefix("http://"))
+            .and_then(|u| u.strip_suffix("/healthz"))
+            .map(str::to_owned);
+    }
+    let live = addr.is_some_and(|addr| health(&addr)["state"] == "live");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(repaired, "--repair says what it did");
+    assert!(live, "the party started after the repair");
+    assert!(status.success(), "demo exited with {status}");
+    let aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains(".damaged-"));
+    assert!(aside, "the damaged file is kept aside");
+    let _ = std::fs::remove_dir_all(&dir);
+}

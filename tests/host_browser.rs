@@ -598,6 +598,19 @@ fn host_dashboard_drives_the_running_party() {
     page.goto("/host");
     page.wait("without any key, the host-link message shows", needs_link);
     page.assert_no_errors();
+
+    // The keys travel in headers only: no request line the page made (thumbnails included)
+    // carries one, where a reverse proxy's access log would keep it.
+    let requests = page.browser.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("/thumbnail")),
+        "no thumbnail request recorded: {requests:?}"
+    );
+    let leaks: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains(HOST_KEY) || r.contains(&mod_key))
+        .collect();
+    assert!(leaks.is_empty(), "a key in a request line: {leaks:?}");
 }
 
 /// Seconds as the page shows them, h:mm:ss.

@@ -607,6 +607,22 @@ fn a_moderator_deletes_bans_and_times_out_from_the_page() {
     for page in [&mut viewer, &mut moderator] {
         page.assert_no_errors();
     }
+    // The key travels in headers only: no request line the pages made carries it, where a
+    // reverse proxy's access log would keep it.
+    for page in [&mut viewer, &mut moderator] {
+        let requests = page.browser.requests();
+        assert!(
+            requests.iter().any(|r| r.contains("/api/")),
+            "{} page: no API request recorded: {requests:?}",
+            page.name
+        );
+        let leaks: Vec<&String> = requests.iter().filter(|r| r.contains(&key)).collect();
+        assert!(
+            leaks.is_empty(),
+            "{} page: the mod key in {leaks:?}",
+            page.name
+        );
+    }
     eprintln!(
         "delete shown to the viewer {took:?} after the click; whole test {:?}",
         started.elapsed()

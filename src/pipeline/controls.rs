@@ -66,8 +66,12 @@ pub fn seek_position(position: Duration) -> Result<gst::ClockTime, PipelineError
     gst::ClockTime::try_from(position).map_err(|_| past_any_end(position.as_secs_f64()))
 }
 
-/// Refuses a position past the end of a movie `duration` long (an unknown length, as of a
-/// live stream, refuses nothing).
+/// Furthest seek into a movie of unknown length (a live stream, a file without an index): no
+/// movie is longer, and a position past it would only confuse the demuxer.
+pub const MAX_SEEK_UNKNOWN_LENGTH: Duration = Duration::from_secs(24 * 3600);
+
+/// Refuses a position past the end of a movie `duration` long, or past
+/// [`MAX_SEEK_UNKNOWN_LENGTH`] when the length is unknown.
 pub fn within_movie(
     position: gst::ClockTime,
     duration: Option<gst::ClockTime>,
@@ -77,6 +81,11 @@ pub fn within_movie(
             "position {:.1} s is past the end of the movie ({:.1} s)",
             position.seconds_f64(),
             duration.seconds_f64()
+        ))),
+        None if Duration::from(position) > MAX_SEEK_UNKNOWN_LENGTH => Err(invalid(format!(
+            "position {:.1} s is past where a movie of unknown length can be sought (at most {} h)",
+            position.seconds_f64(),
+            MAX_SEEK_UNKNOWN_LENGTH.as_secs() / 3600
         ))),
         _ => Ok(()),
     }
@@ -202,6 +211,17 @@ mod tests {
         let ten = gst::ClockTime::from_seconds(10);
         within_movie(ten, Some(ten)).unwrap();
         within_movie(ten, None).unwrap();
+        // A movie of unknown length still has a furthest point.
+        let day = gst::ClockTime::from_seconds(24 * 3600);
+        within_movie(day, None).unwrap();
+        let message = refusal(within_movie(day + gst::ClockTime::SECOND, None));
+        assert!(message.contains("unknown length"), "{message}");
+        for huge in [1e19, 1e18, 1e15] {
+            let refused = seek_seconds(huge)
+                .and_then(seek_position)
+                .and_then(|p| within_movie(p, None));
+            assert!(refused.is_err(), "{huge} s was accepted");
+        }
         let message = refusal(within_movie(ten, Some(gst::ClockTime::from_seconds(5))));
         assert!(message.contains("past the end"), "{message}");
     }

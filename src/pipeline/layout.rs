@@ -67,10 +67,7 @@ impl Layout {
                 spec: spec.to_owned(),
             });
         }
-        let text = std::fs::read_to_string(spec).map_err(|error| LayoutError::Read {
-            path: spec.to_owned(),
-            error,
-        })?;
+        let text = super::layouts::read_capped(Path::new(spec), spec)?;
         Self::from_toml(&text, spec)
     }
 
@@ -128,6 +125,34 @@ pub enum LayoutError {
         path: String,
         /// What the operating system reported.
         error: std::io::Error,
+    },
+    /// Not a regular file (a FIFO, a device, a directory).
+    #[error("layout {path}: not a regular file")]
+    NotAFile {
+        /// The path as the user gave it.
+        path: String,
+    },
+    /// Far larger than any layout.
+    #[error(
+        "layout {path}: {bytes} bytes is too large for a layout (at most {} bytes)",
+        super::layouts::MAX_LAYOUT_BYTES
+    )]
+    TooBig {
+        /// The path as the user gave it.
+        path: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// A file the host page may not choose: outside the streamer's directories.
+    #[error(
+        "layout {spec}: only the built-in layouts ({}), the layout given at start and .toml files in {places} can be chosen while live",
+        builtin_list()
+    )]
+    Outside {
+        /// What the page asked for.
+        spec: String,
+        /// The directories allowed.
+        places: String,
     },
     /// The text is not valid TOML.
     #[error("layout {origin}: TOML syntax error: {message}{}", line_suffix(.line))]

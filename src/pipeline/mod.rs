@@ -34,6 +34,7 @@ mod health;
 mod keyframe;
 pub mod ladder;
 pub mod layout;
+pub mod layouts;
 pub mod output;
 pub mod presets;
 mod rendition;
@@ -131,6 +132,8 @@ pub struct Settings {
     pub mic: MicSource,
     /// Where things go on the canvas.
     pub layout: Layout,
+    /// The layouts the host may switch to while live.
+    pub layouts: layouts::LayoutFiles,
     /// Video encoder preset.
     pub encoder: EncoderPreset,
     /// Video bitrate of the main encode.
@@ -175,6 +178,8 @@ struct Inner {
     chat_area: watch::Receiver<Option<ChatArea>>,
     /// The devices configured at start, for checking switches before they are sent.
     devices: Devices,
+    /// The layouts the host may switch to.
+    layouts: layouts::LayoutFiles,
 }
 
 impl Pipeline {
@@ -210,6 +215,7 @@ impl Pipeline {
                 renditions,
                 chat_area: link.chat_area,
                 devices: Devices::of(&settings),
+                layouts: settings.layouts.clone(),
             }),
         })
     }
@@ -240,6 +246,16 @@ impl Pipeline {
     /// new one cannot be opened, nothing changes and the error says why.
     pub async fn load(&self, movie: MovieSource) -> Result<(), PipelineError> {
         self.request(|r| Command::Load(movie, r)).await
+    }
+
+    /// The layout `spec` names, as the host may choose it while live
+    /// ([`layouts::LayoutFiles`]); the file is read off the async runtime.
+    pub async fn find_layout(&self, spec: &str) -> Result<Layout, PipelineError> {
+        let (files, spec) = (self.inner.layouts.clone(), spec.to_owned());
+        tokio::task::spawn_blocking(move || files.load(&spec))
+            .await
+            .map_err(|e| PipelineError::Internal(format!("layout reader: {e}")))?
+            .map_err(PipelineError::from)
     }
 
     /// Switches layout while live.

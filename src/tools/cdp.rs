@@ -31,6 +31,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keeps only the newest diagnostic lines, so a chatty page cannot grow the log without bound.
 const LOG_LINES: usize = 200;
+/// Request URLs kept: a page test makes a few hundred.
+const REQUEST_LINES: usize = 20_000;
 
 /// A headless Chromium with one page attached. Dropping it kills the browser (and every process
 /// it started) and deletes its profile.
@@ -43,6 +45,9 @@ pub struct Browser {
     next_id: u64,
     /// Console messages, exceptions and HTTP responses the page produced, newest last.
     log: Vec<String>,
+    /// Every URL the page requested or opened a WebSocket to, oldest first (bounded only by
+    /// [`REQUEST_LINES`]): what a proxy's access log would keep of the session.
+    requests: Vec<String>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -138,6 +143,7 @@ impl Browser {
             session: String::new(),
             next_id: 0,
             log: Vec::new(),
+            requests: Vec::new(),
             stderr,
         };
         browser.attach_to_page()?;
@@ -267,6 +273,13 @@ impl Browser {
         Ok(path)
     }
 
+    /// Every request line the page has made so far (method and URL, or `WS` and the URL of a
+    /// WebSocket), oldest first.
+    pub fn requests(&mut self) -> Vec<String> {
+        let _ = self.pump(Duration::from_millis(10));
+        self.requests.clone()
+    }
+
     /// What the page said so far: console messages, uncaught exceptions, browser log entries
     /// and the HTTP status of every response, oldest first.
     pub fn log(&mut self) -> Vec<String> {
@@ -368,6 +381,23 @@ impl Browser {
     /// Keeps the events that help explain a failure, as one line each.
     fn record_event(&mut self, message: &Value) {
         let params = &message["params"];
+        let request = match message["method"].as_str() {
+            Some("Network.requestWillBeSent") => Some(format!(
+                "{} {}",
+                params["request"]["method"].as_str().unwrap_or("?"),
+                params["request"]["url"].as_str().unwrap_or("?")
+            )),
+            Some("Network.webSocketCreated") => {
+                Some(format!("WS {}", params["url"].as_str().unwrap_or("?")))
+            }
+            _ => None,
+        };
+        if let Some(line) = request {
+            if self.requests.len() < REQUEST_LINES {
+                self.requests.push(line);
+            }
+            return;
+        }
         let line = match message["method"].as_str() {
             Some("Runtime.consoleAPICalled") => {
                 let args: Vec<String> = params["args"]

@@ -141,8 +141,8 @@ impl Row {
 pub(super) struct Party {
     // Field order is drop order: the server goes before its namespaces.
     pub(super) server: Server,
-    link: Link,
-    http: SocketAddr,
+    pub(super) link: Link,
+    pub(super) http: SocketAddr,
 }
 
 /// `cowatch receivers` running in the viewer namespace.

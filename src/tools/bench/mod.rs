@@ -21,6 +21,7 @@ mod broadcast;
 mod browser;
 mod chat;
 mod fanout;
+mod hostile;
 mod loss;
 mod pipeline;
 mod process;

@@ -578,6 +578,7 @@ fn branch_child(mode: BranchMode, inputs: &Inputs, seconds: u64) -> anyhow::Resu
         webcam: WebcamSource::Description(inputs.webcam_description()),
         mic: MicSource::None,
         layout: Layout::builtin("side-panel").context("no built-in side-panel layout")?,
+        layouts: Default::default(),
         encoder: EncoderPreset::builtin("h264")?,
         bitrate_kbps: BITRATE_KBPS,
         ladder,

@@ -31,6 +31,14 @@ pub struct SoakOptions {
     /// WHEP offers of the flood, sent over its first 10 s.
     #[arg(long, default_value_t = 1000)]
     pub flood_posts: usize,
+    /// Instead of the churn: issue 13's attacker from an address of its own (fragment floods on
+    /// `/chat`, offer squatting, session and chat floods) while `--viewers` probe viewers and
+    /// `--chat-clients` chat sockets stay.
+    #[arg(long)]
+    pub hostile: bool,
+    /// Well-behaved chat sockets of `--hostile`.
+    #[arg(long, default_value_t = 200)]
+    pub chat_clients: usize,
 }
 
 /// Warm-up before memory is first read.
@@ -51,6 +59,10 @@ pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
     }
     super::loss::check()?;
     let scratch = Scratch::new()?;
+    if options.hostile {
+        return measure_hostile(&scratch.0, options)
+            .map_err(|e| anyhow::anyhow!("the hostile soak: {e:#}"));
+    }
     measure(&scratch.0, options).map_err(|e| anyhow::anyhow!("the soak: {e:#}"))
 }
 
@@ -177,6 +189,112 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     println!(
         "  shared the machine: the server and the receivers (not pinned), and whatever else ran; \
          load average at the end {}",
+        super::browser::load_average()
+    );
+    Ok(())
+}
+
+/// Seats above the probe viewers in the hostile soak: what a squatter would try to take.
+const HOSTILE_ROOM: usize = 20;
+
+/// `--hostile`: the probe viewers and chat clients stay while the attacker runs; reports what
+/// they lost, `/healthz`'s times and the server's memory, and what the attacker got.
+fn measure_hostile(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
+    let seconds = options.minutes * 60;
+    let mut party = Party::start(dir, options.viewers + HOSTILE_ROOM, false)?;
+    let args: Vec<String> = [
+        "--viewers",
+        &options.viewers.to_string(),
+        "--seconds",
+        &(seconds + 20).to_string(),
+        "--health-every-ms",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    println!(
+        "cowatch bench soak --hostile: {} probe viewers and {} chat clients (198.18.0.2) for {} min \
+         while an attacker at 198.18.1.2 floods; server pid {}",
+        options.viewers,
+        options.chat_clients,
+        options.minutes,
+        party.server.process.pid()
+    );
+    let running = party
+        .receivers(dir, "hostile-receivers", &args, false)?
+        .wait_ready(Duration::from_secs(120))
+        .map_err(|last| anyhow::anyhow!("the probe viewers did not all join: {last}"))?;
+    let steady = party.viewer_stat("connected")?;
+    let chat = super::hostile::ChatClients::start(&party.link, party.http, options.chat_clients)?;
+    let rss_start = party
+        .server
+        .process
+        .rss_kib()
+        .context("the server is gone")?;
+    let http = party.http;
+    let attack = super::hostile::Attack::start(&mut party.link, http)?;
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut rss_peak = rss_start;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(5).min(end - Instant::now()));
+        rss_peak = rss_peak.max(party.server.process.rss_kib().unwrap_or(0));
+    }
+    let attacked = attack.stop();
+    let chat = chat.stop()?;
+    let still = party.viewer_stat("connected")?;
+    let rss_end = party
+        .server
+        .process
+        .rss_kib()
+        .context("the server is gone")?;
+    let report = running.finish()?;
+    let (h_p99, h_max, h_failed) = report
+        .health
+        .as_ref()
+        .map_or((f64::NAN, f64::NAN, 0), |h| (h.p99_ms, h.max_ms, h.failed));
+    println!();
+    println!(
+        "| probe viewers in → after | probe packets lost (receivers' kernel drops) | chat clients | \
+         chat lines posted / missed (poster refused) | /healthz p99 (max, failed) | RSS start → end (peak) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {steady} → {still} | {} ({}) | {}/{} | {} / {} ({:?}) | {h_p99:.1} ms ({h_max:.1} ms, {h_failed}) \
+         | {:.0} → {:.0} MiB (peak {:.0}) |",
+        report.steady.lost,
+        report.kernel.rcvbuf_errors,
+        chat.clients,
+        options.chat_clients,
+        chat.posted,
+        chat.missed,
+        chat.refused,
+        rss_start as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+    );
+    println!(
+        "  attacker (one address): fragment sockets closed by the server {} after {} MiB; \
+         squatting offers {:?}; session requests {:?}; chat posts {:?}",
+        attacked.fragment_closes,
+        attacked.fragment_mib,
+        attacked.squat,
+        attacked.sessions,
+        attacked.chat
+    );
+    let nothing_lost = report.steady.lost <= report.kernel.in_errors
+        && still >= steady
+        && chat.missed == 0
+        && chat.posted > 0
+        && chat.clients == options.chat_clients;
+    println!(
+        "  targets: the well-behaved lose nothing: {}; /healthz p99 ≤ 100 ms: {}",
+        super::verdict(nothing_lost),
+        super::verdict(h_p99 <= 100.0 && h_failed == 0)
+    );
+    println!(
+        "  shared the machine: the server, the receivers, the chat clients and the attacker \
+         (none pinned), and whatever else ran; load average at the end {}",
         super::browser::load_average()
     );
     Ok(())

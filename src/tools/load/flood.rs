@@ -32,6 +32,18 @@ pub struct FloodReport {
     pub seconds: f64,
 }
 
+/// `n` real offers from viewers on `bind` whose ports are never bound: nothing answers the
+/// server's ICE checks, as after a tab closed (or from a squatter).
+pub fn dead_offers(bind: IpAddr, n: usize) -> anyhow::Result<Vec<String>> {
+    let now = Instant::now();
+    (0..n)
+        .map(|i| {
+            let local = SocketAddr::new(bind, 40_000 + (i % 20_000) as u16);
+            Offer::new(local, now).map(|offer| offer.sdp)
+        })
+        .collect()
+}
+
 /// POSTs `posts` offers to `whep`, evenly over `over`, from viewers' addresses on `bind`.
 pub async fn flood(
     whep: &str,
@@ -40,14 +52,7 @@ pub async fn flood(
     over: Duration,
 ) -> anyhow::Result<FloodReport> {
     let whep = std::sync::Arc::new(Whep::open(whep).await?);
-    let now = Instant::now();
-    let offers: Vec<String> = (0..DISTINCT_OFFERS.min(posts.max(1)))
-        .map(|i| {
-            // The port is never bound: nothing answers ICE checks, as after a tab closed.
-            let local = SocketAddr::new(bind, 40_000 + i as u16);
-            Offer::new(local, now).map(|offer| offer.sdp)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let offers = dead_offers(bind, DISTINCT_OFFERS.min(posts.max(1)))?;
     let every = over.div_f64(posts.max(1) as f64);
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();

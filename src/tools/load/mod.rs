@@ -39,7 +39,7 @@ use std::net::IpAddr;
 use anyhow::{Context, bail};
 
 use flood::health_latencies_owned;
-pub use flood::{FloodReport, flood, health_latencies};
+pub use flood::{FloodReport, dead_offers, flood, health_latencies};
 pub use report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 pub use snmp::{UdpCounters, udp_drops};
 

@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use super::library::movie_of;
 use super::ok;
-use crate::pipeline::layout::Layout;
-use crate::pipeline::{GoLivePlan, PipelineError};
+use crate::pipeline::GoLivePlan;
 use crate::web::AppState;
 use crate::web::error::AppError;
 use crate::web::extract::{AppJson, Host};
@@ -57,7 +56,7 @@ pub async fn layout(
     _: Host,
     AppJson(choice): AppJson<LayoutChoice>,
 ) -> Result<Json<Value>, AppError> {
-    let layout = Layout::load(&choice.layout).map_err(PipelineError::from)?;
+    let layout = state.pipeline.find_layout(&choice.layout).await?;
     state.pipeline.set_layout(layout).await?;
     Ok(ok())
 }
@@ -140,18 +139,17 @@ pub async fn start(
     _: Host,
     AppJson(go): AppJson<GoLive>,
 ) -> Result<Json<Value>, AppError> {
+    let layout = match go.layout.as_deref() {
+        Some(spec) => Some(state.pipeline.find_layout(spec).await?),
+        None => None,
+    };
     let plan = GoLivePlan {
         movie: go
             .title
             .as_deref()
             .map(|id| movie_of(&state, id))
             .transpose()?,
-        layout: go
-            .layout
-            .as_deref()
-            .map(Layout::load)
-            .transpose()
-            .map_err(PipelineError::from)?,
+        layout,
         webcam: go.webcam,
         mic: go.mic,
     };

@@ -1,7 +1,7 @@
 //! The host's media library: the titles, their thumbnails, and playing one.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -9,11 +9,10 @@ use serde_json::{Value, json};
 
 use super::ok;
 use crate::library::Library;
-use crate::party::Role;
 use crate::pipeline::source::MovieSource;
 use crate::web::AppState;
 use crate::web::error::AppError;
-use crate::web::extract::{AppJson, Caller, Host};
+use crate::web::extract::{AppJson, Host};
 
 /// The library, or 404 when cowatch runs without one.
 fn library_of(state: &AppState) -> Result<&Library, AppError> {
@@ -78,29 +77,14 @@ pub async fn next(State(state): State<AppState>, _: Host) -> Result<Json<Value>,
     Ok(Json(json!({ "ok": true, "title": next })))
 }
 
-/// Query of the thumbnail, so an `<img>` can carry the key.
-#[derive(Deserialize)]
-pub struct KeyQuery {
-    /// The host key, for `<img src>` which cannot send headers.
-    #[serde(default)]
-    key: Option<String>,
-}
-
 /// `GET /api/library/{id}/thumbnail`: a 320x180 PNG.
+/// The key comes in the `Authorization` header only, never in the URL (the page fetches it
+/// into a blob URL).
 pub async fn thumbnail(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Host,
     Path(id): Path<String>,
-    Query(query): Query<KeyQuery>,
 ) -> Result<impl IntoResponse, AppError> {
-    let caller = match query.key.as_deref() {
-        Some(key) => Caller {
-            presented: true,
-            ..Caller::identify(&state, Some(key))
-        },
-        None => caller,
-    };
-    caller.require(Role::Host)?;
     let library = library_of(&state)?.clone();
     let png = tokio::task::spawn_blocking(move || library.thumbnail_png(&id))
         .await

@@ -142,6 +142,22 @@
     return { button, thumb, name, meta, now, img: null };
   }
 
+  /** Fetches a thumbnail with the key in a header and shows it from a blob URL: an `<img src>`
+   *  would carry the key in its URL, where proxies and access logs keep it. */
+  async function loadThumbnail(img, id) {
+    try {
+      const response = await fetch(`/api/library/${encodeURIComponent(id)}/thumbnail`, {
+        headers: { Authorization: "Bearer " + st.key },
+      });
+      if (!response.ok) throw new Error(String(response.status));
+      const url = URL.createObjectURL(await response.blob());
+      img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+      img.src = url;
+    } catch {
+      img.dispatchEvent(new Event("error"));
+    }
+  }
+
   function updateCard(card, t, current) {
     card.button.classList.toggle("error", !!t.error);
     card.button.disabled = !!t.error;
@@ -160,7 +176,7 @@
         img.remove();
         card.thumb.textContent = "no picture";
       });
-      img.src = `/api/library/${encodeURIComponent(t.id)}/thumbnail?key=${encodeURIComponent(st.key)}`;
+      loadThumbnail(img, t.id);
       card.img = img;
       card.thumb.textContent = "";
       card.thumb.append(img);
