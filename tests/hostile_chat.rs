@@ -114,6 +114,11 @@ async fn a_ban_and_the_limits_hold_on_the_session_under_every_nickname() {
         "{}",
         dodge.body
     );
+    // Another session taking the banned name is refused for the name itself.
+    let other = rig.session(None).await;
+    let reply = rig.say(&other, "EvilGuy", "hi").await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.body, "you are banned from the party chat\n");
     // A timeout holds the same way.
     let rude = rig.session(None).await;
     assert_eq!(rig.say(&rude, "rude_one", "hi").await.status, 201);

@@ -79,10 +79,10 @@ pub trait Gate: Send + Sync {
         now_ms: i64,
     ) -> Result<(), Refusal>;
 
-    /// Whether a session that spoke as `aliases` may take a new nickname: not while any of
-    /// them is banned or timed out.
-    fn admit_speaker(&self, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
-        let _ = (aliases, now_ms);
+    /// Whether a session that spoke as `aliases` may take the new nickname `nick`: not
+    /// while it or any of them is banned or timed out.
+    fn admit_speaker(&self, nick: &str, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
+        let _ = (nick, aliases, now_ms);
         Ok(())
     }
 }

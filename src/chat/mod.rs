@@ -232,11 +232,11 @@ impl Chat {
         self.post_party(PartyLine::sessionless(nick, text, Duration::MAX))
     }
 
-    /// Whether a session that spoke as `aliases` may take a new nickname (the gate's
-    /// answer: not while any of them is banned or timed out).
-    pub fn admit_speaker(&self, aliases: &[String]) -> Result<(), PostError> {
+    /// Whether a session that spoke as `aliases` may take the new nickname `nick` (the
+    /// gate's answer: not while it or any of them is banned or timed out).
+    pub fn admit_speaker(&self, nick: &str, aliases: &[String]) -> Result<(), PostError> {
         match &self.inner.gate {
-            Some(gate) => Ok(gate.admit_speaker(aliases, unix_ms())?),
+            Some(gate) => Ok(gate.admit_speaker(nick, aliases, unix_ms())?),
             None => Ok(()),
         }
     }

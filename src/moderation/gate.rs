@@ -202,9 +202,15 @@ impl MessageGate {
         Ok(())
     }
 
-    /// Whether a session that spoke as `aliases` may take a new nickname.
-    pub(super) fn check_speaker(&self, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
-        self.rules().check_bans("", aliases, now_ms)
+    /// Whether a session that spoke as `aliases` may take the new nickname `nick`.
+    pub(super) fn check_speaker(
+        &self,
+        nick: &str,
+        aliases: &[String],
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        self.rules()
+            .check_bans(&nick.trim().to_lowercase(), aliases, now_ms)
     }
 
     /// Whether a session that spoke as `aliases` may watch: not when any of them is banned
@@ -239,11 +245,10 @@ impl MessageGate {
 }
 
 impl Rules {
-    /// A ban or timeout on party login `login` (lower case; empty for none) or any of the
-    /// session's `aliases`; expired ones are dropped on the way.
+    /// A ban or timeout on party login `login` (lower case) or any of the session's
+    /// `aliases`; expired ones are dropped on the way.
     fn check_bans(&mut self, login: &str, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
         let names = std::iter::once(login.to_owned())
-            .filter(|l| !l.is_empty())
             .chain(aliases.iter().map(|a| a.trim().to_lowercase()));
         for name in names {
             let key = ban_key(Origin::Party, &name);
@@ -293,8 +298,8 @@ impl chat::Gate for MessageGate {
         self.check_party(line, modes, now_ms)
     }
 
-    fn admit_speaker(&self, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
-        self.check_speaker(aliases, now_ms)
+    fn admit_speaker(&self, nick: &str, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
+        self.check_speaker(nick, aliases, now_ms)
     }
 }
 

@@ -264,9 +264,7 @@ impl Party {
         let (nick, text) = chat::validate(nick, text)?;
         let mut session = self.find_session(token)?;
         if session.nick.as_deref() != Some(nick.as_str()) {
-            let mut names = session.aliases.clone();
-            names.push(nick.clone());
-            chat.admit_speaker(&names)?;
+            chat.admit_speaker(&nick, &session.aliases)?;
             session = self.claim_nick(token, &nick)?;
         }
         let speaker = format!("session {}", session.id);
