@@ -87,6 +87,15 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
             let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
             let party = Party::new(config.party.clone(), store);
+            // Nobody in the party may pass for the streamer.
+            for name in config
+                .twitch
+                .iter()
+                .map(|t| &t.channel)
+                .chain(config.helix.iter().map(|h| &h.broadcaster_login))
+            {
+                party.reserve_nick(name);
+            }
             let library = match &config.library {
                 Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
                 None => None,

@@ -340,6 +340,7 @@ async fn timeout_ban_and_unban_clear_the_user_here_and_reach_twitch() {
             Action::Ban {
                 target: twitch_user("spammer"),
                 reason: Some("follow bots".into()),
+                whole_party: false,
             },
         )
         .await
@@ -398,6 +399,7 @@ async fn timeout_ban_and_unban_clear_the_user_here_and_reach_twitch() {
             Action::Ban {
                 target: party_nick("onche"),
                 reason: None,
+                whole_party: false,
             },
         )
         .await
@@ -420,7 +422,7 @@ async fn clear_chat_and_room_modes_apply_here_and_patch_twitch() {
     let mut live = rig.chat.subscribe().live;
 
     rig.moderation
-        .apply(&host(), Action::ClearChat)
+        .apply(&host(), Action::ClearChat {})
         .await
         .unwrap();
     assert!(matches!(
@@ -594,6 +596,7 @@ async fn a_helix_error_reaches_the_moderator_and_the_audit_log_while_the_party_a
             Action::Ban {
                 target: twitch_user("onche"),
                 reason: None,
+                whole_party: false,
             },
         )
         .await
@@ -635,6 +638,7 @@ async fn a_helix_error_reaches_the_moderator_and_the_audit_log_while_the_party_a
             Action::Ban {
                 target: twitch_user("nobody_here"),
                 reason: None,
+                whole_party: false,
             },
         )
         .await
@@ -690,6 +694,7 @@ async fn bans_terms_links_party_rule_and_audit_survive_a_restart() {
             Action::Ban {
                 target: party_nick("troll"),
                 reason: Some("rude".into()),
+                whole_party: false,
             },
             Action::Timeout {
                 target: party_nick("loud"),
@@ -698,6 +703,7 @@ async fn bans_terms_links_party_rule_and_audit_survive_a_restart() {
             Action::Ban {
                 target: twitch_user("spammer"),
                 reason: None,
+                whole_party: false,
             },
             Action::AddBlockedTerm {
                 term: "badword".into(),
@@ -779,6 +785,7 @@ async fn party_posts_are_refused_for_the_right_reason() {
         Action::Ban {
             target: party_nick("troll"),
             reason: None,
+            whole_party: false,
         },
     )
     .await
@@ -941,11 +948,12 @@ async fn a_viewer_may_do_nothing() {
         Action::Ban {
             target: twitch_user("onche"),
             reason: None,
+            whole_party: false,
         },
         Action::DeleteMessage {
             message_id: "m-1".into(),
         },
-        Action::ClearChat,
+        Action::ClearChat {},
         Action::Slow { seconds: 30 },
         Action::AddBlockedTerm {
             term: "hello".into(),

@@ -19,6 +19,48 @@ pub struct PartyLine<'a> {
     pub text: &'a str,
     /// How long they have been in the party (for "open to viewers here N minutes").
     pub in_party_for: Duration,
+    /// Whom the flood allowance and slow mode count against: the viewer's session, so a
+    /// new nickname starts no new count; the nickname for lines without a session.
+    pub speaker: &'a str,
+    /// The other nicknames the same session spoke as: a ban or timeout on any of them
+    /// keeps the session out under every name.
+    pub aliases: &'a [String],
+    /// The badge the server gives the author (the host, a moderator); never the author's
+    /// own claim.
+    pub badge: Option<PartyBadge>,
+}
+
+impl<'a> PartyLine<'a> {
+    /// A line with no session behind it (tools, tests): limits count against `nick`.
+    pub fn sessionless(nick: &'a str, text: &'a str, in_party_for: Duration) -> PartyLine<'a> {
+        PartyLine {
+            nick,
+            text,
+            in_party_for,
+            speaker: nick,
+            aliases: &[],
+            badge: None,
+        }
+    }
+}
+
+/// A badge only the server gives, on the party lines of the host and the moderators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyBadge {
+    /// The party's host.
+    Host,
+    /// A moderator (a live moderator link).
+    Moderator,
+}
+
+impl PartyBadge {
+    /// The badge set's name, as the pages read it (`moderator` is Twitch's own).
+    pub fn name(self) -> &'static str {
+        match self {
+            PartyBadge::Host => "host",
+            PartyBadge::Moderator => "moderator",
+        }
+    }
 }
 
 /// Decides, for every line, whether viewers see it. Calls are plain (no async), short,
@@ -36,6 +78,13 @@ pub trait Gate: Send + Sync {
         modes: &RoomModes,
         now_ms: i64,
     ) -> Result<(), Refusal>;
+
+    /// Whether a session that spoke as `aliases` may take the new nickname `nick`: not
+    /// while it or any of them is banned or timed out.
+    fn admit_speaker(&self, nick: &str, aliases: &[String], now_ms: i64) -> Result<(), Refusal> {
+        let _ = (nick, aliases, now_ms);
+        Ok(())
+    }
 }
 
 /// Why a party line was refused; the text is shown to the viewer as is.
@@ -47,6 +96,12 @@ pub enum Refusal {
     /// Timed out.
     #[error("you are timed out for {0} more s")]
     TimedOut(u64),
+    /// Banned under another nickname of the same session.
+    #[error("you are banned from the party chat as {0:?}; a new nickname does not change that")]
+    BannedAs(String),
+    /// Timed out under another nickname of the same session.
+    #[error("you are timed out as {0:?} for {1} more s; a new nickname does not change that")]
+    TimedOutAs(String, u64),
     /// The party chat is closed.
     #[error("the party chat is closed")]
     Closed,

@@ -23,6 +23,7 @@ pub mod gate;
 mod log;
 pub mod model;
 pub mod post;
+pub mod text;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +35,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::shutdown::Shutdown;
 use crate::util::clock::unix_ms;
 use crate::util::lock::Locked;
-pub use gate::{Gate, PartyLine, Refusal};
+pub use gate::{Gate, PartyBadge, PartyLine, Refusal};
 pub use model::{ChatEvent, ChatMessage, Connection, Origin, RoomModes, RoomState};
 pub use post::{MAX_MESSAGE_CHARS, NickRule, PostError, is_nick_char, nick_rule, validate};
 
@@ -196,10 +197,11 @@ impl Chat {
     }
 
     /// A party viewer says something: the line is checked (its shape, then the gate, then
-    /// the nickname's flood allowance) and published. On success the message is in the
+    /// the speaker's flood allowance) and published. On success the message is in the
     /// stream (and queued for Twitch when relaying is on); on error nothing was published.
     pub fn post_party(&self, line: PartyLine<'_>) -> Result<Arc<Published>, PostError> {
         let (nick, text) = validate(line.nick, line.text)?;
+        let (nick, text) = (nick.as_str(), text.as_str());
         let line = PartyLine { nick, text, ..line };
         if let Some(gate) = &self.inner.gate {
             gate.admit_party(&line, &self.modes(), unix_ms())?;
@@ -208,12 +210,12 @@ impl Chat {
             let mut state = self.state();
             state
                 .allowance
-                .spend(&nick.to_lowercase(), Instant::now())?;
+                .spend(&line.speaker.to_lowercase(), Instant::now())?;
             state.party_posts += 1;
             (state.party_posts, state.relay.clone())
         };
         let id = format!("party-{}-{n}", self.inner.started_ms);
-        let message = post::party_message(id, nick, text, unix_ms());
+        let message = post::party_message(id, nick, text, line.badge, unix_ms());
         let published = self.publish(ChatEvent::Message(message));
         if self.inner.config.relay_party
             && let Some(relay) = relay
@@ -227,11 +229,16 @@ impl Chat {
     /// [`post_party`](Self::post_party) for a line whose author's time in the party does
     /// not matter (tools, tests, the host's own scripts).
     pub fn post(&self, nick: &str, text: &str) -> Result<Arc<Published>, PostError> {
-        self.post_party(PartyLine {
-            nick,
-            text,
-            in_party_for: Duration::MAX,
-        })
+        self.post_party(PartyLine::sessionless(nick, text, Duration::MAX))
+    }
+
+    /// Whether a session that spoke as `aliases` may take the new nickname `nick` (the
+    /// gate's answer: not while it or any of them is banned or timed out).
+    pub fn admit_speaker(&self, nick: &str, aliases: &[String]) -> Result<(), PostError> {
+        match &self.inner.gate {
+            Some(gate) => Ok(gate.admit_speaker(nick, aliases, unix_ms())?),
+            None => Ok(()),
+        }
     }
 
     /// The party is over: its chat is forgotten, here and on every page (a whole-chat
@@ -436,7 +443,7 @@ mod tests {
     fn both_doors_pass_the_gate_before_anything_is_numbered() {
         let chat = Chat::gated(ChatConfig::default(), Arc::new(Strict));
         let twitch = |text: &str| {
-            let mut m = post::party_message("t".into(), "onche", text, 0);
+            let mut m = post::party_message("t".into(), "onche", text, None, 0);
             m.origin = Origin::Twitch;
             ChatEvent::Message(m)
         };

@@ -1,13 +1,15 @@
 //! Party lines in: the nickname rule (also sent to the pages as [`NickRule`]), the checks on
-//! a line's shape, the per-nickname flood allowance, and the message a line becomes.
+//! a line's shape (its text normalized first, see [`text`](super::text)), the per-speaker
+//! flood allowance, and the message a line becomes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::gate::Refusal;
-use super::model::{self, ChatMessage, Fragment, Origin, User};
+use super::gate::{PartyBadge, Refusal};
+use super::model::{self, Badge, ChatMessage, Fragment, Origin, User};
+use super::text::{self, TextError};
 
 /// Twitch's limit on one chat message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 500;
@@ -17,9 +19,11 @@ pub const NICK_MIN_CHARS: usize = 2;
 pub const NICK_MAX_CHARS: usize = 25;
 /// [`is_nick_char`] as a regular expression, for the pages (JavaScript with the `u` flag).
 const NICK_PATTERN: &str = r"^[\p{L}\p{N}_]+$";
-/// Party messages one nickname may send in a burst, and how fast that allowance returns.
+/// Party messages one speaker (a session, with all its nicknames) may send in a burst, and how fast that allowance returns.
 pub(super) const PARTY_BURST: u32 = 5;
 const PARTY_REFILL: Duration = Duration::from_secs(2);
+/// Past this many speakers, the allowance forgets those whose bucket is full again.
+const ALLOWANCES_TRACKED: usize = 4096;
 
 /// Why a party message was refused; the text is shown to the viewer as is.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,9 +33,12 @@ pub enum PostError {
         "nickname must be {NICK_MIN_CHARS} to {NICK_MAX_CHARS} letters, digits or underscores (got {0:?})"
     )]
     BadNick(String),
-    /// Nothing to say.
+    /// Nothing visible to say.
     #[error("message is empty")]
     Empty,
+    /// A control character in the text.
+    #[error(transparent)]
+    Text(#[from] TextError),
     /// Longer than Twitch allows.
     #[error("message is {0} characters; the limit is {MAX_MESSAGE_CHARS}")]
     TooLong(usize),
@@ -71,14 +78,15 @@ pub fn is_nick_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-/// Checks a party message's nickname and text; returns them trimmed.
-pub fn validate<'a>(nick: &'a str, text: &'a str) -> Result<(&'a str, &'a str), PostError> {
-    let nick = nick.trim();
+/// Checks a party message's nickname and text; returns them normalized (NFKC, trimmed,
+/// invisible characters gone: see [`text`](super::text)).
+pub fn validate(nick: &str, text: &str) -> Result<(String, String), PostError> {
+    let nick = text::clean_nick(nick);
     let nick_chars = nick.chars().count();
     if !(NICK_MIN_CHARS..=NICK_MAX_CHARS).contains(&nick_chars) || !nick.chars().all(is_nick_char) {
-        return Err(PostError::BadNick(nick.to_owned()));
+        return Err(PostError::BadNick(nick));
     }
-    let text = text.trim();
+    let text = text::clean(text)?;
     if text.is_empty() {
         return Err(PostError::Empty);
     }
@@ -89,15 +97,24 @@ pub fn validate<'a>(nick: &'a str, text: &'a str) -> Result<(&'a str, &'a str), 
     Ok((nick, text))
 }
 
-/// Each nickname's flood allowance: a bucket of [`PARTY_BURST`] that refills one message per
+/// Each speaker's flood allowance (a session's, whatever nickname it uses): a bucket of [`PARTY_BURST`] that refills one message per
 /// [`PARTY_REFILL`].
 #[derive(Debug, Default)]
 pub(super) struct Allowance(HashMap<String, (u32, Instant)>);
 
 impl Allowance {
-    /// Spends one message of `login`'s allowance, or says how long to wait.
-    pub(super) fn spend(&mut self, login: &str, now: Instant) -> Result<(), PostError> {
-        let (tokens, since) = self.0.entry(login.to_owned()).or_insert((PARTY_BURST, now));
+    /// Spends one message of `speaker`'s allowance, or says how long to wait.
+    pub(super) fn spend(&mut self, speaker: &str, now: Instant) -> Result<(), PostError> {
+        if self.0.len() >= ALLOWANCES_TRACKED && !self.0.contains_key(speaker) {
+            // Full buckets say nothing; forgetting them bounds memory.
+            let full = PARTY_REFILL * PARTY_BURST;
+            self.0
+                .retain(|_, (_, since)| now.duration_since(*since) < full);
+        }
+        let (tokens, since) = self
+            .0
+            .entry(speaker.to_owned())
+            .or_insert((PARTY_BURST, now));
         let earned = (now.duration_since(*since).as_millis() / PARTY_REFILL.as_millis()) as u32;
         if earned > 0 {
             *tokens = (*tokens + earned).min(PARTY_BURST);
@@ -111,14 +128,21 @@ impl Allowance {
         Ok(())
     }
 
-    /// Forgets every nickname (the party is over).
+    /// Forgets every speaker (the party is over).
     pub(super) fn clear(&mut self) {
         self.0.clear();
     }
 }
 
-/// The message a party line becomes, with the hub's id for it.
-pub(super) fn party_message(id: String, nick: &str, text: &str, timestamp_ms: i64) -> ChatMessage {
+/// The message a party line becomes, with the hub's id for it, and the badge the server
+/// gives its author (never one the author asked for).
+pub(super) fn party_message(
+    id: String,
+    nick: &str,
+    text: &str,
+    badge: Option<PartyBadge>,
+    timestamp_ms: i64,
+) -> ChatMessage {
     let login = nick.to_lowercase();
     ChatMessage {
         id,
@@ -131,7 +155,13 @@ pub(super) fn party_message(id: String, nick: &str, text: &str, timestamp_ms: i6
             display_name: nick.to_owned(),
         },
         color: None,
-        badges: Vec::new(),
+        badges: badge
+            .map(|b| Badge {
+                name: b.name().to_owned(),
+                version: "1".to_owned(),
+            })
+            .into_iter()
+            .collect(),
         text: text.to_owned(),
         emotes: Vec::new(),
         fragments: vec![Fragment::Text {

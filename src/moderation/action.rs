@@ -85,14 +85,19 @@ pub enum Action {
         /// Why (at most 500 characters, Twitch's limit).
         #[serde(default)]
         reason: Option<String>,
+        /// A party viewer only: ban from the whole party, not only from the chat. Their
+        /// session (whatever nickname it uses) can no longer start watching.
+        #[serde(default)]
+        whole_party: bool,
     },
     /// Lifts a ban or timeout.
     Unban {
         /// Who.
         target: Target,
     },
-    /// Clears the whole chat.
-    ClearChat,
+    /// Clears the whole chat. A struct variant, even empty: serde lets unknown fields
+    /// through on a unit variant of a tagged enum, and every action refuses them.
+    ClearChat {},
     /// One message per this many seconds per user; 0 turns slow mode off. Twitch accepts
     /// 3 to 120, and so does the party, which shares the room modes.
     Slow {
@@ -140,7 +145,7 @@ impl Action {
             Action::Timeout { .. } => "timeout",
             Action::Ban { .. } => "ban",
             Action::Unban { .. } => "unban",
-            Action::ClearChat => "clear_chat",
+            Action::ClearChat {} => "clear_chat",
             Action::Slow { .. } => "slow",
             Action::EmoteOnly { .. } => "emote_only",
             Action::FollowersOnly { .. } => "followers_only",
@@ -221,8 +226,15 @@ fn validate(action: &Action) -> Result<(), ModError> {
             }
             Ok(())
         }
-        Action::Ban { target, reason } => {
+        Action::Ban {
+            target,
+            reason,
+            whole_party,
+        } => {
             check_target(target)?;
+            if *whole_party && target.origin != Origin::Party {
+                return invalid("only a party viewer can be banned from the whole party".into());
+            }
             if reason
                 .as_ref()
                 .is_some_and(|r| r.chars().count() > helix::MAX_REASON_CHARS)
@@ -254,6 +266,11 @@ fn validate(action: &Action) -> Result<(), ModError> {
                 return invalid(format!(
                     "a blocked term has 1 to {MAX_TERM_CHARS} characters; got {chars}"
                 ));
+            }
+            // Terms match on letters and digits only (see `gate`): one without any would
+            // match every message.
+            if crate::chat::text::fold(term).is_empty() {
+                return invalid(format!("{:?} has no letter or digit to match", term.trim()));
             }
             Ok(())
         }
@@ -329,7 +346,26 @@ mod tests {
             }
         );
         let a: Action = serde_json::from_str(r#"{"action":"clear_chat"}"#).unwrap();
-        assert_eq!(a, Action::ClearChat);
+        assert_eq!(a, Action::ClearChat {});
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"action":"clear_chat"}"#
+        );
+        let unknown = serde_json::from_str::<Action>(r#"{"action":"clear_chat","everything":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("unknown field `everything`"), "{unknown}");
+        let a: Action = serde_json::from_str(
+            r#"{"action":"ban","target":{"origin":"party","login":"x1"},"whole_party":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            a,
+            Action::Ban {
+                whole_party: true,
+                ..
+            }
+        ));
         let a: Action = serde_json::from_str(r#"{"action":"followers_only"}"#).unwrap();
         assert_eq!(a, Action::FollowersOnly { minutes: None });
         assert!(

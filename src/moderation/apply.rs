@@ -6,9 +6,10 @@
 use super::action::{Action, Actor, ModError, PartyChatMode, Target};
 use super::audit::{Record, on_off};
 use super::forward::Forward;
-use super::gate::{MessageGate, PARTY_CHAT_KEY, matches_term};
+use super::gate::{MessageGate, PARTY_CHAT_KEY, WATCH_BANS_KEY, matches_term};
 use super::helix::ChatSettingsPatch;
 use crate::chat::model::{Clear, ClearKind, Delete, ServerNotice};
+use crate::chat::text::fold;
 use crate::chat::{Chat, ChatEvent, Origin, RoomModes, RoomState};
 use crate::store::{self, Ban, Store};
 
@@ -36,14 +37,22 @@ impl InParty<'_> {
             Action::DeleteMessage { message_id } => self.delete_message(message_id, record),
             Action::Timeout { target, seconds } => {
                 record.detail = Some(format!("{seconds} s"));
-                self.ban(target, Some(*seconds), None)
+                self.ban(target, Some(*seconds), None, false)
             }
-            Action::Ban { target, reason } => {
-                record.detail = reason.clone();
-                self.ban(target, None, reason.clone())
+            Action::Ban {
+                target,
+                reason,
+                whole_party,
+            } => {
+                record.detail = match (whole_party, reason) {
+                    (false, reason) => reason.clone(),
+                    (true, None) => Some("from the whole party".into()),
+                    (true, Some(r)) => Some(format!("from the whole party: {r}")),
+                };
+                self.ban(target, None, reason.clone(), *whole_party)
             }
             Action::Unban { target } => self.unban(target, record),
-            Action::ClearChat => Ok(self.clear_chat()),
+            Action::ClearChat {} => Ok(self.clear_chat()),
             Action::Slow { .. }
             | Action::EmoteOnly { .. }
             | Action::FollowersOnly { .. }
@@ -83,12 +92,13 @@ impl InParty<'_> {
         })
     }
 
-    /// A timeout (`duration_s`) or a ban.
+    /// A timeout (`duration_s`) or a ban; `watching`: a ban from the whole party.
     fn ban(
         &self,
         target: &Target,
         duration_s: Option<u32>,
         reason: Option<String>,
+        watching: bool,
     ) -> Result<Forward, ModError> {
         let login = target.key();
         let user_id = match &target.user_id {
@@ -106,7 +116,10 @@ impl InParty<'_> {
             at_ms: self.now,
         };
         self.store.ban(&ban)?;
-        self.gate.ban(ban);
+        let watch_bans = self.gate.ban(ban, watching);
+        if target.origin == Origin::Party {
+            self.save_watch_bans(&watch_bans)?;
+        }
         self.chat.publish(ChatEvent::Clear(Clear {
             origin: target.origin,
             channel: self.channel.to_owned(),
@@ -134,7 +147,10 @@ impl InParty<'_> {
     fn unban(&self, target: &Target, record: &mut Record) -> Result<Forward, ModError> {
         let login = target.key();
         let was = self.store.unban(target.origin, &login)?;
-        self.gate.unban(target.origin, &login);
+        let watch_bans = self.gate.unban(target.origin, &login);
+        if target.origin == Origin::Party {
+            self.save_watch_bans(&watch_bans)?;
+        }
         match target.origin {
             Origin::Party if !was => Err(ModError::NotFound(format!("{login} is not banned"))),
             Origin::Party => Ok(Forward::None),
@@ -148,6 +164,14 @@ impl InParty<'_> {
                 })
             }
         }
+    }
+
+    /// The party logins banned from watching, kept as a setting (the store's bans table
+    /// has no column for it).
+    fn save_watch_bans(&self, list: &[String]) -> Result<(), ModError> {
+        let json = serde_json::to_string(list).map_err(|e| ModError::Invalid(e.to_string()))?;
+        self.store.set_setting(WATCH_BANS_KEY, &json)?;
+        Ok(())
     }
 
     fn clear_chat(&self) -> Forward {
@@ -180,7 +204,7 @@ impl InParty<'_> {
 
     fn add_term(&self, term: &str, record: &mut Record) -> Result<Forward, ModError> {
         let term = term.trim();
-        let key = term.to_lowercase();
+        let key = fold(term);
         if !self.store.add_blocked_term(term, &self.actor.name)? {
             record.detail = Some("already blocked".into());
         }
@@ -213,7 +237,16 @@ impl InParty<'_> {
                 term.trim()
             )));
         }
-        self.gate.remove_term(&term.trim().to_lowercase());
+        // Another stored spelling of the same folded term keeps it blocked.
+        let folded = fold(term);
+        if !self
+            .store
+            .blocked_terms()?
+            .iter()
+            .any(|t| fold(&t.term) == folded)
+        {
+            self.gate.remove_term(&folded);
+        }
         Ok(Forward::None)
     }
 

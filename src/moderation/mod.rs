@@ -202,14 +202,16 @@ impl Moderation {
         in_party_for: Duration,
         now_ms: i64,
     ) -> Result<(), Refusal> {
-        let line = PartyLine {
-            nick: login,
-            text,
-            in_party_for,
-        };
+        let line = PartyLine::sessionless(login, text, in_party_for);
         self.inner
             .gate
             .check_party(&line, &self.inner.chat.modes(), now_ms)
+    }
+
+    /// Whether a viewer whose session spoke as `aliases` may watch: not when a ban on any
+    /// of them covers the whole party (see [`Action::Ban`]'s `whole_party`).
+    pub fn may_watch(&self, aliases: &[String]) -> bool {
+        self.inner.gate.may_watch(aliases)
     }
 
     /// Whether a Twitch event must not reach viewers: a message or notice whose text has a

@@ -15,9 +15,9 @@ mod role;
 mod session;
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::chat::{self, Chat, PartyLine, PostError, Published};
+use crate::chat::{self, Chat, PartyBadge, PartyLine, PostError, Published};
 use crate::store::{ModLink, Store, StoreError};
 use crate::util::lock::Locked;
 
@@ -212,7 +212,15 @@ impl Party {
     /// Starts a viewer session, or refreshes `token`'s when it is still known (a page that
     /// reloads keeps its time in the party).
     pub fn session(&self, token: Option<&str>) -> Result<Session, SessionError> {
-        self.inner.sessions.start(token)
+        self.inner
+            .sessions
+            .start(token, Role::Viewer, Instant::now())
+    }
+
+    /// Refuses `name` and its look-alikes as a party nickname: the streamer's Twitch
+    /// login, so nobody in the party passes for them.
+    pub fn reserve_nick(&self, name: &str) {
+        self.inner.sessions.reserve(name);
     }
 
     /// A page says hello: admitted as [`Party::admit`] says, then its session as
@@ -224,25 +232,28 @@ impl Party {
         token: Option<&str>,
     ) -> Result<Session, SessionError> {
         self.admit(role, invite)?;
-        self.session(token)
+        self.inner.sessions.start(token, role, Instant::now())
     }
 
     /// The session behind `token`.
     pub fn find_session(&self, token: &str) -> Result<Session, SessionError> {
-        self.inner.sessions.find(token)
+        self.inner.sessions.find(token, Instant::now())
     }
 
     /// Claims `nick` for the session: a nickname belongs to one session at a time, so
-    /// nobody can post as someone else (or dodge a ban by sharing a name).
+    /// nobody can post as someone else (or dodge a ban by sharing a name); reserved names
+    /// and look-alikes are nobody's; a session takes new nicknames only slowly.
     pub fn claim_nick(&self, token: &str, nick: &str) -> Result<Session, SessionError> {
-        self.inner.sessions.claim_nick(token, nick)
+        self.inner.sessions.claim_nick(token, nick, Instant::now())
     }
 
     /// The viewer of session `token` says `text` as `nick` in `chat`. In this order, each
-    /// step refusing with its own error: the line's shape (nickname rule, length), the
-    /// session, the nickname (claimed for the session on first use), then the chat's own
-    /// door (its gate: bans, party-chat rule, room modes, slow mode; then the flood
-    /// allowance). Returns the message as everyone sees it.
+    /// step refusing with its own error: the line's shape (nickname rule, normalized text,
+    /// length), the session, a new nickname (refused while any name the session used is
+    /// banned or timed out, then claimed as [`Party::claim_nick`] says), then the chat's own
+    /// door (its gate: bans on any of the session's names, party-chat rule, room modes,
+    /// slow mode; then the flood allowance; both counted per session). The host's and
+    /// moderators' lines carry their badge. Returns the message as everyone sees it.
     pub fn post_chat(
         &self,
         chat: &Chat,
@@ -251,15 +262,34 @@ impl Party {
         text: &str,
     ) -> Result<Arc<Published>, ChatError> {
         let (nick, text) = chat::validate(nick, text)?;
-        let session = self.find_session(token)?;
-        if session.nick.as_deref() != Some(nick) {
-            self.claim_nick(token, nick)?;
+        let mut session = self.find_session(token)?;
+        if session.nick.as_deref() != Some(nick.as_str()) {
+            chat.admit_speaker(&nick, &session.aliases)?;
+            session = self.claim_nick(token, &nick)?;
         }
+        let speaker = format!("session {}", session.id);
         Ok(chat.post_party(PartyLine {
-            nick,
-            text,
+            nick: &nick,
+            text: &text,
             in_party_for: session.in_party_for(),
+            speaker: &speaker,
+            aliases: &session.aliases,
+            badge: match session.role {
+                Role::Host => Some(PartyBadge::Host),
+                Role::Moderator => Some(PartyBadge::Moderator),
+                Role::Viewer => None,
+            },
         })?)
+    }
+
+    /// Whether the viewer holding session `token` may watch: not when a ban on any
+    /// nickname the session used covers the whole party (`may_watch` answers for those).
+    /// An unknown token says nothing against its holder.
+    pub fn may_watch(&self, token: &str, may_watch: impl FnOnce(&[String]) -> bool) -> bool {
+        match self.find_session(token) {
+            Ok(session) => may_watch(&session.aliases),
+            Err(_) => true,
+        }
     }
 
     /// Viewer sessions alive now.

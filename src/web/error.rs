@@ -70,7 +70,8 @@ impl From<SessionError> for AppError {
     fn from(e: SessionError) -> Self {
         let status = match e {
             SessionError::Unknown => StatusCode::UNAUTHORIZED,
-            SessionError::NickTaken(_) => StatusCode::CONFLICT,
+            SessionError::NickTaken(_) | SessionError::Reserved(_) => StatusCode::CONFLICT,
+            SessionError::TooManyNicks(_) => StatusCode::TOO_MANY_REQUESTS,
             SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Uninvited => StatusCode::FORBIDDEN,
         };
@@ -81,7 +82,9 @@ impl From<SessionError> for AppError {
 impl From<PostError> for AppError {
     fn from(e: PostError) -> Self {
         let status = match e {
-            PostError::BadNick(_) | PostError::Empty => StatusCode::BAD_REQUEST,
+            PostError::BadNick(_) | PostError::Empty | PostError::Text(_) => {
+                StatusCode::BAD_REQUEST
+            }
             PostError::TooLong(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PostError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             PostError::Refused(_) => StatusCode::FORBIDDEN,

@@ -138,6 +138,41 @@ impl FromRequestParts<AppState> for Admitted {
     }
 }
 
+/// The header a viewer page sends its session token in on `POST /whep` (never in the
+/// URL, which access logs keep).
+pub const SESSION_HEADER: &str = "x-cowatch-session";
+
+/// A caller not banned from the whole party: whoever sends no session token (any WHEP
+/// player), or one whose session used no nickname banned from the party. Otherwise `403`.
+pub struct Watcher;
+
+impl FromRequestParts<AppState> for Watcher {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Some(token) = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(Watcher);
+        };
+        if state
+            .party
+            .may_watch(token, |aliases| state.moderation.may_watch(aliases))
+        {
+            Ok(Watcher)
+        } else {
+            Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "you are banned from this party",
+            ))
+        }
+    }
+}
+
 /// A JSON body, or `400` with serde's one-line reason (malformed JSON, an unknown field or
 /// action, a wrong type) — axum's `Json` with our error, as in axum's own
 /// `customize-extractor-error` example.

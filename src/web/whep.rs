@@ -11,13 +11,14 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::{Admitted, AppJson};
+use super::extract::{Admitted, AppJson, Watcher};
 use crate::broadcast::{Quality, ViewerId};
 
 /// `POST /whep`: a viewer's offer in, the answer out.
 pub async fn post(
     State(state): State<AppState>,
     _: Admitted,
+    _: Watcher,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {

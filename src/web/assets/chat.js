@@ -33,6 +33,8 @@
     global_mod: ["9384c43e-4ce7-4e94-b2a1-b93656896eba", "GMOD", "Global moderator"],
     admin: ["9ef7e029-4cdf-4d4d-a0d5-e2b3fb2583fe", "ADMIN", "Admin"],
   };
+  // Badges only the server gives, on party lines (no Twitch image): text shown, name.
+  const PARTY_BADGES = { host: ["HOST", "Party host"] };
   const NOTICE_KINDS = new Set(["sub", "sub_gift", "sub_mystery_gift", "gift_paid_upgrade", "raid",
     "announcement", "bits_badge_tier", "viewer_milestone", "ritual", "other"]);
   const ANNOUNCEMENT_COLORS = new Set(["PRIMARY", "BLUE", "GREEN", "ORANGE", "PURPLE"]);
@@ -107,6 +109,11 @@
 
   function badgeNode(badge) {
     const name = str(badge && badge.name), version = str(badge && badge.version);
+    if (Object.hasOwn(PARTY_BADGES, name)) {
+      const pill = el("span", "chat-badge b-" + name, PARTY_BADGES[name][0]);
+      pill.title = PARTY_BADGES[name][1];
+      return pill;
+    }
     const known = Object.hasOwn(BADGES, name) ? BADGES[name] : null;
     const title = known ? known[2] : name + (version ? " " + version : "");
     const pill = el("span", "chat-badge", known ? known[1] : name.replace(/[_-]+/g, " ").slice(0, 8).toUpperCase());

@@ -79,6 +79,13 @@
         (e) => openTimeoutMenu(e.currentTarget, author)));
       tools.append(button("⛔", "Ban " + author.name, "mod-ban",
         () => act({ action: "ban", target: author.target, reason: null }, author.name + " banned")));
+      // A party viewer can also be kept from watching: their session's next WHEP offer is
+      // refused, whatever nickname it uses.
+      if (author.target.origin === "party") {
+        tools.append(button("🚫", "Ban " + author.name + " from the party (chat and video)", "mod-ban-party",
+          () => act({ action: "ban", target: author.target, reason: null, whole_party: true },
+            author.name + " banned from the party")));
+      }
     }
     line.append(tools);
   }

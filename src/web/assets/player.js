@@ -484,9 +484,14 @@
       // The server is ICE-lite and learns our address from our checks: no need to wait for
       // candidates before posting, which makes joining faster.
       mark(t, "post");
+      // The party's session (chat.js keeps it) goes in a header, never in the URL: a viewer
+      // banned from the whole party is refused here, whatever nickname they now use.
+      const headers = { "Content-Type": "application/sdp" };
+      const sessionToken = store.get("cowatch.session");
+      if (sessionToken) headers["X-Cowatch-Session"] = sessionToken;
       const response = await fetch(whepUrl, {
         method: "POST",
-        headers: { "Content-Type": "application/sdp" },
+        headers,
         body: ours.localDescription.sdp,
         signal: abort.signal,
       });
