@@ -379,13 +379,12 @@ async fn clear_chat_with_an_unknown_field_is_refused() {
 }
 
 fn offer() -> String {
-    std::fs::read_to_string("../shared/data/sdp/chrome120_offer_sendrecv_audio_video.sdp")
-        .or_else(|_| {
-            std::fs::read_to_string(
-                "/work/shared/data/sdp/chrome120_offer_sendrecv_audio_video.sdp",
-            )
-        })
-        .expect("../shared/data/sdp beside the checkout")
+    // `../shared` sits beside the checkout, in CI as here.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/sdp/chrome120_offer_sendrecv_audio_video.sdp"
+    );
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
