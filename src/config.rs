@@ -650,6 +650,30 @@ mod tests {
     }
 
     #[test]
+    fn limits_come_from_the_file_and_the_flags_win() {
+        let defaults = PartyOptions::default().resolve(true).unwrap().limits;
+        assert_eq!(defaults, LimitConfig::default());
+        let path = write(
+            "l.toml",
+            "whep-per-minute = 10\nchat-per-minute = 0\nmax-connections = 500\ntrust-forwarded = true\n",
+        );
+        let limits = PartyOptions {
+            whep_per_minute: Some(20),
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap()
+        .limits;
+        assert_eq!(limits.whep_per_minute, 20);
+        assert_eq!(limits.chat_per_minute, 0);
+        assert_eq!(limits.connections, Some(500));
+        assert!(limits.trust_forwarded);
+        assert_eq!(limits.session_per_minute, defaults.session_per_minute);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
     fn a_bad_edge_url_names_the_flag() {
         let err = PartyOptions {
             edge: vec!["edge1:8088".into()],

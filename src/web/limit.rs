@@ -315,10 +315,13 @@ impl Limits {
 
     /// A `/chat` socket for `peer`, or the one-line reason it is refused.
     pub fn chat_seat(&self, peer: Peer) -> Result<Seat, &'static str> {
-        self.inner.chat_sockets.take(peer.0).map_err(|refusal| match refusal {
-            Refusal::Address => "too many chat connections from your address",
-            Refusal::Total => "the chat is at its connection limit: try again later",
-        })
+        self.inner
+            .chat_sockets
+            .take(peer.0)
+            .map_err(|refusal| match refusal {
+                Refusal::Address => "too many chat connections from your address",
+                Refusal::Total => "the chat is at its connection limit: try again later",
+            })
     }
 
     /// `/chat` sockets open now.
@@ -376,11 +379,7 @@ impl Limits {
 
 /// The middleware of the rate-limited POSTs. Callers with the host's or a moderator's key are
 /// not limited: they are the party's own staff (a Stream Deck, a bot).
-pub async fn rate_limit(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(call) = Limited::of(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
@@ -389,7 +388,10 @@ pub async fn rate_limit(
         Ok(peer) => peer,
         Err(never) => match never {},
     };
-    let staff = state.party.role(bearer(&parts.headers)).at_least(Role::Moderator);
+    let staff = state
+        .party
+        .role(bearer(&parts.headers))
+        .at_least(Role::Moderator);
     if !staff && let Err(wait) = state.limits.check(call, peer) {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         return (
@@ -429,7 +431,15 @@ impl axum::serve::Listener for Listener {
                 }
             };
             match self.gate.take(addr.ip()) {
-                Ok(seat) => return (Counted { stream, _seat: seat }, addr),
+                Ok(seat) => {
+                    return (
+                        Counted {
+                            stream,
+                            _seat: seat,
+                        },
+                        addr,
+                    );
+                }
                 Err(refusal) => {
                     tracing::debug!(peer = %addr.ip(), ?refusal, "connection refused");
                     // A fresh socket's send buffer is empty: this never blocks, and a failure
@@ -586,10 +596,7 @@ mod tests {
         assert_eq!(Limited::of(&Method::POST, "/whep"), Some(Limited::Whep));
         assert_eq!(Limited::of(&Method::OPTIONS, "/whep"), None);
         assert_eq!(Limited::of(&Method::POST, "/whep/abc/keyframe"), None);
-        assert_eq!(
-            Limited::of(&Method::POST, "/api/chat"),
-            Some(Limited::Chat)
-        );
+        assert_eq!(Limited::of(&Method::POST, "/api/chat"), Some(Limited::Chat));
         assert_eq!(
             Limited::of(&Method::POST, "/api/session"),
             Some(Limited::Session)
