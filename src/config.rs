@@ -22,6 +22,7 @@ use crate::pipeline::layouts::LayoutFiles;
 use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
 use crate::pipeline::{self, Settings};
+use crate::web::limit::LimitConfig;
 
 /// Options of a party. Every one can also be set in the `--config` file.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -136,6 +137,32 @@ pub struct PartyOptions {
     /// `least-loaded` (wherever has the fewest viewers) [default: overflow].
     #[arg(long, value_name = "POLICY")]
     pub edge_policy: Option<crate::edge::Policy>,
+    /// `POST /whep` offers one address may make per minute, as a burst or spread out; 0: no
+    /// limit [default: 60].
+    #[arg(long, value_name = "N")]
+    pub whep_per_minute: Option<u32>,
+    /// `POST /api/session` requests (page loads) one address may make per minute; 0: no limit
+    /// [default: 60].
+    #[arg(long, value_name = "N")]
+    pub session_per_minute: Option<u32>,
+    /// `POST /api/chat` messages one address may send per minute, all its viewers together;
+    /// 0: no limit [default: 300].
+    #[arg(long, value_name = "N")]
+    pub chat_per_minute: Option<u32>,
+    /// TCP connections one address may hold; 0: no limit [default: 512].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// Chat sockets (open viewer pages) one address may hold; 0: no limit [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_chat_sockets_per_address: Option<usize>,
+    /// TCP connections in total, chat sockets at most three quarters of them; 0: no limit
+    /// [default: the open-files limit less an eighth (at least 128) for everything else].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Behind a reverse proxy: take each client's address from the last X-Forwarded-For entry
+    /// (the proxy must set it). The per-address connection cap is then not applied.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded: Option<bool>,
     /// TOML file with any of these options; flags win over it.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -186,6 +213,8 @@ pub struct PartyConfig {
     pub log_chat: bool,
     /// Janus edges.
     pub edges: EdgeConfig,
+    /// What one address, and everyone together, may take of the web server.
+    pub limits: LimitConfig,
 }
 
 impl PartyOptions {
@@ -229,6 +258,17 @@ impl PartyOptions {
             },
             edge_secret: self.edge_secret.or(file.edge_secret),
             edge_policy: self.edge_policy.or(file.edge_policy),
+            whep_per_minute: self.whep_per_minute.or(file.whep_per_minute),
+            session_per_minute: self.session_per_minute.or(file.session_per_minute),
+            chat_per_minute: self.chat_per_minute.or(file.chat_per_minute),
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(file.max_connections_per_address),
+            max_chat_sockets_per_address: self
+                .max_chat_sockets_per_address
+                .or(file.max_chat_sockets_per_address),
+            max_connections: self.max_connections.or(file.max_connections),
+            trust_forwarded: self.trust_forwarded.or(file.trust_forwarded),
             config: Some(path),
         })
     }
@@ -413,7 +453,24 @@ impl PartyOptions {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let layouts = LayoutFiles::new([dir.clone(), data_dir.clone()], options.layout.clone());
+        let defaults = LimitConfig::default();
+        let limits = LimitConfig {
+            whep_per_minute: options.whep_per_minute.unwrap_or(defaults.whep_per_minute),
+            session_per_minute: options
+                .session_per_minute
+                .unwrap_or(defaults.session_per_minute),
+            chat_per_minute: options.chat_per_minute.unwrap_or(defaults.chat_per_minute),
+            connections_per_address: options
+                .max_connections_per_address
+                .unwrap_or(defaults.connections_per_address),
+            chat_sockets_per_address: options
+                .max_chat_sockets_per_address
+                .unwrap_or(defaults.chat_sockets_per_address),
+            connections: options.max_connections,
+            trust_forwarded: options.trust_forwarded.unwrap_or(false),
+        };
         Ok(PartyConfig {
+            limits,
             helix,
             library: options.library.clone(),
             data_dir,
@@ -602,6 +659,30 @@ mod tests {
         .unwrap()
         .edges;
         assert_eq!(flags.urls, vec!["http://edge2:8088/janus".to_owned()]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_the_flags_win() {
+        let defaults = PartyOptions::default().resolve(true).unwrap().limits;
+        assert_eq!(defaults, LimitConfig::default());
+        let path = write(
+            "l.toml",
+            "whep-per-minute = 10\nchat-per-minute = 0\nmax-connections = 500\ntrust-forwarded = true\n",
+        );
+        let limits = PartyOptions {
+            whep_per_minute: Some(20),
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap()
+        .limits;
+        assert_eq!(limits.whep_per_minute, 20);
+        assert_eq!(limits.chat_per_minute, 0);
+        assert_eq!(limits.connections, Some(500));
+        assert!(limits.trust_forwarded);
+        assert_eq!(limits.session_per_minute, defaults.session_per_minute);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -70,6 +70,7 @@
 //! | `edge-poll` task, one per edge | `edge/mod.rs` | [`shutdown`] | on the token (it then removes our mountpoint and session from the edge, 1 s at most) |
 //! | `edge-forward` task, one per edge | `edge/forward.rs` | [`shutdown`] | on the token, or when the pipeline's streams close |
 //! | `signals` task | `main.rs` | [`shutdown`] | turns Ctrl-C or SIGTERM into the token |
+//! | `rate-limit sweeper` task | `web/limit.rs` | [`shutdown`] | on the token (it forgets addresses the rate limiters have not seen for a while, once a minute) |
 //! | `conductor` thread | `pipeline/conductor.rs` | [`pipeline::Pipeline`] | on [`pipeline::Pipeline::shutdown`], which `main` calls last, after every task, so the recording gets all they sent |
 //! | a movie being opened | `pipeline/conductor.rs` | the conductor | once the movie opened or failed (reported as a command) |
 //! | a replaced feed being stopped | `pipeline/feed.rs` | nobody: fire and forget | once its pipeline reached `Null` (a wedged source must not wedge the conductor) |

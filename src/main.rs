@@ -54,6 +54,17 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
     let config = options.resolve(demo)?;
+    // Before anything opens a descriptor: the caps are sized under the limit in force.
+    let nofile = web::limit::raise_nofile()
+        .map_err(|e| anyhow::anyhow!("cannot read the open-files limit: {e}"))?;
+    let limits = web::limit::Limits::new(&config.limits, nofile);
+    let (connections, chat_sockets) = limits.caps();
+    tracing::info!(
+        open_files = nofile,
+        connections,
+        chat_sockets,
+        "open-files limit raised to the hard limit; connection caps sized under it (0: none)"
+    );
     let runtime = tokio::runtime::Runtime::new()?;
     // Boxed as a trait object: the party's one big future is compiled once rather than once
     // per scheduler the runtime might run it on.
@@ -145,7 +156,9 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 moderation,
                 library,
                 shutdown: shutdown.clone(),
+                limits: limits.clone(),
             });
+            limits.spawn_sweeper(&shutdown);
             let stop = shutdown.token();
             shutdown.spawn("signals", async move {
                 tokio::select! {
@@ -155,8 +168,8 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             });
             let stopping = shutdown.clone();
             // Each request knows its peer's address: the per-address limits key on it.
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let served = axum::serve(listener, app)
+            let app = app.into_make_service_with_connect_info::<web::limit::Remote>();
+            let served = axum::serve(limits.listener(listener), app)
                 .with_graceful_shutdown(async move { stopping.cancelled().await })
                 .await;
             tracing::info!("stopping");

@@ -314,7 +314,16 @@ fn a_damaged_database_is_refused_at_start_and_repair_keeps_the_party_going() {
             .and_then(|u| u.strip_suffix("/healthz"))
             .map(str::to_owned);
     }
-    let live = addr.is_some_and(|addr| health(&addr)["state"] == "live");
+    // Under load the pipeline may still be starting when the address is printed.
+    let live = addr.is_some_and(|addr| {
+        while Instant::now() < deadline {
+            if health(&addr)["state"] == "live" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(repaired, "--repair says what it did");

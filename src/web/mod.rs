@@ -7,12 +7,15 @@
 //! - `/whep` WHEP signalling for any WebRTC player (and the page's keyframe and quality calls);
 //! - `/chat` the chat as a WebSocket event stream;
 //! - `/api/` the JSON API (`api`), its callers and bodies checked by `extract`, its errors
-//!   mapped once in `error`.
+//!   mapped once in `error`;
+//! - what one address and everyone together may take (connections, chat sockets, the
+//!   costly POSTs' rates): `limit`.
 
 mod api;
 mod chat;
 mod error;
 mod extract;
+pub mod limit;
 mod pages;
 mod whep;
 
@@ -55,6 +58,8 @@ pub struct AppState {
     /// Ends the chat sockets when the party stops (axum's graceful shutdown does not wait for
     /// upgraded connections).
     pub shutdown: Shutdown,
+    /// Per-address and total caps, and the POSTs' rate limits.
+    pub limits: limit::Limits,
 }
 
 /// The router, apart from `main` so tests can drive it with `oneshot`.
@@ -75,6 +80,10 @@ pub fn app(state: AppState) -> Router {
         .route("/whep/{id}/keyframe", post(whep::keyframe))
         .route("/whep/{id}/quality", post(whep::quality))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::rate_limit,
+        ))
         .layer(middleware::from_fn(cors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
@@ -124,6 +133,8 @@ struct HealthReport {
     sessions: Option<Sessions>,
     /// Each Janus edge: state, viewers by Janus, our mountpoint.
     edges: Vec<crate::edge::EdgeReport>,
+    /// `/chat` sockets open now.
+    chat_sockets: usize,
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -133,6 +144,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         max_viewers: state.broadcaster.max_viewers(),
         sessions: state.broadcaster.sessions().await.ok(),
         edges: state.edges.report(),
+        chat_sockets: state.limits.chat_sockets(),
     })
 }
 

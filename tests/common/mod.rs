@@ -416,6 +416,9 @@ pub fn state_with_chat(
         moderation,
         library: None,
         shutdown: cowatch::shutdown::Shutdown::new(),
+        // Served in-process without connect info, every request shares one address: the
+        // limits are the binary's, tested through it (tests/hostile_sockets.rs).
+        limits: cowatch::web::limit::Limits::unlimited(),
     }
 }
 

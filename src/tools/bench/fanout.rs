@@ -196,6 +196,9 @@ impl Party {
             .args(["--webrtc-port", &WEBRTC_PORT.to_string()])
             .args(["--public-ip", &SERVER_IP.to_string()])
             .args(["--max-viewers", &max_viewers.to_string()])
+            // Every receiver joins from the one viewer address: this measures the fan-out,
+            // not the per-address rate limit a real party has.
+            .args(["--whep-per-minute", "0"])
             .arg("--data-dir")
             .arg(dir.join("fanout-data"))
             .env("RUST_LOG", "warn");

@@ -126,6 +126,12 @@ pub fn chat(options: &ChatBenchOptions) -> anyhow::Result<()> {
             // party's bans and blocked terms, which would filter the replay.
             "--data-dir".into(),
             scratch.0.join("data").into(),
+            // Every client reads from 127.0.0.1: the per-address caps would stop them at a
+            // real party's share of one address.
+            "--max-chat-sockets-per-address".into(),
+            "0".into(),
+            "--max-connections-per-address".into(),
+            "0".into(),
         ],
     )?;
     if !tmi_runtime.block_on(tmi.wait_joined(CHANNEL, JOIN_TIMEOUT)) {
