@@ -15,6 +15,8 @@ use crate::store::StoreError;
 pub struct AppError {
     status: StatusCode,
     message: String,
+    /// Seconds for `Retry-After`: the refusal is temporary and says when to come back.
+    retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -23,15 +25,29 @@ impl AppError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same refusal, with `Retry-After: seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 impl From<BroadcastError> for AppError {
     fn from(e: BroadcastError) -> Self {
+        let retry = crate::broadcast::RETRY_AFTER.as_secs();
         let status = match &e {
             BroadcastError::BadOffer(_) | BroadcastError::Unsupported(_) => StatusCode::BAD_REQUEST,
             BroadcastError::Full(_) | BroadcastError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            BroadcastError::Busy => {
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(retry);
+            }
+            BroadcastError::TooManyFromAddress(_) => {
+                return Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(retry);
+            }
             BroadcastError::NotFound => StatusCode::NOT_FOUND,
             BroadcastError::Bind(..) => {
                 tracing::error!(error = %e, "broadcaster error");
@@ -141,7 +157,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut line: String = self.message.lines().next().unwrap_or_default().to_string();
         line.push('\n');
-        (
+        let mut response = (
             self.status,
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -149,6 +165,12 @@ impl IntoResponse for AppError {
             )],
             line,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

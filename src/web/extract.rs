@@ -161,7 +161,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
 /// connect info (`main`); a router driven without it (`oneshot` in tests) reads as the
 /// unspecified address, which every such request then shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(dead_code, reason = "the per-address limits (issue 13) take it next")]
 pub struct Peer(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
