@@ -303,7 +303,9 @@ fn next_id() -> ViewerId {
     ViewerId(crate::util::id::random_u64())
 }
 
-/// Why str0m's parser refused `offer`, for the viewer: which line it could not read. str0m's
+/// Why str0m's parser refused `offer`, for the viewer: where it could not read on (the parser
+/// backtracks to the start of the part it failed: an m= line for a bad line in its section).
+/// str0m's
 /// own text is its parser's (combine's) error: it names the spot as a memory address
 /// (`PointerOffset(0x7f…)`), which tells a user nothing and an attacker where our heap is.
 /// That address points into `offer` itself, so it becomes a line number here.
@@ -325,9 +327,12 @@ fn unreadable(offer: &str, error: &str) -> BroadcastError {
         Some((number, rest)) => match rest {
             // Name the line's type when it has one (`a=`), never echo the viewer's text.
             [kind, b'=', ..] if kind.is_ascii_lowercase() => {
-                format!("line {number} (an {}= line) cannot be read", *kind as char)
+                format!(
+                    "something at or after line {number} (an {}= line) cannot be read",
+                    *kind as char
+                )
             }
-            _ => format!("line {number} cannot be read"),
+            _ => format!("something at or after line {number} cannot be read"),
         },
         None => "it cannot be read as SDP".into(),
     })
@@ -504,5 +509,62 @@ mod tests {
             "no video codec in common: this party sends \
              H264 (constrained baseline, packetization-mode=1) or VP8"
         );
+    }
+
+    /// What `accept` says of `sdp`, which it must refuse.
+    fn refusal(sdp: &str) -> String {
+        accept(
+            sdp,
+            "127.0.0.1:5000".parse().unwrap(),
+            &h264_and_vp8(),
+            Instant::now(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("refused: {sdp}"))
+        .to_string()
+    }
+
+    #[test]
+    fn an_unreadable_line_is_named_by_its_number_never_by_an_address() {
+        init_crypto();
+        let good = offer("chrome120_offer_sendrecv_audio_video.sdp");
+        let lines: Vec<&str> = good.lines().collect();
+        // A line that is no SDP at all, at line 4.
+        let mut broken = lines.clone();
+        broken.insert(3, "this is not sdp {0x41}");
+        let text = refusal(&(broken.join("\r\n") + "\r\n"));
+        assert_eq!(
+            text,
+            "malformed SDP offer: something at or after line 4 cannot be read"
+        );
+
+        // An attribute line without its `=`, in the audio section: the section is named.
+        let m = lines.iter().position(|l| l.starts_with("m=audio")).unwrap();
+        let mut broken = lines.clone();
+        broken.insert(m + 1, "a");
+        let text = refusal(&(broken.join("\r\n") + "\r\n"));
+        assert_eq!(
+            text,
+            format!(
+                "malformed SDP offer: something at or after line {} (an m= line) cannot be read",
+                m + 1
+            )
+        );
+
+        for sdp in [
+            "v=0\r\n".to_owned(),
+            "v=0\r\no=- 0x7f 2 IN IP4 {}\r\n".to_owned(),
+            good[..400].to_owned(),
+            good.replace("a=fingerprint", "a=fingerpint"),
+            good.replace("a=rtpmap:96", "a=rtpmap:{0x96}"),
+            good.replace("m=video 9 UDP/TLS/RTP/SAVPF", "m=video"),
+            good.replace('\n', "\n\u{0}"),
+        ] {
+            let text = refusal(&sdp);
+            for leak in ["0x", "PointerOffset", "{", "}", "Some("] {
+                assert!(!text.contains(leak), "{leak:?} in {text:?}");
+            }
+            assert_eq!(text.lines().count(), 1, "{text:?}");
+        }
     }
 }

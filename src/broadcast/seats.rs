@@ -63,11 +63,6 @@ impl Seats {
         })
     }
 
-    /// The caps.
-    pub fn limits(&self) -> SeatLimits {
-        self.limits
-    }
-
     /// Connected viewers (seated) and pending offers, now.
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.lock();

@@ -123,6 +123,8 @@ pub struct Client {
     /// The SSRC of our video at this viewer, once a packet came.
     video_ssrc: Option<Ssrc>,
     timeout: Instant,
+    /// When the engine closed its session (DTLS close_notify reached it).
+    pub closed_at: Option<Instant>,
 }
 
 impl Client {
@@ -205,6 +207,7 @@ impl Client {
                         self.video.push(got);
                     }
                 }
+                RtcOutput::Event(Event::Closed) => self.closed_at = Some(now),
                 RtcOutput::Event(_) => {}
             }
         }
@@ -373,6 +376,7 @@ impl Party {
             audio: Vec::new(),
             video_ssrc: None,
             timeout: self.now,
+            closed_at: None,
         });
         self.pump();
         n
