@@ -320,7 +320,10 @@ fn unreadable(offer: &str, error: &str) -> BroadcastError {
         .map(|offset| {
             let before = &offer.as_bytes()[..offset];
             let number = before.iter().filter(|&&b| b == b'\n').count() + 1;
-            let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
             (number, &offer.as_bytes()[start..])
         });
     BroadcastError::BadOffer(match line {

@@ -188,13 +188,17 @@ mod tests {
     #[test]
     fn one_address_gets_its_cap_of_pending_offers_and_others_still_get_theirs() {
         let seats = seats(10, 8, 2);
-        let a: Vec<Ticket> = (0..2).map(|_| seats.reserve(ip("10.0.0.1")).unwrap()).collect();
+        let a: Vec<Ticket> = (0..2)
+            .map(|_| seats.reserve(ip("10.0.0.1")).unwrap())
+            .collect();
         let third = seats.reserve(ip("10.0.0.1")).unwrap_err();
         assert_eq!(
             third.to_string(),
             "too many offers from your address are connecting (at most 2); try again in a few seconds"
         );
-        let b = seats.reserve(ip("10.0.0.2")).expect("another address is not refused");
+        let b = seats
+            .reserve(ip("10.0.0.2"))
+            .expect("another address is not refused");
         assert_eq!(seats.counts(), (0, 3));
         drop(a);
         assert_eq!(seats.counts(), (0, 1));
@@ -205,7 +209,9 @@ mod tests {
     #[test]
     fn pending_offers_never_make_the_party_full() {
         let seats = seats(2, 3, 10);
-        let pending: Vec<Ticket> = (0..3).map(|_| seats.reserve(ip("10.0.0.1")).unwrap()).collect();
+        let pending: Vec<Ticket> = (0..3)
+            .map(|_| seats.reserve(ip("10.0.0.1")).unwrap())
+            .collect();
         let refused = seats.reserve(ip("10.0.0.9")).unwrap_err();
         assert!(matches!(refused, BroadcastError::Busy), "{refused}");
         assert!(!refused.to_string().contains("full"), "{refused}");
@@ -218,11 +224,19 @@ mod tests {
         let seats = seats(1, 8, 8);
         let mut first = seats.reserve(ip("10.0.0.1")).unwrap();
         let mut second = seats.reserve(ip("10.0.0.2")).unwrap();
-        assert_eq!(seats.counts(), (0, 2), "both pending: the party is not full yet");
+        assert_eq!(
+            seats.counts(),
+            (0, 2),
+            "both pending: the party is not full yet"
+        );
         assert!(first.take_seat());
         assert_eq!(seats.counts(), (1, 1));
         assert!(!second.take_seat(), "the last seat went to the first");
-        assert_eq!(seats.counts(), (1, 1), "the second is not counted as seated");
+        assert_eq!(
+            seats.counts(),
+            (1, 1),
+            "the second is not counted as seated"
+        );
         drop(second);
         assert_eq!(seats.counts(), (1, 0));
         let full = seats.reserve(ip("10.0.0.3")).unwrap_err();
@@ -239,6 +253,9 @@ mod tests {
         assert!(seats.reserve(ip("2001:db8::ffff:1")).is_err(), "same /64");
         let _b = seats.reserve(ip("2001:db8:0:1::1")).expect("another /64");
         let _c = seats.reserve(ip("192.0.2.7")).unwrap();
-        assert!(seats.reserve(ip("::ffff:192.0.2.7")).is_err(), "the same IPv4 client");
+        assert!(
+            seats.reserve(ip("::ffff:192.0.2.7")).is_err(),
+            "the same IPv4 client"
+        );
     }
 }

@@ -43,7 +43,8 @@ impl From<BroadcastError> for AppError {
             BroadcastError::BadOffer(_) | BroadcastError::Unsupported(_) => StatusCode::BAD_REQUEST,
             BroadcastError::Full(_) | BroadcastError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             BroadcastError::Busy => {
-                return Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(retry);
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .retry_after(retry);
             }
             BroadcastError::TooManyFromAddress(_) => {
                 return Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(retry);

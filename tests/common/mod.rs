@@ -340,7 +340,7 @@ pub fn demo_settings(webcam: WebcamSource, layout: &str, bitrate_kbps: u32) -> S
 }
 
 /// The fan-out of `pipeline` on a free loopback UDP port, for `max_viewers`. Offers still
-/// connecting are capped only by that number: these tests' viewers all come from one address
+/// connecting are capped far above the defaults: these tests' viewers all come from one address
 /// (or, through `oneshot`, from none), and the pending caps have tests of their own
 /// (`squat.rs`, which uses [`broadcaster_with`]).
 pub async fn broadcaster(
@@ -351,8 +351,8 @@ pub async fn broadcaster(
         pipeline,
         cowatch::broadcast::SeatLimits {
             max_viewers,
-            max_pending: max_viewers,
-            max_pending_per_address: max_viewers,
+            max_pending: max_viewers.max(100),
+            max_pending_per_address: max_viewers.max(100),
         },
     )
     .await

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use party::Party;
 
-use super::{CONNECT_TIMEOUT, VIEWER_TIMEOUT};
 use super::keyframes::{
     GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL, START_REQUEST_GRACE, URGENT_AFTER_START,
     URGENT_INTERVAL,
 };
 use super::viewer::{MEDIA_GRACE, REPLAY_BURST, REPLAY_TICK};
+use super::{CONNECT_TIMEOUT, VIEWER_TIMEOUT};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -44,7 +44,10 @@ fn two_viewers_for_the_last_seat_the_second_to_connect_is_closed_and_not_counted
     // The winner gets media; the loser none.
     party.frame(true, 3);
     party.advance(ms(100));
-    assert!(!party.clients[winner].video.is_empty(), "the seated viewer watches");
+    assert!(
+        !party.clients[winner].video.is_empty(),
+        "the seated viewer watches"
+    );
     assert!(party.clients[loser].video.is_empty());
 }
 
@@ -73,7 +76,9 @@ fn pending_offers_make_the_party_busy_never_full_and_expire_for_a_real_viewer() 
     assert_eq!(party.seats.counts(), (2, 0));
     assert_eq!(party.stats.connected.load(Ordering::Relaxed), 2);
     match party.seats.reserve(newcomer) {
-        Err(e @ BroadcastError::Full(2)) => assert_eq!(e.to_string(), "the party is full (2 viewers)"),
+        Err(e @ BroadcastError::Full(2)) => {
+            assert_eq!(e.to_string(), "the party is full (2 viewers)")
+        }
         other => panic!("two seated of two: expected full, got {other:?}"),
     }
     let id = party.clients[a].id;

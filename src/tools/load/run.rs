@@ -282,7 +282,10 @@ async fn post_until_seated(shared: &Shared, sdp: &str) -> anyhow::Result<(Answer
     for _ in 0..MAX_RETRIES {
         let posted = Instant::now();
         let answer = shared.whep.offer(sdp).await?;
-        let Some(wait) = answer.retry_after.filter(|_| matches!(answer.status, 429 | 503)) else {
+        let Some(wait) = answer
+            .retry_after
+            .filter(|_| matches!(answer.status, 429 | 503))
+        else {
             return Ok((answer, posted));
         };
         // Spread over the wait, so viewers refused together do not come back together.
