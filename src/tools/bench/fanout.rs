@@ -196,6 +196,10 @@ impl Party {
             .args(["--webrtc-port", &WEBRTC_PORT.to_string()])
             .args(["--public-ip", &SERVER_IP.to_string()])
             .args(["--max-viewers", &max_viewers.to_string()])
+            // Every receiver comes from one address, all at once: the caps on offers still
+            // connecting (issue 13) would pace the joins, and this table measures fan-out.
+            .args(["--max-pending-offers", &max_viewers.to_string()])
+            .args(["--max-pending-per-address", &max_viewers.to_string()])
             .arg("--data-dir")
             .arg(dir.join("fanout-data"))
             .env("RUST_LOG", "warn");
