@@ -75,9 +75,19 @@ pub struct PartyOptions {
     /// --listen address, or 127.0.0.1 when that is 0.0.0.0.
     #[arg(long, value_name = "IP")]
     pub public_ip: Option<std::net::IpAddr>,
-    /// Most viewers at once; the next one is told the party is full.
+    /// Most viewers at once; the next one is told the party is full. A viewer counts once
+    /// its connection is up (ICE and DTLS), not when its offer is answered.
     #[arg(long, value_name = "N")]
     pub max_viewers: Option<usize>,
+    /// Most offers answered but not yet connected, in total; past it a viewer is told to try
+    /// again in a few seconds (503 with Retry-After). An offer that does not connect within 5 s
+    /// is dropped [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_pending_offers: Option<usize>,
+    /// Most offers answered but not yet connected from one address (an IPv6 /64 is one); past
+    /// it that address gets 429 with Retry-After [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_pending_per_address: Option<usize>,
     /// Seconds an extra encoder (VP8, for browsers without H.264) keeps running after its
     /// last viewer left, so a viewer who reloads finds it warm [default: 30].
     #[arg(long, value_name = "SECONDS")]
@@ -240,6 +250,10 @@ impl PartyOptions {
             webrtc_port: self.webrtc_port.or(file.webrtc_port),
             public_ip: self.public_ip.or(file.public_ip),
             max_viewers: self.max_viewers.or(file.max_viewers),
+            max_pending_offers: self.max_pending_offers.or(file.max_pending_offers),
+            max_pending_per_address: self
+                .max_pending_per_address
+                .or(file.max_pending_per_address),
             rendition_linger: self.rendition_linger.or(file.rendition_linger),
             twitch_channel: self.twitch_channel.or(file.twitch_channel),
             twitch_login: self.twitch_login.or(file.twitch_login),
@@ -350,6 +364,22 @@ impl PartyOptions {
         if max_viewers == 0 {
             return Err(ConfigError("--max-viewers must be at least 1".into()));
         }
+        let seats = broadcast::SeatLimits {
+            max_viewers,
+            max_pending: options
+                .max_pending_offers
+                .unwrap_or(broadcast::DEFAULT_MAX_PENDING),
+            max_pending_per_address: options
+                .max_pending_per_address
+                .unwrap_or(broadcast::DEFAULT_MAX_PENDING_PER_ADDRESS),
+        };
+        if seats.max_pending == 0 || seats.max_pending_per_address == 0 {
+            return Err(ConfigError(
+                "--max-pending-offers and --max-pending-per-address must be at least 1: no \
+                 viewer could ever connect"
+                    .into(),
+            ));
+        }
         let port = options.webrtc_port.unwrap_or(broadcast::DEFAULT_PORT);
         let rendition_linger = options
             .rendition_linger
@@ -361,7 +391,7 @@ impl PartyOptions {
             Some(ip) => BroadcastConfig {
                 bind: SocketAddr::new(unspecified_like(ip), port),
                 advertise: SocketAddr::new(ip, port),
-                max_viewers,
+                seats,
                 rendition_linger,
             },
             None => {
@@ -373,7 +403,7 @@ impl PartyOptions {
                 BroadcastConfig {
                     bind: SocketAddr::new(ip, port),
                     advertise: SocketAddr::new(ip, port),
-                    max_viewers,
+                    seats,
                     rendition_linger,
                 }
             }

@@ -35,6 +35,7 @@ use super::keyframes::{self, Start};
 use super::offer::{Accepted, ViewerId};
 use super::quality::Quality;
 use super::rtp::{self, SeqUnwrapper};
+use super::seats::Ticket;
 use super::stream::{Rendition, RenditionId, Stream};
 use super::viewer::{MEDIA_GRACE, Polled, Viewer};
 use super::{RenditionState, Stats, ViewerStats, stun};
@@ -189,14 +190,14 @@ impl Engine {
         due.dedup();
     }
 
-    /// A viewer whose offer was accepted joins at `now`.
+    /// A viewer whose offer was accepted joins at `now`, holding `ticket`'s pending place.
     ///
     /// Its keyframe is asked for now, not when ICE and DTLS are done: the encoder's delay
     /// then overlaps the handshake, and the viewer connects to a young GOP (or one in flight).
-    pub fn join(&mut self, now: Instant, accepted: Accepted) {
+    pub fn join(&mut self, now: Instant, accepted: Accepted, ticket: Ticket) {
         self.tick(now);
         let adapt = Adapt::new(self.ladder(&accepted.codec), accepted.rendition);
-        let mut viewer = Viewer::new(accepted, adapt, now);
+        let mut viewer = Viewer::new(accepted, adapt, ticket, now);
         viewer.update_desired_bitrate();
         tracing::info!(viewer = %viewer.id, codec = %viewer.codec, "viewer joined");
         self.by_ufrag.insert(viewer.ufrag.clone(), viewer.id);
@@ -562,10 +563,11 @@ impl Engine {
             }
         }
         self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
-        if viewer.connected {
+        if viewer.ticket.is_seated() {
             self.stats.connected.fetch_sub(1, Ordering::AcqRel);
         }
         tracing::info!(viewer = %id, "viewer left");
+        // Dropping the viewer gives its seat (or pending place) back.
         true
     }
 
@@ -617,12 +619,24 @@ impl Engine {
         self.schedule(id);
     }
 
-    /// A viewer is ready for media: see [`keyframes::start`] for where its video starts.
+    /// A viewer is ready for media: it takes a seat (see [`keyframes::start`] for where its
+    /// video starts), or, when every seat was taken while it connected, it is closed.
     fn on_connected(&mut self, id: ViewerId, now: Instant) {
-        self.stats.connected.fetch_add(1, Ordering::AcqRel);
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
+        if !viewer.ticket.take_seat() {
+            tracing::info!(viewer = %id, "viewer connected after the last seat was taken: closed");
+            self.stats
+                .refused_at_connect
+                .fetch_add(1, Ordering::Relaxed);
+            // Told with RTCP BYE and DTLS close_notify, not left to find out by silence.
+            let transmits = &mut self.transmits;
+            viewer.close(&mut |t| transmits.push_back(t));
+            self.remove(id);
+            return;
+        }
+        self.stats.connected.fetch_add(1, Ordering::AcqRel);
         let Some(s) = self
             .streams
             .iter()

@@ -11,13 +11,15 @@
 //! This module knows no HTTP: the web layer hands it an offer and gets an answer.
 //!
 //! The parts, from the outside in:
-//! - `Broadcaster` (here): the handle. `join` accepts an offer (`offer.rs`) and hands the
-//!   session over a channel; counters are [`Stats`].
+//! - `Broadcaster` (here): the handle. `join` takes a pending place (`seats.rs`), accepts the
+//!   offer (`offer.rs`) and hands the session over a channel; counters are [`Stats`].
 //! - `run.rs`: the one task that owns the socket, the clock and the pipeline's RTP, and
 //!   executes what the engine asks for. It stops on the shutdown token, or when every
 //!   `Broadcaster` handle is gone, or when the pipeline's streams end.
 //! - `engine.rs`: the fan-out itself, sans-IO: it takes `now` with every input and returns
 //!   datagrams to send, keyframes to ask for and its next deadline.
+//! - `seats.rs`: who counts against `--max-viewers` (connected viewers only) and the caps on
+//!   offers still connecting, per address and in total.
 //! - `keyframes.rs`: where a new viewer's video starts, and the merging of keyframe requests;
 //!   `viewer.rs`: one session and the pace of its replay; `rtp.rs`, `stun.rs`: just enough
 //!   parsing to route and re-send packets.
@@ -30,12 +32,13 @@ mod offer;
 mod quality;
 pub mod rtp;
 mod run;
+mod seats;
 mod send;
 mod stream;
 mod stun;
 mod viewer;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -48,6 +51,7 @@ use crate::shutdown::Shutdown;
 
 pub use offer::ViewerId;
 pub use quality::{BadQuality, Quality};
+pub use seats::{DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_ADDRESS, SeatLimits};
 pub use stream::{Rendition, RenditionId};
 
 /// Default UDP port of the fan-out.
@@ -60,8 +64,18 @@ pub const DEFAULT_MAX_VIEWERS: usize = 100;
 /// reloads the page, or the next one to join, finds it warm.
 pub const RENDITION_LINGER: Duration = Duration::from_secs(30);
 
-/// How long a viewer may take to connect, or stay silent, before it is dropped.
+/// How long a connected viewer may stay silent before it is dropped.
 pub const VIEWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long an answered offer may take to connect (ICE and DTLS) before it is dropped. Short:
+/// a pending offer holds a place in the pending caps ([`SeatLimits`]) until then. A browser
+/// on loopback or a LAN connects in well under a second; ICE-lite with our one host
+/// candidate has no gathering to wait for.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `Retry-After` says to a viewer refused because too many offers are connecting: about
+/// the time those take to connect or expire.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Errors a viewer (or the web layer) can get. Messages are one line and safe to show.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +86,17 @@ pub enum BroadcastError {
     /// Nothing in the offer can carry the party's streams.
     #[error("{0}")]
     Unsupported(String),
-    /// The party is at its viewer cap.
+    /// The party is at its viewer cap: every seat is taken by a connected viewer.
     #[error("the party is full ({0} viewers)")]
     Full(usize),
+    /// Seats are free, but too many offers are connecting at once: try again shortly.
+    #[error("too many viewers are connecting; try again in a few seconds")]
+    Busy,
+    /// This address has too many offers connecting (the number is its cap).
+    #[error(
+        "too many offers from your address are connecting (at most {0}); try again in a few seconds"
+    )]
+    TooManyFromAddress(usize),
     /// No such viewer session.
     #[error("no such viewer session")]
     NotFound,
@@ -93,8 +115,8 @@ pub struct BroadcastConfig {
     pub bind: SocketAddr,
     /// Address put in the ICE candidate: what viewers send to.
     pub advertise: SocketAddr,
-    /// Viewer cap.
-    pub max_viewers: usize,
+    /// Viewer cap, and the caps on offers still connecting.
+    pub seats: SeatLimits,
     /// How long an on-demand rendition runs after its last viewer ([`RENDITION_LINGER`]).
     pub rendition_linger: Duration,
 }
@@ -104,6 +126,8 @@ pub struct BroadcastConfig {
 pub struct Stats {
     /// Viewers holding a session (connecting or connected).
     pub viewers: AtomicUsize,
+    /// Viewers whose ICE and DTLS completed when every seat was taken: closed, never counted.
+    pub refused_at_connect: AtomicU64,
     /// Viewers whose ICE and DTLS completed.
     pub connected: AtomicUsize,
     /// UDP bytes sent.
@@ -127,10 +151,14 @@ pub struct Stats {
 /// A snapshot of [`Stats`].
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsSnapshot {
-    /// Viewers holding a session.
+    /// Viewers holding a session (pending or connected).
     pub viewers: usize,
-    /// Viewers connected.
+    /// Viewers connected: the ones holding a seat.
     pub connected: usize,
+    /// Offers answered and not yet connected.
+    pub pending: usize,
+    /// Viewers closed as they connected because every seat was taken meanwhile.
+    pub refused_at_connect: u64,
     /// UDP bytes sent.
     pub bytes_sent: u64,
     /// UDP datagrams sent.
@@ -218,7 +246,7 @@ pub struct Joined {
 }
 
 pub(crate) enum Command {
-    Join(Box<offer::Accepted>),
+    Join(Box<offer::Accepted>, seats::Ticket),
     Leave(ViewerId, oneshot::Sender<bool>),
     Keyframe(ViewerId, oneshot::Sender<bool>),
     MainKeyframe,
@@ -232,6 +260,7 @@ pub struct Broadcaster {
     commands: mpsc::UnboundedSender<Command>,
     stats: Arc<Stats>,
     config: Arc<BroadcastConfig>,
+    seats: Arc<seats::Seats>,
     /// What the pipeline sends, the main rendition first.
     renditions: Arc<[Rendition]>,
 }
@@ -274,44 +303,33 @@ impl Broadcaster {
         Ok(Self {
             commands: tx,
             stats,
+            seats: seats::Seats::new(config.seats),
             config: Arc::new(config),
             renditions,
         })
     }
 
-    /// Accepts a viewer's SDP offer: answers it, or says in one line why it cannot. A refused
-    /// offer leaves nothing behind.
-    pub fn join(&self, offer_sdp: &str) -> Result<Joined, BroadcastError> {
-        // Reserve a seat first so concurrent joins cannot overshoot the cap.
-        let max = self.config.max_viewers;
-        let reserved = self
-            .stats
-            .viewers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            });
-        if reserved.is_err() {
-            return Err(BroadcastError::Full(max));
-        }
-        let accepted = match offer::accept(
+    /// Accepts a viewer's SDP offer, sent from `from`: answers it, or says in one line why it
+    /// cannot. The answered offer is pending until its ICE and DTLS complete; only then does it
+    /// take a seat (see `seats.rs`). A refused offer leaves nothing behind.
+    pub fn join(&self, offer_sdp: &str, from: IpAddr) -> Result<Joined, BroadcastError> {
+        // The place first, so concurrent offers cannot overshoot the caps; dropped (freed) on
+        // every early return below.
+        let ticket = self.seats.reserve(from)?;
+        let accepted = offer::accept(
             offer_sdp,
             self.config.advertise,
             &self.renditions,
             Instant::now(),
-        ) {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
-                return Err(e);
-            }
-        };
+        )?;
         let joined = Joined {
             id: accepted.id,
             answer: accepted.answer.clone(),
         };
+        self.stats.viewers.fetch_add(1, Ordering::AcqRel);
         if self
             .commands
-            .send(Command::Join(Box::new(accepted)))
+            .send(Command::Join(Box::new(accepted), ticket))
             .is_err()
         {
             self.stats.viewers.fetch_sub(1, Ordering::AcqRel);
@@ -405,9 +423,12 @@ impl Broadcaster {
     /// Current counters.
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.stats;
+        let (_, pending) = self.seats.counts();
         StatsSnapshot {
             viewers: s.viewers.load(Ordering::Relaxed),
             connected: s.connected.load(Ordering::Relaxed),
+            pending,
+            refused_at_connect: s.refused_at_connect.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             packets_sent: s.packets_sent.load(Ordering::Relaxed),
             send_drops: s.send_drops.load(Ordering::Relaxed),
@@ -426,7 +447,7 @@ impl Broadcaster {
 
     /// The configured cap.
     pub fn max_viewers(&self) -> usize {
-        self.config.max_viewers
+        self.config.seats.max_viewers
     }
 }
 

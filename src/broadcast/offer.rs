@@ -97,8 +97,7 @@ pub fn accept(
             "it does not start with v=0".into(),
         ));
     }
-    let parsed = SdpOffer::from_sdp_string(offer)
-        .map_err(|e| BroadcastError::BadOffer(first_line(&e.to_string())))?;
+    let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| unreadable(offer, &e.to_string()))?;
     if !offer.lines().any(|l| l.starts_with("m=video")) {
         return Err(BroadcastError::Unsupported(
             "the offer has no video m-line: a party viewer must receive video".into(),
@@ -140,7 +139,7 @@ pub fn accept(
     let answer = rtc
         .sdp_api()
         .accept_offer(parsed)
-        .map_err(|e| BroadcastError::BadOffer(first_line(&e.to_string())))?;
+        .map_err(|e| BroadcastError::BadOffer(for_users(&e.to_string())))?;
 
     let answer = answer.to_sdp_string();
     let media = media_lines(&answer);
@@ -304,13 +303,69 @@ fn next_id() -> ViewerId {
     ViewerId(crate::util::id::random_u64())
 }
 
-fn first_line(s: &str) -> String {
-    s.lines()
-        .next()
-        .unwrap_or("invalid SDP")
-        .chars()
-        .take(200)
-        .collect()
+/// Why str0m's parser refused `offer`, for the viewer: where it could not read on (the parser
+/// backtracks to the start of the part it failed: an m= line for a bad line in its section).
+/// str0m's
+/// own text is its parser's (combine's) error: it names the spot as a memory address
+/// (`PointerOffset(0x7f…)`), which tells a user nothing and an attacker where our heap is.
+/// That address points into `offer` itself, so it becomes a line number here.
+fn unreadable(offer: &str, error: &str) -> BroadcastError {
+    // str0m's `SdpError` is not public: its variants are told apart by their text.
+    if !error.starts_with("SDP parse:") {
+        return BroadcastError::BadOffer(for_users(error));
+    }
+    let line = pointer_in(error)
+        .and_then(|at| at.checked_sub(offer.as_ptr() as usize))
+        .filter(|&offset| offset <= offer.len())
+        .map(|offset| {
+            let before = &offer.as_bytes()[..offset];
+            let number = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            (number, &offer.as_bytes()[start..])
+        });
+    BroadcastError::BadOffer(match line {
+        Some((number, rest)) => match rest {
+            // Name the line's type when it has one (`a=`), never echo the viewer's text.
+            [kind, b'=', ..] if kind.is_ascii_lowercase() => {
+                format!(
+                    "something at or after line {number} (an {}= line) cannot be read",
+                    *kind as char
+                )
+            }
+            _ => format!("something at or after line {number} cannot be read"),
+        },
+        None => "it cannot be read as SDP".into(),
+    })
+}
+
+/// The address in combine's `PointerOffset(0x…)`, if the text has one.
+fn pointer_in(text: &str) -> Option<usize> {
+    let hex = text.split("PointerOffset(0x").nth(1)?;
+    let end = hex.find(|c: char| !c.is_ascii_hexdigit())?;
+    usize::from_str_radix(&hex[..end], 16).ok()
+}
+
+/// One line of a str0m error, fit for a viewer: its own words when they are plain
+/// (`missing a=fingerprint`), else a general reason. Never an address, a `Debug` dump or more
+/// than a short line.
+fn for_users(text: &str) -> String {
+    const GENERAL: &str = "the offer cannot be used";
+    let line = text.lines().next().unwrap_or_default();
+    let line = ["remote sdp: ", "SDP inconsistent: ", "SDP parse: "]
+        .iter()
+        .fold(line, |l, prefix| l.strip_prefix(prefix).unwrap_or(l))
+        .trim();
+    let dump = ["0x", "{", "}", "PointerOffset", "Some(", "\"", "::"]
+        .iter()
+        .any(|mark| line.contains(mark));
+    if line.is_empty() || dump || line.len() > 120 {
+        GENERAL.into()
+    } else {
+        line.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -457,5 +512,62 @@ mod tests {
             "no video codec in common: this party sends \
              H264 (constrained baseline, packetization-mode=1) or VP8"
         );
+    }
+
+    /// What `accept` says of `sdp`, which it must refuse.
+    fn refusal(sdp: &str) -> String {
+        accept(
+            sdp,
+            "127.0.0.1:5000".parse().unwrap(),
+            &h264_and_vp8(),
+            Instant::now(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("refused: {sdp}"))
+        .to_string()
+    }
+
+    #[test]
+    fn an_unreadable_line_is_named_by_its_number_never_by_an_address() {
+        init_crypto();
+        let good = offer("chrome120_offer_sendrecv_audio_video.sdp");
+        let lines: Vec<&str> = good.lines().collect();
+        // A line that is no SDP at all, at line 4.
+        let mut broken = lines.clone();
+        broken.insert(3, "this is not sdp {0x41}");
+        let text = refusal(&(broken.join("\r\n") + "\r\n"));
+        assert_eq!(
+            text,
+            "malformed SDP offer: something at or after line 4 cannot be read"
+        );
+
+        // An attribute line without its `=`, in the audio section: the section is named.
+        let m = lines.iter().position(|l| l.starts_with("m=audio")).unwrap();
+        let mut broken = lines.clone();
+        broken.insert(m + 1, "a");
+        let text = refusal(&(broken.join("\r\n") + "\r\n"));
+        assert_eq!(
+            text,
+            format!(
+                "malformed SDP offer: something at or after line {} (an m= line) cannot be read",
+                m + 1
+            )
+        );
+
+        for sdp in [
+            "v=0\r\n".to_owned(),
+            "v=0\r\no=- 0x7f 2 IN IP4 {}\r\n".to_owned(),
+            good[..400].to_owned(),
+            good.replace("a=fingerprint", "a=fingerpint"),
+            good.replace("a=rtpmap:96", "a=rtpmap:{0x96}"),
+            good.replace("m=video 9 UDP/TLS/RTP/SAVPF", "m=video"),
+            good.replace('\n', "\n\u{0}"),
+        ] {
+            let text = refusal(&sdp);
+            for leak in ["0x", "PointerOffset", "{", "}", "Some("] {
+                assert!(!text.contains(leak), "{leak:?} in {text:?}");
+            }
+            assert_eq!(text.lines().count(), 1, "{text:?}");
+        }
     }
 }

@@ -88,7 +88,9 @@ pub async fn run(mut engine: Engine, io: Io) {
         tokio::select! {
             () = shutdown.cancelled() => break,
             command = commands.recv() => match command {
-                Some(Command::Join(accepted)) => engine.join(Instant::now(), *accepted),
+                Some(Command::Join(accepted, ticket)) => {
+                    engine.join(Instant::now(), *accepted, ticket);
+                }
                 Some(Command::Leave(id, reply)) => {
                     let _ = reply.send(engine.leave(Instant::now(), id));
                 }

@@ -15,8 +15,9 @@ use super::adapt::Adapt;
 
 use super::offer::{Accepted, Track, ViewerId};
 use super::rtp::Packet;
+use super::seats::Ticket;
 use super::stream::RenditionId;
-use super::{VIEWER_TIMEOUT, ViewerStats};
+use super::{CONNECT_TIMEOUT, VIEWER_TIMEOUT, ViewerStats};
 
 /// Media waits this long after DTLS completes on our side, while the viewer installs its
 /// SRTP keys (webrtc-rs drops what comes earlier; so may browsers).
@@ -151,13 +152,18 @@ pub struct Viewer {
     probing_until: Instant,
     /// The earliest wake of this viewer the engine's timer queue holds, if any.
     pub scheduled: Option<Instant>,
-    /// Last datagram from the viewer (or the join), to drop the silent and the never-connected.
+    /// Last datagram from the viewer (or the join), to drop the silent.
     pub last_heard: Instant,
+    /// When it joined: a viewer not connected [`CONNECT_TIMEOUT`] later is dropped, whatever
+    /// it sends (STUN checks alone keep no pending place).
+    joined_at: Instant,
+    /// Its pending place, then its seat; given back when the viewer is dropped.
+    pub ticket: Ticket,
 }
 
 impl Viewer {
     /// Wraps an accepted offer, handed over at `now`.
-    pub fn new(accepted: Accepted, adapt: Adapt, now: Instant) -> Self {
+    pub fn new(accepted: Accepted, adapt: Adapt, ticket: Ticket, now: Instant) -> Self {
         Self {
             id: accepted.id,
             rtc: accepted.rtc,
@@ -190,6 +196,8 @@ impl Viewer {
             probing_until: now + PROBING_FOR,
             scheduled: None,
             last_heard: now,
+            joined_at: now,
+            ticket,
         }
     }
 
@@ -240,7 +248,7 @@ impl Viewer {
     /// When this viewer next needs the engine: an `Rtc` timeout, a burst of its backlog, or
     /// its drop for silence.
     pub fn deadline(&self) -> Instant {
-        let mut at = self.next_timeout.min(self.last_heard + VIEWER_TIMEOUT);
+        let mut at = self.next_timeout.min(self.expires());
         if !self.backlog.is_empty() {
             at = at.min(self.burst_due());
         }
@@ -250,9 +258,34 @@ impl Viewer {
         at
     }
 
-    /// Whether the viewer has been silent too long at `now` (or never connected in time).
+    /// Whether the viewer has been silent too long at `now`, or did not connect in time.
     pub fn is_silent(&self, now: Instant) -> bool {
-        now >= self.last_heard + VIEWER_TIMEOUT
+        now >= self.expires()
+    }
+
+    /// When it is dropped unless heard from (connected) or connected (pending) before.
+    fn expires(&self) -> Instant {
+        if self.connected {
+            self.last_heard + VIEWER_TIMEOUT
+        } else {
+            (self.joined_at + CONNECT_TIMEOUT).min(self.last_heard + VIEWER_TIMEOUT)
+        }
+    }
+
+    /// Closes the session as a peer should (RTCP BYE, DTLS close_notify), the datagrams that
+    /// says so to `transmit`. The `Rtc` is of no further use.
+    pub fn close(&mut self, transmit: &mut impl FnMut(Transmit)) {
+        if self.rtc.close().is_err() {
+            return;
+        }
+        // Bounded: a closing `Rtc` has a handful of datagrams to send, then says Timeout.
+        for _ in 0..64 {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => transmit(t),
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(_)) | Err(_) => return,
+            }
+        }
     }
 
     fn write_video(&mut self, packet: &Packet) {

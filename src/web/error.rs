@@ -15,6 +15,8 @@ use crate::store::StoreError;
 pub struct AppError {
     status: StatusCode,
     message: String,
+    /// Seconds for `Retry-After`: the refusal is temporary and says when to come back.
+    retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -23,15 +25,30 @@ impl AppError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same refusal, with `Retry-After: seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 impl From<BroadcastError> for AppError {
     fn from(e: BroadcastError) -> Self {
+        let retry = crate::broadcast::RETRY_AFTER.as_secs();
         let status = match &e {
             BroadcastError::BadOffer(_) | BroadcastError::Unsupported(_) => StatusCode::BAD_REQUEST,
             BroadcastError::Full(_) | BroadcastError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            BroadcastError::Busy => {
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .retry_after(retry);
+            }
+            BroadcastError::TooManyFromAddress(_) => {
+                return Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(retry);
+            }
             BroadcastError::NotFound => StatusCode::NOT_FOUND,
             BroadcastError::Bind(..) => {
                 tracing::error!(error = %e, "broadcaster error");
@@ -75,7 +92,15 @@ impl From<SessionError> for AppError {
             SessionError::Full => StatusCode::SERVICE_UNAVAILABLE,
             SessionError::Uninvited => StatusCode::FORBIDDEN,
         };
-        Self::new(status, e.to_string())
+        let wait = match e {
+            SessionError::TooManyNicks(seconds) => Some(seconds),
+            _ => None,
+        };
+        let error = Self::new(status, e.to_string());
+        match wait {
+            Some(seconds) => error.retry_after(seconds),
+            None => error,
+        }
     }
 }
 
@@ -89,7 +114,16 @@ impl From<PostError> for AppError {
             PostError::TooFast(_) => StatusCode::TOO_MANY_REQUESTS,
             PostError::Refused(_) => StatusCode::FORBIDDEN,
         };
-        Self::new(status, e.to_string())
+        // A 429 says when to come back, as the per-address limits' do.
+        let wait = match e {
+            PostError::TooFast(seconds) => Some(seconds),
+            _ => None,
+        };
+        let error = Self::new(status, e.to_string());
+        match wait {
+            Some(seconds) => error.retry_after(seconds),
+            None => error,
+        }
     }
 }
 
@@ -144,7 +178,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut line: String = self.message.lines().next().unwrap_or_default().to_string();
         line.push('\n');
-        (
+        let mut response = (
             self.status,
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -152,6 +186,12 @@ impl IntoResponse for AppError {
             )],
             line,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

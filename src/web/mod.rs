@@ -167,8 +167,20 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metric(
         "viewers_connected",
         "gauge",
-        "Viewers receiving media.",
+        "Viewers receiving media: the ones counted against --max-viewers.",
         b.connected as u64,
+    );
+    metric(
+        "viewers_pending",
+        "gauge",
+        "Offers answered whose ICE and DTLS have not completed yet.",
+        b.pending as u64,
+    );
+    metric(
+        "viewers_refused_at_connect_total",
+        "counter",
+        "Viewers closed as they connected because the last seat was taken meanwhile.",
+        b.refused_at_connect,
     );
     metric(
         "viewer_joins_total",

@@ -11,14 +11,16 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::{Admitted, AppJson, Watcher};
+use super::extract::{Admitted, AppJson, Peer, Watcher};
 use crate::broadcast::{Quality, ViewerId};
 
-/// `POST /whep`: a viewer's offer in, the answer out.
+/// `POST /whep`: a viewer's offer in, the answer out. The caller's address counts its offers
+/// still connecting (`broadcast::SeatLimits`).
 pub async fn post(
     State(state): State<AppState>,
     _: Admitted,
     _: Watcher,
+    Peer(from): Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
@@ -37,7 +39,7 @@ pub async fn post(
     }
     let offer = std::str::from_utf8(&body)
         .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8"))?;
-    let joined = state.broadcaster.join(offer)?;
+    let joined = state.broadcaster.join(offer, from)?;
     let location = format!("/whep/{}", joined.id);
     Ok((
         StatusCode::CREATED,

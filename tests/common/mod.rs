@@ -341,17 +341,36 @@ pub fn demo_settings(webcam: WebcamSource, layout: &str, bitrate_kbps: u32) -> S
     }
 }
 
-/// The fan-out of `pipeline` on a free loopback UDP port.
+/// The fan-out of `pipeline` on a free loopback UDP port, for `max_viewers`. Offers still
+/// connecting are capped far above the defaults: these tests' viewers all come from one address
+/// (or, through `oneshot`, from none), and the pending caps have tests of their own
+/// (`squat.rs`, which uses [`broadcaster_with`]).
 pub async fn broadcaster(
     pipeline: &Pipeline,
     max_viewers: usize,
+) -> cowatch::broadcast::Broadcaster {
+    broadcaster_with(
+        pipeline,
+        cowatch::broadcast::SeatLimits {
+            max_viewers,
+            max_pending: max_viewers.max(100),
+            max_pending_per_address: max_viewers.max(100),
+        },
+    )
+    .await
+}
+
+/// The fan-out of `pipeline` on a free loopback UDP port, with `seats`.
+pub async fn broadcaster_with(
+    pipeline: &Pipeline,
+    seats: cowatch::broadcast::SeatLimits,
 ) -> cowatch::broadcast::Broadcaster {
     let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     cowatch::broadcast::Broadcaster::start(
         cowatch::broadcast::BroadcastConfig {
             bind: loopback,
             advertise: loopback,
-            max_viewers,
+            seats,
             rendition_linger: cowatch::broadcast::RENDITION_LINGER,
         },
         pipeline.clone(),

@@ -8,18 +8,19 @@ mod adaptive;
 mod party;
 mod renditions;
 mod repair;
+mod seats;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use party::Party;
 
-use super::VIEWER_TIMEOUT;
 use super::keyframes::{
     GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL, START_REQUEST_GRACE, URGENT_AFTER_START,
     URGENT_INTERVAL,
 };
 use super::viewer::{MEDIA_GRACE, REPLAY_BURST, REPLAY_TICK};
+use super::{CONNECT_TIMEOUT, VIEWER_TIMEOUT};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -305,17 +306,19 @@ fn a_silent_viewer_is_reaped_after_the_timeout() {
 }
 
 #[test]
-fn a_viewer_that_never_connects_is_reaped_after_the_timeout() {
+fn a_viewer_that_never_connects_is_reaped_after_the_connect_timeout() {
     let mut party = Party::new();
     let joined = party.now;
     let a = party.join_offline();
-    party.advance_to(joined + VIEWER_TIMEOUT - ms(1));
+    party.advance_to(joined + CONNECT_TIMEOUT - ms(1));
     assert!(party.holds(a));
     assert_eq!(party.stats.viewers.load(Ordering::Relaxed), 1);
-    party.advance_to(joined + VIEWER_TIMEOUT);
+    assert_eq!(party.seats.counts(), (0, 1), "pending, not seated");
+    party.advance_to(joined + CONNECT_TIMEOUT);
     assert!(!party.holds(a));
     assert_eq!(party.stats.viewers.load(Ordering::Relaxed), 0);
     assert_eq!(party.stats.connected.load(Ordering::Relaxed), 0);
+    assert_eq!(party.seats.counts(), (0, 0), "its pending place is free");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc, RtcConfig};
 
 use crate::broadcast::engine::{Engine, Output};
 use crate::broadcast::offer::{self, ViewerId};
+use crate::broadcast::seats::{SeatLimits, Seats};
 use crate::broadcast::stream::{Rendition, RenditionId};
 use crate::broadcast::{RENDITION_LINGER, Stats};
 
@@ -122,6 +123,8 @@ pub struct Client {
     /// The SSRC of our video at this viewer, once a packet came.
     video_ssrc: Option<Ssrc>,
     timeout: Instant,
+    /// When the engine closed its session (DTLS close_notify reached it).
+    pub closed_at: Option<Instant>,
 }
 
 impl Client {
@@ -204,6 +207,7 @@ impl Client {
                         self.video.push(got);
                     }
                 }
+                RtcOutput::Event(Event::Closed) => self.closed_at = Some(now),
                 RtcOutput::Event(_) => {}
             }
         }
@@ -216,6 +220,8 @@ pub struct Party {
     pub now: Instant,
     pub engine: Engine,
     pub stats: Arc<Stats>,
+    /// The seats, as `Broadcaster` holds them: each join reserves its place here first.
+    pub seats: Arc<Seats>,
     pub clients: Vec<Client>,
     /// When the engine asked the main encoder for a keyframe.
     pub keyframes_asked: Vec<Instant>,
@@ -248,6 +254,13 @@ impl Party {
         Self::with(renditions())
     }
 
+    /// A party with `limits` on its seats (else room for every test's viewers).
+    pub fn with_seats(limits: SeatLimits) -> Self {
+        let mut party = Self::new();
+        party.seats = Seats::new(limits);
+        party
+    }
+
     /// A party whose H.264 has a 360p rendition ([`LOW`]) besides the main 720p one.
     pub fn with_ladder() -> Self {
         let mut all = renditions();
@@ -277,6 +290,11 @@ impl Party {
             now,
             engine,
             stats,
+            seats: Seats::new(SeatLimits {
+                max_viewers: 1000,
+                max_pending: 1000,
+                max_pending_per_address: 1000,
+            }),
             clients: Vec::new(),
             keyframes_asked: Vec::new(),
             vp8_keyframes_asked: Vec::new(),
@@ -336,10 +354,14 @@ impl Party {
         let accepted_answer = accepted.answer.clone();
         let answer = SdpAnswer::from_sdp_string(&accepted.answer).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
-        // As `Broadcaster::join` does: it reserves the seat before the engine sees the viewer.
+        // As `Broadcaster::join` does: a pending place first, then the engine sees the viewer.
+        let ticket = self
+            .seats
+            .reserve(addr.ip())
+            .expect("a test joins only where there is room");
         self.stats.viewers.fetch_add(1, Ordering::AcqRel);
         let id = accepted.id;
-        self.engine.join(self.now, accepted);
+        self.engine.join(self.now, accepted, ticket);
         self.clients.push(Client {
             id,
             rtc,
@@ -354,6 +376,7 @@ impl Party {
             audio: Vec::new(),
             video_ssrc: None,
             timeout: self.now,
+            closed_at: None,
         });
         self.pump();
         n

@@ -196,9 +196,12 @@ impl Party {
             .args(["--webrtc-port", &WEBRTC_PORT.to_string()])
             .args(["--public-ip", &SERVER_IP.to_string()])
             .args(["--max-viewers", &max_viewers.to_string()])
-            // Every receiver joins from the one viewer address: this measures the fan-out,
-            // not the per-address rate limit a real party has.
+            // Every receiver joins from the one viewer address, all at once: this measures the
+            // fan-out, not the per-address rate limit or the caps on offers still connecting
+            // (issue 13) that a real party has.
             .args(["--whep-per-minute", "0"])
+            .args(["--max-pending-offers", &max_viewers.to_string()])
+            .args(["--max-pending-per-address", &max_viewers.to_string()])
             .arg("--data-dir")
             .arg(dir.join("fanout-data"))
             .env("RUST_LOG", "warn");

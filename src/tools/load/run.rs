@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::report::{HealthLatency, KernelDrops, Left, Report, Totals, ViewerReport};
 use super::viewer::Offer;
 use super::{ReceiversArgs, snmp};
-use crate::tools::probe::{Whep, one_line};
+use crate::tools::probe::{Answer, Whep, one_line};
 use crate::util::lock::Locked;
 
 /// How long ICE and DTLS may take after the answer before a viewer counts as failed.
@@ -272,6 +272,32 @@ async fn watch(
     report
 }
 
+/// Refusals for now (429, 503 with `Retry-After`: too many offers connecting) are retried
+/// this many times at most, as a well-behaved player would.
+const MAX_RETRIES: usize = 60;
+
+/// POSTs `sdp`, again after `Retry-After` while the server says "not now"; the last answer
+/// and when its POST left.
+async fn post_until_seated(shared: &Shared, sdp: &str) -> anyhow::Result<(Answer, Instant)> {
+    for _ in 0..MAX_RETRIES {
+        let posted = Instant::now();
+        let answer = shared.whep.offer(sdp).await?;
+        let Some(wait) = answer
+            .retry_after
+            .filter(|_| matches!(answer.status, 429 | 503))
+        else {
+            return Ok((answer, posted));
+        };
+        // Spread over the wait, so viewers refused together do not come back together.
+        let jitter = Duration::from_millis(crate::util::id::random_u64() % 500);
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(Duration::from_secs(5)) + jitter) => {}
+            _ = shared.stop.cancelled() => bail!("the run ended before this viewer could join"),
+        }
+    }
+    bail!("still refused after {MAX_RETRIES} tries")
+}
+
 async fn session(
     shared: &Shared,
     plan: Plan,
@@ -292,8 +318,7 @@ async fn session(
             permit = shared.posts.acquire() => permit.context("the POST gate closed")?,
             _ = shared.stop.cancelled() => bail!("the run ended before this viewer could join"),
         };
-        let posted = Instant::now();
-        let answer = shared.whep.offer(&offer.sdp).await?;
+        let (answer, posted) = post_until_seated(shared, &offer.sdp).await?;
         report.answer_ms = Some(posted.elapsed().as_secs_f64() * 1000.0);
         (answer, posted)
     };

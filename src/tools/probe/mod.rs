@@ -45,7 +45,7 @@ use peer::{Shared, build_peer_connection};
 pub use picture::{PictureSize, h264_sps_size, vp8_frame_size};
 pub use report::{ProbeArgs, main};
 pub(crate) use sdp::{AnswerInfo, loopback_candidates_only};
-pub(crate) use whep::{Whep, one_line};
+pub(crate) use whep::{Answer, Whep, one_line};
 
 /// Bound on every step that waits for the other side: TCP connect plus HTTP exchange, ICE
 /// gathering, building and closing the peer connection, and ICE+DTLS after the answer.

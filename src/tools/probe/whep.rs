@@ -31,6 +31,8 @@ pub(crate) struct Answer {
     /// The session's resource (`Location`), resolved against the endpoint; `None` when the
     /// server sent none.
     pub(crate) resource: Option<anyhow::Result<Url>>,
+    /// `Retry-After` in seconds, on a refusal that is only for now (429, 503).
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 impl Whep {
@@ -61,6 +63,12 @@ impl Whep {
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
             let resource = response.headers().get(header::LOCATION).map(|location| {
                 let location = location
                     .to_str()
@@ -77,6 +85,7 @@ impl Whep {
                 status,
                 body,
                 resource,
+                retry_after,
             })
         };
         tokio::time::timeout(CONNECT_TIMEOUT, exchange)
