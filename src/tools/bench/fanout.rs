@@ -40,7 +40,7 @@ use crate::tools::netns::{Link, SERVER_IP, Side};
 const HTTP_PORT: u16 = 8080;
 const WEBRTC_PORT: u16 = 8443;
 /// CPUs: the server's and the receivers'.
-const SERVER_CPU: usize = 0;
+pub(super) const SERVER_CPU: usize = 0;
 const RECEIVERS_CPU: usize = 1;
 /// Nice value of both: on a machine shared with builds, they go first on their cores, so the
 /// table measures them and not the scheduler's share (cpu0_busy still shows what else ran).
@@ -185,6 +185,28 @@ impl Running {
 
 impl Party {
     pub(super) fn start(dir: &Path, max_viewers: usize, pinned: bool) -> anyhow::Result<Party> {
+        let all = max_viewers.to_string();
+        // Every receiver joins from the one viewer address, all at once: this measures the
+        // fan-out, not the per-address rate limit or the caps on offers still connecting
+        // (issue 13) that a real party has.
+        let lifted = [
+            "--whep-per-minute",
+            "0",
+            "--max-pending-offers",
+            &all,
+            "--max-pending-per-address",
+            &all,
+        ];
+        Self::start_with(dir, max_viewers, pinned, &lifted)
+    }
+
+    /// [`Party::start`] with these limit flags instead.
+    pub(super) fn start_with(
+        dir: &Path,
+        max_viewers: usize,
+        pinned: bool,
+        limits: &[&str],
+    ) -> anyhow::Result<Party> {
         let link = Link::create()
             .context("cannot create the network namespaces (needs root, iproute2, iptables)")?;
         let exe = exe()?;
@@ -196,12 +218,7 @@ impl Party {
             .args(["--webrtc-port", &WEBRTC_PORT.to_string()])
             .args(["--public-ip", &SERVER_IP.to_string()])
             .args(["--max-viewers", &max_viewers.to_string()])
-            // Every receiver joins from the one viewer address, all at once: this measures the
-            // fan-out, not the per-address rate limit or the caps on offers still connecting
-            // (issue 13) that a real party has.
-            .args(["--whep-per-minute", "0"])
-            .args(["--max-pending-offers", &max_viewers.to_string()])
-            .args(["--max-pending-per-address", &max_viewers.to_string()])
+            .args(limits)
             .arg("--data-dir")
             .arg(dir.join("fanout-data"))
             .env("RUST_LOG", "warn");

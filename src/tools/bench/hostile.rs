@@ -29,8 +29,8 @@ const FRAGMENT_BYTES: usize = 1 << 20;
 /// Offers sent in each squatting round, and how often.
 const SQUAT_OFFERS: usize = 110;
 const SQUAT_EVERY: Duration = Duration::from_secs(3);
-/// Requests a second of each POST flood.
-const FLOOD_PER_SECOND: u32 = 200;
+/// Requests a second of each POST flood: a script on a home link, and well past every limit.
+const FLOOD_PER_SECOND: u32 = 50;
 /// How often the well-behaved poster speaks (the flood allowance is 5, then one per 2 s).
 const POST_EVERY: Duration = Duration::from_millis(2500);
 /// The marker of the well-behaved poster's lines.
@@ -182,7 +182,7 @@ fn fragments(http: SocketAddr, stop: &AtomicBool, report: &Mutex<AttackReport>) 
             }
         }
         let _ = sent;
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -201,7 +201,18 @@ const HOSTILE_ROOM: usize = 20;
 /// they lost, `/healthz`'s times and the server's memory, and what the attacker got.
 fn measure_hostile(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let seconds = options.minutes * 60;
-    let mut party = Party::start(dir, options.viewers + HOSTILE_ROOM, false)?;
+    // The probe viewers stand for as many people but share one address here, so that
+    // address's offer limits are lifted (for the attacker too); every other limit, and the
+    // total cap on offers still connecting, is the default a party runs with. The server gets
+    // a core of its own, as on its own machine; everything else shares the other.
+    let lifted = options.viewers.to_string();
+    let limits = [
+        "--whep-per-minute",
+        "0",
+        "--max-pending-per-address",
+        &lifted,
+    ];
+    let mut party = Party::start_with(dir, options.viewers + HOSTILE_ROOM, true, &limits)?;
     let args: Vec<String> = [
         "--viewers",
         &options.viewers.to_string(),
@@ -293,8 +304,10 @@ fn measure_hostile(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
         super::verdict(h_p99 <= 100.0 && h_failed == 0)
     );
     println!(
-        "  shared the machine: the server, the receivers, the chat clients and the attacker \
-         (none pinned), and whatever else ran; load average at the end {}",
+        "  shared the machine: the server pinned to CPU {} (nice -10); the receivers (who also \
+         time /healthz), the chat clients and the attacker unpinned, and whatever else ran; \
+         load average at the end {}",
+        super::fanout::SERVER_CPU,
         super::browser::load_average()
     );
     Ok(())
