@@ -743,6 +743,14 @@ mod tests {
             .arg("60")
             .spawn()
             .unwrap();
+        // `ip netns exec` joins the namespace, then becomes `sleep`: until then the process is
+        // not yet inside, and nothing can find it there.
+        let comm = format!("/proc/{}/comm", sleeper.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            assert!(std::time::Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         drop(link);
         let status = sleeper.wait().unwrap();
         assert!(!status.success(), "{status:?}");
