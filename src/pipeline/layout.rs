@@ -6,6 +6,8 @@
 //! carets would be mangled.
 
 use std::fmt;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -67,7 +69,7 @@ impl Layout {
                 spec: spec.to_owned(),
             });
         }
-        let text = super::layouts::read_capped(Path::new(spec), spec)?;
+        let text = read_capped(Path::new(spec), spec)?;
         Self::from_toml(&text, spec)
     }
 
@@ -135,7 +137,7 @@ pub enum LayoutError {
     /// Far larger than any layout.
     #[error(
         "layout {path}: {bytes} bytes is too large for a layout (at most {} bytes)",
-        super::layouts::MAX_LAYOUT_BYTES
+        MAX_LAYOUT_BYTES
     )]
     TooBig {
         /// The path as the user gave it.
@@ -177,6 +179,47 @@ pub enum LayoutError {
         /// What is wrong, naming `field`.
         message: String,
     },
+}
+
+/// Largest layout file read: a layout is a few hundred bytes.
+pub const MAX_LAYOUT_BYTES: u64 = 64 * 1024;
+
+/// Reads a layout file: opened without blocking (a FIFO cannot hang the caller), a regular
+/// file only, at most [`MAX_LAYOUT_BYTES`]. `shown` names it in errors.
+pub(super) fn read_capped(path: &Path, shown: &str) -> Result<String, LayoutError> {
+    let read = |error| LayoutError::Read {
+        path: shown.to_owned(),
+        error,
+    };
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read)?;
+    let meta = file.metadata().map_err(read)?;
+    if !meta.is_file() {
+        return Err(LayoutError::NotAFile {
+            path: shown.to_owned(),
+        });
+    }
+    if meta.len() > MAX_LAYOUT_BYTES {
+        return Err(LayoutError::TooBig {
+            path: shown.to_owned(),
+            bytes: meta.len(),
+        });
+    }
+    let mut text = String::new();
+    // The file may grow between the check and the read.
+    std::io::Read::take(file, MAX_LAYOUT_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    if text.len() as u64 > MAX_LAYOUT_BYTES {
+        return Err(LayoutError::TooBig {
+            path: shown.to_owned(),
+            bytes: text.len() as u64,
+        });
+    }
+    Ok(text)
 }
 
 fn builtin_list() -> String {

@@ -8,15 +8,9 @@
 //! must be regular and small, and every read happens off the async runtime
 //! ([`crate::pipeline::Pipeline::find_layout`]).
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::layout::{Layout, LayoutError};
-
-/// Largest layout file read: a layout is a few hundred bytes.
-pub const MAX_LAYOUT_BYTES: u64 = 64 * 1024;
+use super::layout::{Layout, LayoutError, read_capped};
 
 /// The layouts the host may switch to while live.
 #[derive(Debug, Clone, Default)]
@@ -85,44 +79,6 @@ impl LayoutFiles {
             .collect::<Vec<_>>()
             .join(" or ")
     }
-}
-
-/// Reads a layout file: opened without blocking (a FIFO cannot hang the caller), a regular
-/// file only, at most [`MAX_LAYOUT_BYTES`]. `shown` names it in errors.
-pub(super) fn read_capped(path: &Path, shown: &str) -> Result<String, LayoutError> {
-    let read = |error| LayoutError::Read {
-        path: shown.to_owned(),
-        error,
-    };
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read)?;
-    let meta = file.metadata().map_err(read)?;
-    if !meta.is_file() {
-        return Err(LayoutError::NotAFile {
-            path: shown.to_owned(),
-        });
-    }
-    if meta.len() > MAX_LAYOUT_BYTES {
-        return Err(LayoutError::TooBig {
-            path: shown.to_owned(),
-            bytes: meta.len(),
-        });
-    }
-    let mut text = String::new();
-    // The file may grow between the check and the read.
-    file.take(MAX_LAYOUT_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(read)?;
-    if text.len() as u64 > MAX_LAYOUT_BYTES {
-        return Err(LayoutError::TooBig {
-            path: shown.to_owned(),
-            bytes: text.len() as u64,
-        });
-    }
-    Ok(text)
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use super::extract::{Admitted, Peer};
+use super::extract::Admitted;
+use super::limit::Peer;
 use crate::chat::{Chat, Published, Subscription};
 use crate::shutdown::Shutdown;
 

@@ -10,7 +10,6 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use super::AppState;
 use super::error::AppError;
@@ -189,71 +188,5 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
                 rejection.body_text(),
             )),
         }
-    }
-}
-
-/// The address a request came from, for limits kept per address. The server is started with
-/// connect info (`main`); a router driven without it (`oneshot` in tests) reads as the
-/// unspecified address, which every such request then shares. Behind a reverse proxy
-/// (`--trust-forwarded`) it is the last `X-Forwarded-For` entry: the one the proxy added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Peer(pub IpAddr);
-
-impl FromRequestParts<AppState> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let forwarded = state
-            .limits
-            .trust_forwarded()
-            .then(|| forwarded_for(&parts.headers))
-            .flatten();
-        let ip = forwarded
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<super::limit::Remote>>()
-                    .map(|info| info.0.0.ip())
-            })
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .map(|info| info.0.ip())
-            })
-            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-        // An IPv4 client on a dual-stack socket is the same client as over IPv4.
-        Ok(Peer(ip.to_canonical()))
-    }
-}
-
-/// The last address of the last `X-Forwarded-For` header: what our own proxy appended (the
-/// entries before it are whatever the client claimed).
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
-    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_proxy_added_address_is_the_last_forwarded_entry() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(forwarded_for(&headers), None);
-        // What the client claimed comes first; our proxy appends what it saw.
-        headers.append("x-forwarded-for", "6.6.6.6, 10.0.0.7".parse().unwrap());
-        assert_eq!(forwarded_for(&headers), Some("10.0.0.7".parse().unwrap()));
-        headers.append("x-forwarded-for", "2001:db8::1".parse().unwrap());
-        assert_eq!(
-            forwarded_for(&headers),
-            Some("2001:db8::1".parse().unwrap())
-        );
-        headers.insert("x-forwarded-for", "not an address".parse().unwrap());
-        assert_eq!(forwarded_for(&headers), None);
     }
 }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::AppError;
-use super::extract::{Admitted, AppJson, Peer, Watcher};
+use super::extract::{Admitted, AppJson, Watcher};
+use super::limit::Peer;
 use crate::broadcast::{Quality, ViewerId};
 
 /// `POST /whep`: a viewer's offer in, the answer out. The caller's address counts its offers
