@@ -122,11 +122,7 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
         .rss_kib()
         .context("the server is gone")?;
     let churn_end = started + Duration::from_secs(churn_seconds);
-    let mut rss_peak = rss_start;
-    while Instant::now() < churn_end {
-        std::thread::sleep(Duration::from_secs(10).min(churn_end - Instant::now()));
-        rss_peak = rss_peak.max(party.server.process.rss_kib().unwrap_or(0));
-    }
+    let rss_peak = rss_peak_until(&party, churn_end, Duration::from_secs(10), rss_start);
     let deadline = Instant::now() + VIEWER_TIMEOUT + SETTLE;
     let mut sessions = party.viewer_stat("viewers")?;
     while sessions != steady && Instant::now() < deadline {
@@ -194,6 +190,16 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the server's memory every `every` until `end`; the highest reading, at least `start`.
+fn rss_peak_until(party: &Party, end: Instant, every: Duration, start: u64) -> u64 {
+    let mut peak = start;
+    while Instant::now() < end {
+        std::thread::sleep(every.min(end - Instant::now()));
+        peak = peak.max(party.server.process.rss_kib().unwrap_or(0));
+    }
+    peak
+}
+
 /// Seats above the probe viewers in the hostile soak: what a squatter would try to take.
 const HOSTILE_ROOM: usize = 20;
 
@@ -246,11 +252,7 @@ fn measure_hostile(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let http = party.http;
     let attack = super::hostile::Attack::start(&mut party.link, http)?;
     let end = Instant::now() + Duration::from_secs(seconds);
-    let mut rss_peak = rss_start;
-    while Instant::now() < end {
-        std::thread::sleep(Duration::from_secs(5).min(end - Instant::now()));
-        rss_peak = rss_peak.max(party.server.process.rss_kib().unwrap_or(0));
-    }
+    let rss_peak = rss_peak_until(&party, end, Duration::from_secs(5), rss_start);
     let attacked = attack.stop();
     let chat = chat.stop()?;
     let still = party.viewer_stat("connected")?;
@@ -271,8 +273,9 @@ fn measure_hostile(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     println!(
-        "| {steady} → {still} | {} ({}) | {}/{} | {} / {} ({:?}) | {h_p99:.1} ms ({h_max:.1} ms, {h_failed}) \
+        "| {steady} of {} → {still} | {} ({}) | {}/{} | {} / {} ({:?}) | {h_p99:.1} ms ({h_max:.1} ms, {h_failed}) \
          | {:.0} → {:.0} MiB (peak {:.0}) |",
+        options.viewers,
         report.steady.lost,
         report.kernel.rcvbuf_errors,
         chat.clients,
