@@ -294,7 +294,8 @@ fn a_damaged_database_is_refused_at_start_and_repair_keeps_the_party_going() {
     );
 
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--repair", "--data-dir"])
+        .args(["demo", "--listen", "127.0.0.1:0", "--webrtc-port", "0"])
+        .args(["--repair", "--data-dir"])
         .arg(&dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
