@@ -5,7 +5,7 @@
 
 mod common;
 
-use cowatch::chat::model::{ChatMessage, Fragment, User};
+use common::twitch::twitch_message;
 use cowatch::chat::{ChatEvent, Origin};
 use cowatch::pipeline::Pipeline;
 use cowatch::pipeline::source::WebcamSource;
@@ -208,32 +208,6 @@ async fn reserved_and_look_alike_nicknames_are_refused() {
     assert_eq!(rig.party_lines().len(), 1);
 }
 
-/// A Twitch line as the bridge would publish it.
-fn twitch_message(id: &str, text: &str) -> ChatEvent {
-    ChatEvent::Message(ChatMessage {
-        id: id.into(),
-        origin: Origin::Twitch,
-        channel: "party_host".into(),
-        sender: User {
-            id: "1".into(),
-            login: "someone".into(),
-            display_name: "someone".into(),
-        },
-        color: None,
-        display_color: "#FF7F50".into(),
-        badges: Vec::new(),
-        text: text.into(),
-        emotes: Vec::new(),
-        fragments: vec![Fragment::Text { text: text.into() }],
-        is_action: false,
-        first_msg: false,
-        bits: None,
-        reply: None,
-        msg_id: None,
-        timestamp_ms: 0,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_term_variants_are_refused_and_hidden() {
     let rig = Rig::start().await;
@@ -255,7 +229,7 @@ async fn blocked_term_variants_are_refused_and_hidden() {
         assert!(
             !rig.state
                 .chat
-                .receive_twitch(twitch_message(&format!("t{i}"), text)),
+                .receive_twitch(twitch_message(&format!("t{i}"), "someone", "1", text)),
             "Twitch line {text:?} shown"
         );
     }
@@ -264,7 +238,7 @@ async fn blocked_term_variants_are_refused_and_hidden() {
     assert!(
         rig.state
             .chat
-            .receive_twitch(twitch_message("ok", "a good word"))
+            .receive_twitch(twitch_message("ok", "someone", "1", "a good word"))
     );
     assert_eq!(rig.party_lines().len(), 1);
     // A term with nothing to match would hide everything: refused.

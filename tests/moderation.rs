@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::helix::{Recorded, TestHelix, TestHelixConfig};
-use cowatch::chat::model::{ChatMessage, ClearKind, Fragment, User};
+use common::twitch::twitch_message;
+use cowatch::chat::model::ClearKind;
 use cowatch::chat::{Chat, ChatConfig, ChatEvent, Origin, RoomModes, RoomState};
 use cowatch::moderation::helix::{Helix, HelixConfig, Token};
 use cowatch::moderation::{
@@ -111,32 +112,6 @@ fn party_nick(login: &str) -> Target {
         login: login.into(),
         user_id: None,
     }
-}
-
-/// A Twitch chat line as the bridge would publish it.
-fn twitch_message(id: &str, login: &str, user_id: &str, text: &str) -> ChatEvent {
-    ChatEvent::Message(ChatMessage {
-        id: id.into(),
-        origin: Origin::Twitch,
-        channel: "party_host".into(),
-        sender: User {
-            id: user_id.into(),
-            login: login.into(),
-            display_name: login.into(),
-        },
-        color: None,
-        display_color: "#FF7F50".into(),
-        badges: Vec::new(),
-        text: text.into(),
-        emotes: Vec::new(),
-        fragments: vec![Fragment::Text { text: text.into() }],
-        is_action: false,
-        first_msg: false,
-        bits: None,
-        reply: None,
-        msg_id: None,
-        timestamp_ms: unix_ms(),
-    })
 }
 
 /// Everything published since the last call.

@@ -245,3 +245,34 @@ fn start_on_own_thread() -> io::Result<TestServer> {
         })?;
     rx.recv().map_err(io::Error::other)?
 }
+
+/// A Twitch chat line as the bridge would publish it.
+pub fn twitch_message(
+    id: &str,
+    login: &str,
+    user_id: &str,
+    text: &str,
+) -> cowatch::chat::ChatEvent {
+    cowatch::chat::ChatEvent::Message(cowatch::chat::model::ChatMessage {
+        id: id.into(),
+        origin: cowatch::chat::Origin::Twitch,
+        channel: "party_host".into(),
+        sender: cowatch::chat::model::User {
+            id: user_id.into(),
+            login: login.into(),
+            display_name: login.into(),
+        },
+        color: None,
+        display_color: "#FF7F50".into(),
+        badges: Vec::new(),
+        text: text.into(),
+        emotes: Vec::new(),
+        fragments: vec![cowatch::chat::model::Fragment::Text { text: text.into() }],
+        is_action: false,
+        first_msg: false,
+        bits: None,
+        reply: None,
+        msg_id: None,
+        timestamp_ms: cowatch::util::clock::unix_ms(),
+    })
+}
