@@ -254,6 +254,12 @@ impl Engine {
             viewer.probe_link(now, bps);
         }
         if let Some(target) = viewer.adapt.poll(now) {
+            // Why it moved, for whoever reads the log after a viewer says the picture went soft.
+            tracing::info!(
+                viewer = %id,
+                estimate_kbps = viewer.adapt.estimate().map(|bps| bps / 1000),
+                "the link estimate moves a viewer",
+            );
             viewer.update_desired_bitrate();
             self.begin_switch(now, id, target, true);
         }
