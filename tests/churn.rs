@@ -48,8 +48,17 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         return;
     }
     // Every viewer joins from the one viewer address, 10 a second: more than a real
-    // household's share, so the per-address rate limit is off here.
-    let party = NsParty::start(&["--max-viewers", "1000", "--whep-per-minute", "0"]);
+    // household's share, so the per-address limits are off here (the rate, and the 4 offers
+    // still connecting an address may hold: with them, churn viewers waited out 429s past
+    // their 2 s stay and 303 of 580 never got an answer).
+    let party = NsParty::start(&[
+        "--max-viewers",
+        "1000",
+        "--whep-per-minute",
+        "0",
+        "--max-pending-per-address",
+        "1000",
+    ]);
     // The steady viewers watch through the churn, the silent leavers' time-out and a margin.
     let watch = CHURN_SECONDS + VIEWER_TIMEOUT.as_secs() + SETTLE.as_secs() + 10;
     let receivers = Receivers::start(
@@ -138,9 +147,11 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         report.churn.viewers
     );
     assert_eq!(
-        report.churn.connected, report.churn.viewers,
-        "churn viewers failed: {:?}",
-        report.churn.failures
+        report.churn.connected,
+        report.churn.viewers,
+        "churn viewers failed: {:?}; {}",
+        report.churn.failures,
+        churn_timing(&report.viewers)
     );
     assert!(
         growth < MAX_RSS_GROWTH,
@@ -169,4 +180,30 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         report.kernel.in_errors,
         report.kernel.rcvbuf_errors
     );
+}
+
+/// How long the churn viewers waited for their answer, and to connect after it: what a viewer
+/// who left before connecting ran out of.
+fn churn_timing(viewers: &[cowatch::tools::load::ViewerReport]) -> String {
+    let churn: Vec<_> = viewers.iter().filter(|v| !v.steady).collect();
+    let spread = |mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+        };
+        format!(
+            "median {:.0} ms, p90 {:.0} ms, max {:.0} ms over {}",
+            at(0.5).unwrap_or(f64::NAN),
+            at(0.9).unwrap_or(f64::NAN),
+            at(1.0).unwrap_or(f64::NAN),
+            ms.len()
+        )
+    };
+    let unconnected = churn.iter().filter(|v| !v.connected).count();
+    format!(
+        "{unconnected} left unconnected; answers: {}; connects after the answer: {}",
+        spread(churn.iter().filter_map(|v| v.answer_ms).collect()),
+        spread(churn.iter().filter_map(|v| v.connect_ms).collect())
+    )
 }

@@ -409,7 +409,13 @@ impl Engine {
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
-        viewer.last_heard = now;
+        if viewer.heard(now) {
+            tracing::info!(viewer = %id, "viewer heard again: media resumes at a keyframe");
+            self.start_video(id, now, true);
+        }
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
         let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else {
             return;
         };
@@ -493,10 +499,9 @@ impl Engine {
         let mut ids = std::mem::take(&mut self.ids);
         ids.extend(self.viewers.keys().copied());
         for &id in &ids {
-            let wrote = self
-                .viewers
-                .get_mut(&id)
-                .is_some_and(|viewer| viewer.connected && write(viewer));
+            let wrote = self.viewers.get_mut(&id).is_some_and(|viewer| {
+                viewer.connected && !viewer.is_withheld(now) && write(viewer)
+            });
             if wrote {
                 self.poll(id, now);
             }
@@ -643,6 +648,18 @@ impl Engine {
             return;
         }
         self.stats.connected.fetch_add(1, Ordering::AcqRel);
+        viewer.connected_at = Some(now);
+        viewer.hold(now + MEDIA_GRACE);
+        self.start_video(id, now, false);
+    }
+
+    /// Starts viewer `id`'s video, after it connected or was heard again after a pause
+    /// (`resumed`): see [`keyframes::start`] for where. A resumed viewer never gets the
+    /// cached GOP: it may begin before the pause, older than frames the viewer has shown.
+    fn start_video(&mut self, id: ViewerId, now: Instant, resumed: bool) {
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
         let Some(s) = self
             .streams
             .iter()
@@ -651,10 +668,11 @@ impl Engine {
             return;
         };
         let stream = &self.streams[s];
-        let start = keyframes::start(now, &stream.gate, &stream.gop);
-        tracing::debug!(viewer = %id, ?start, "viewer connected");
-        viewer.connected_at = Some(now);
-        viewer.hold(now + MEDIA_GRACE);
+        let start = match keyframes::start(now, &stream.gate, &stream.gop) {
+            Start::Replay if resumed => Start::Force,
+            start => start,
+        };
+        tracing::debug!(viewer = %id, ?start, "viewer's video starts");
         match start {
             Start::InFlight => {}
             Start::Force => self.request_keyframe(now, s, true),

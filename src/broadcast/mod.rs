@@ -208,6 +208,8 @@ pub struct ViewerStats {
     pub estimate_kbps: Option<u64>,
     /// Times it was moved between renditions.
     pub switches: u64,
+    /// Times its media was paused because it went silent (a closed tab, a dead link).
+    pub pauses: u64,
 }
 
 /// One rendition of the video, as the fan-out sees it.

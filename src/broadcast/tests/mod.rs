@@ -19,7 +19,7 @@ use super::keyframes::{
     GOP_REPLAY_AGE, KEYFRAME_IN_FLIGHT, KEYFRAME_INTERVAL, START_REQUEST_GRACE, URGENT_AFTER_START,
     URGENT_INTERVAL,
 };
-use super::viewer::{MEDIA_GRACE, REPLAY_BURST, REPLAY_TICK};
+use super::viewer::{MEDIA_GRACE, MEDIA_SILENCE, REPLAY_BURST, REPLAY_TICK};
 use super::{CONNECT_TIMEOUT, VIEWER_TIMEOUT};
 
 fn ms(n: u64) -> Duration {
@@ -303,6 +303,76 @@ fn a_silent_viewer_is_reaped_after_the_timeout() {
     assert!(!party.holds(a), "reaped at the timeout");
     assert_eq!(party.stats.connected.load(Ordering::Relaxed), 0);
     assert_eq!(party.stats.viewers.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_silent_viewer_gets_no_media_and_resumes_at_a_keyframe_without_a_gap_once_heard() {
+    let mut party = Party::new();
+    let a = party.connect();
+    let b = party.connect();
+    party.play(ms(1500));
+    party.clients[a].online = false; // A dead link, or a tab that closed.
+    let last = party.clients[a].last_sent.unwrap();
+    let shown = party.clients[a].video.len();
+    assert!(shown > 0, "it watched before");
+
+    party.play(last + MEDIA_SILENCE - party.now - ms(50));
+    let written = party.viewer(a).video_packets;
+    assert!(written > 0);
+    assert_eq!(party.viewer(a).pauses, 0, "not before the silence");
+    party.play(ms(2000));
+    let paused = party.viewer(a).video_packets;
+    // At most the packets of the 50 ms before the silence ran out.
+    assert!(
+        paused - written <= 30,
+        "sent {} more packets after {MEDIA_SILENCE:?} of silence",
+        paused - written
+    );
+    assert_eq!(party.viewer(a).pauses, 1);
+    party.play(ms(1000));
+    assert_eq!(
+        party.viewer(a).video_packets,
+        paused,
+        "nothing while silent"
+    );
+    assert!(party.holds(a), "its session waits for the viewer time-out");
+    let b_before = party.clients[b].video.len();
+
+    party.clients[a].online = true;
+    party.play(ms(3000));
+    let client = &party.clients[a];
+    let resumed = &client.video[shown..];
+    assert!(!resumed.is_empty(), "heard again: its video resumed");
+    assert!(
+        resumed[0].keyframe,
+        "it resumes at a keyframe: {:?}",
+        resumed[0]
+    );
+    // What was sent into the dead link before the pause is lost on the way, as for any
+    // viewer; what was withheld leaves no gap: the sequence carries on from the last sent.
+    assert_eq!(
+        resumed[0].seq,
+        client.video[0].seq + paused,
+        "resumes right after the last packet sent"
+    );
+    // Older numbers arriving now are repairs of that loss (the client asked for them).
+    let live: Vec<u64> = resumed
+        .iter()
+        .map(|g| g.seq)
+        .filter(|&seq| seq >= resumed[0].seq)
+        .collect();
+    for pair in live.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a gap after resuming: {pair:?}");
+    }
+    assert!(
+        party.clients[b].video.len() > b_before,
+        "the other viewer watched on"
+    );
+    assert_eq!(
+        party.viewer(b).pauses,
+        0,
+        "a viewer that talks is never paused"
+    );
 }
 
 #[test]
