@@ -310,10 +310,10 @@ impl Viewer {
 
     fn write_video(&mut self, packet: &Packet) {
         self.counts.video_written += 1;
-        if std::mem::take(&mut self.rejoin_video) {
-            if let Some((_, last_seq, _)) = self.last_video {
-                self.video_seq = Some((packet.seq, last_seq + 1));
-            }
+        if std::mem::take(&mut self.rejoin_video)
+            && let Some((_, last_seq, _)) = self.last_video
+        {
+            self.video_seq = Some((packet.seq, last_seq + 1));
         }
         let track = self.video;
         let seq = Self::map(&mut self.video_seq, packet.seq);
@@ -372,10 +372,10 @@ impl Viewer {
         if self.holding(now) {
             return;
         }
-        if std::mem::take(&mut self.rejoin_audio) {
-            if let Some(last) = self.last_audio_seq {
-                self.audio_seq = Some((packet.seq, last + 1));
-            }
+        if std::mem::take(&mut self.rejoin_audio)
+            && let Some(last) = self.last_audio_seq
+        {
+            self.audio_seq = Some((packet.seq, last + 1));
         }
         let seq = Self::map(&mut self.audio_seq, packet.seq);
         self.last_audio_seq = Some(seq);
