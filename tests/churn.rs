@@ -37,9 +37,6 @@ const MAX_RSS_GROWTH: f64 = 0.10;
 const WARM_UP: Duration = Duration::from_secs(10);
 
 #[test]
-#[ignore = "fails today (issue 12 open): with 100 steady viewers on this 2-core machine only \
-            229 of 580 churn viewers connected and 8 sessions were left instead of 100 twenty \
-            seconds after the churn; run with `cargo test --test churn -- --ignored`"]
 fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
     if !is_root() {
         eprintln!(
@@ -114,6 +111,12 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
     let forced_over = churn_started.elapsed().as_secs_f64();
     let rss_last = server_rss_kib(&party);
     let final_health = health(&party);
+    let pauses = viewer_stat(&party, "media_pauses");
+    // Once the churn has gone, every session left is a steady viewer's.
+    let steady_pauses = sum_of(
+        &party.peek("/metrics"),
+        "cowatch_viewer_media_pauses_total{",
+    );
     let report = receivers.finish();
 
     let growth = rss_last as f64 / rss_first as f64 - 1.0;
@@ -121,7 +124,8 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         "churn: {} churn viewers ({} connected, leaving {:?}), sessions {sessions} {:.1} s after \
          the churn, RSS {rss_first} → {rss_last} KiB ({:+.1} %), {forced} keyframes forced in \
          {forced_over:.0} s; steady: {} connected, {} packets, {} lost, {} duplicates; receivers' \
-         kernel drops {:?}",
+         kernel drops {:?}; media paused {pauses} times (steady viewers: {steady_pauses}); server send drops {}, \
+         switches {}",
         report.churn.viewers,
         report.churn.connected,
         report.churn.statuses,
@@ -132,6 +136,11 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         report.steady.lost,
         report.steady.duplicates,
         report.kernel,
+        final_health["viewers"]["send_drops"],
+        sum_of(
+            &party.peek("/metrics"),
+            "cowatch_viewer_rendition_switches_total{"
+        ),
     );
     assert_eq!(
         sessions,
@@ -166,6 +175,10 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
         report.steady.connected, STEADY,
         "{:?}",
         report.steady.failures
+    );
+    assert_eq!(
+        steady_pauses, 0,
+        "steady viewers were taken for gone (silent for 3 s) and their media paused"
     );
     assert_eq!(
         report.steady.connected_without_keyframe, 0,
@@ -206,4 +219,13 @@ fn churn_timing(viewers: &[cowatch::tools::load::ViewerReport]) -> String {
         spread(churn.iter().filter_map(|v| v.answer_ms).collect()),
         spread(churn.iter().filter_map(|v| v.connect_ms).collect())
     )
+}
+
+/// The sum of a `/metrics` series over its labels (lines starting with `prefix`).
+fn sum_of(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }

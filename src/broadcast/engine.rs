@@ -500,7 +500,17 @@ impl Engine {
         ids.extend(self.viewers.keys().copied());
         for &id in &ids {
             let wrote = self.viewers.get_mut(&id).is_some_and(|viewer| {
-                viewer.connected && !viewer.is_withheld(now) && write(viewer)
+                if !viewer.connected {
+                    return false;
+                }
+                let pauses = viewer.pauses();
+                if viewer.is_withheld(now) {
+                    if viewer.pauses() != pauses {
+                        self.stats.media_pauses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return false;
+                }
+                write(viewer)
             });
             if wrote {
                 self.poll(id, now);

@@ -146,6 +146,8 @@ pub struct Stats {
     pub nacks_received: AtomicU64,
     /// Video packets sent again (RTX) because a viewer reported them lost.
     pub packets_resent: AtomicU64,
+    /// Times a viewer's media was paused because it went silent.
+    pub media_pauses: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -175,6 +177,8 @@ pub struct StatsSnapshot {
     pub nacks_received: u64,
     /// Packets resent.
     pub packets_resent: u64,
+    /// Times a viewer's media was paused because it went silent (a closed tab, a dead link).
+    pub media_pauses: u64,
 }
 
 /// One viewer, as `/metrics` and `/healthz` show it.
@@ -302,6 +306,15 @@ impl Broadcaster {
             shutdown: shutdown.token(),
         };
         shutdown.spawn("broadcaster", run::run(engine, io));
+        let counted = stats.clone();
+        let ended = move || {
+            let joined = counted.joins.load(Ordering::Relaxed);
+            joined.saturating_sub(counted.viewers.load(Ordering::Relaxed) as u64)
+        };
+        shutdown.spawn(
+            "memory trim",
+            crate::util::trim::run(ended, shutdown.token()),
+        );
         Ok(Self {
             commands: tx,
             stats,
@@ -439,6 +452,7 @@ impl Broadcaster {
             joins: s.joins.load(Ordering::Relaxed),
             nacks_received: s.nacks_received.load(Ordering::Relaxed),
             packets_resent: s.packets_resent.load(Ordering::Relaxed),
+            media_pauses: s.media_pauses.load(Ordering::Relaxed),
         }
     }
 

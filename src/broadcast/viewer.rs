@@ -396,6 +396,11 @@ impl Viewer {
         self.paused
     }
 
+    /// Times its media was paused for silence.
+    pub fn pauses(&self) -> u64 {
+        self.counts.pauses
+    }
+
     /// It was heard at `now`; true if that ends a pause (its video needs a new start).
     pub fn heard(&mut self, now: Instant) -> bool {
         self.last_heard = now;

@@ -242,6 +242,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Video packets resent (RTX) after a viewer's NACK.",
         b.packets_resent,
     );
+    metric(
+        "media_pauses_total",
+        "counter",
+        "Times a viewer silent for 3 s had its media paused until heard again.",
+        b.media_pauses,
+    );
     if let Ok(sessions) = state.broadcaster.sessions().await {
         per_viewer(&mut text, &sessions);
     }
@@ -252,7 +258,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The per-viewer and per-rendition series of `/metrics`, labelled by session id and codec.
 fn per_viewer(text: &mut String, sessions: &Sessions) {
     type Field = fn(&crate::broadcast::ViewerStats) -> u64;
-    let series: [(&str, &str, Field); 5] = [
+    let series: [(&str, &str, Field); 6] = [
         (
             "viewer_nacks_received_total",
             "NACK messages this viewer sent.",
@@ -277,6 +283,11 @@ fn per_viewer(text: &mut String, sessions: &Sessions) {
             "viewer_rendition_switches_total",
             "Times this viewer was moved between renditions.",
             |v| v.switches,
+        ),
+        (
+            "viewer_media_pauses_total",
+            "Times this viewer went silent and its media was paused.",
+            |v| v.pauses,
         ),
     ];
     for (name, help, field) in series {
