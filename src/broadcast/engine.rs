@@ -474,8 +474,11 @@ impl Engine {
 
     /// Video packets of `rendition` were lost on their way to us (we fell behind the
     /// pipeline): its viewers need a fresh keyframe.
-    pub fn handle_video_lost(&mut self, now: Instant, rendition: RenditionId) {
+    pub fn handle_video_lost(&mut self, now: Instant, rendition: RenditionId, packets: u64) {
         self.tick(now);
+        self.stats
+            .video_lagged
+            .fetch_add(packets, Ordering::Relaxed);
         if let Some(s) = self.stream_index(rendition) {
             self.request_keyframe(now, s, false);
         }

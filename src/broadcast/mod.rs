@@ -148,6 +148,9 @@ pub struct Stats {
     pub packets_resent: AtomicU64,
     /// Times a viewer's media was paused because it went silent.
     pub media_pauses: AtomicU64,
+    /// Video packets the fan-out fell too far behind the encoder to take: every viewer of
+    /// that rendition lost them.
+    pub video_lagged: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -179,6 +182,8 @@ pub struct StatsSnapshot {
     pub packets_resent: u64,
     /// Times a viewer's media was paused because it went silent (a closed tab, a dead link).
     pub media_pauses: u64,
+    /// Video packets lost because the fan-out fell behind the encoder (an overloaded server).
+    pub video_lagged: u64,
 }
 
 /// One viewer, as `/metrics` and `/healthz` show it.
@@ -453,6 +458,7 @@ impl Broadcaster {
             nacks_received: s.nacks_received.load(Ordering::Relaxed),
             packets_resent: s.packets_resent.load(Ordering::Relaxed),
             media_pauses: s.media_pauses.load(Ordering::Relaxed),
+            video_lagged: s.video_lagged.load(Ordering::Relaxed),
         }
     }
 

@@ -116,7 +116,10 @@ pub async fn run(mut engine: Engine, io: Io) {
             (rendition, packet) = recv_any(&mut videos) => match packet {
                 Ok(p) => engine.handle_video(Instant::now(), rendition, &p.data, p.keyframe),
                 // We fell behind: viewers lost packets and need a fresh keyframe.
-                Err(RecvError::Lagged(_)) => engine.handle_video_lost(Instant::now(), rendition),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(packets = n, "the fan-out fell behind the encoder: video lost for every viewer");
+                    engine.handle_video_lost(Instant::now(), rendition, n);
+                }
                 Err(RecvError::Closed) => break,
             },
             packet = audio.recv() => match packet {

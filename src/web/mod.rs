@@ -248,6 +248,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "Times a viewer silent for 3 s had its media paused until heard again.",
         b.media_pauses,
     );
+    metric(
+        "fanout_lagged_packets_total",
+        "counter",
+        "Video packets lost for every viewer: the fan-out fell behind the encoder (overload).",
+        b.video_lagged,
+    );
     if let Ok(sessions) = state.broadcaster.sessions().await {
         per_viewer(&mut text, &sessions);
     }

@@ -662,7 +662,8 @@ impl Party {
 
     /// Video packets were lost between the pipeline and the engine.
     pub fn video_lost(&mut self) {
-        self.engine.handle_video_lost(self.now, RenditionId::MAIN);
+        self.engine
+            .handle_video_lost(self.now, RenditionId::MAIN, 1);
         self.pump();
     }
 
