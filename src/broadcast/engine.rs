@@ -32,6 +32,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 
 use super::adapt::{Adapt, Step};
 use super::keyframes::{self, Start};
+use super::load::Load;
 use super::offer::{Accepted, ViewerId};
 use super::quality::Quality;
 use super::rtp::{self, SeqUnwrapper};
@@ -94,6 +95,8 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(Instant, ViewerId)>>,
     /// When every viewer is next visited regardless ([`SWEEP_EVERY`]).
     next_sweep: Instant,
+    /// Whether the fan-out keeps up with the encoder.
+    load: Load,
 }
 
 impl Engine {
@@ -123,6 +126,7 @@ impl Engine {
             ids: Vec::new(),
             timers: BinaryHeap::new(),
             next_sweep: now + SWEEP_EVERY,
+            load: Load::new(now),
         }
     }
 
@@ -428,16 +432,18 @@ impl Engine {
         }
     }
 
-    /// A video RTP packet of `rendition` left the pipeline at `now`; `keyframe` if it is
-    /// part of one.
+    /// A video RTP packet of `rendition`, which the pipeline made at `made`, is taken at `now`;
+    /// `keyframe` if it is part of one.
     pub fn handle_video(
         &mut self,
         now: Instant,
         rendition: RenditionId,
         data: &[u8],
         keyframe: bool,
+        made: Instant,
     ) {
         self.tick(now);
+        self.measure_load(now, made);
         let Some(s) = self.stream_index(rendition) else {
             return;
         };
@@ -470,6 +476,31 @@ impl Engine {
                 self.streams[s].remove_viewer(now);
             }
         }
+    }
+
+    /// Notes how late the fan-out takes a packet made at `made`, and turns new viewers away
+    /// while it cannot keep up.
+    fn measure_load(&mut self, now: Instant, made: Instant) {
+        if self.load.on_video(now, made) {
+            let saturated = self.load.is_saturated();
+            let lag_ms = self.load.worst_lag().as_millis();
+            if saturated {
+                tracing::warn!(
+                    lag_ms,
+                    viewers = self.viewers.len(),
+                    "the fan-out cannot keep up with the encoder: new viewers are turned away until it does"
+                );
+            } else {
+                tracing::info!(
+                    lag_ms,
+                    viewers = self.viewers.len(),
+                    "the fan-out keeps up again: new viewers are welcome"
+                );
+            }
+            self.stats.saturated.store(saturated, Ordering::Relaxed);
+        }
+        let lag = self.load.worst_lag().as_millis() as u64;
+        self.stats.fanout_lag_ms.store(lag, Ordering::Relaxed);
     }
 
     /// Video packets of `rendition` were lost on their way to us (we fell behind the

@@ -28,6 +28,7 @@
 mod adapt;
 mod engine;
 mod keyframes;
+mod load;
 mod offer;
 mod quality;
 pub mod rtp;
@@ -92,6 +93,10 @@ pub enum BroadcastError {
     /// Seats are free, but too many offers are connecting at once: try again shortly.
     #[error("too many viewers are connecting; try again in a few seconds")]
     Busy,
+    /// The server cannot send to more viewers than it has now: its fan-out has been falling
+    /// behind the encoder for seconds.
+    #[error("the party's server is at capacity; try again in a little while")]
+    AtCapacity,
     /// This address has too many offers connecting (the number is its cap).
     #[error(
         "too many offers from your address are connecting (at most {0}); try again in a few seconds"
@@ -151,6 +156,10 @@ pub struct Stats {
     /// Video packets the fan-out fell too far behind the encoder to take: every viewer of
     /// that rendition lost them.
     pub video_lagged: AtomicU64,
+    /// The fan-out's worst lag behind the encoder over its last second, in ms.
+    pub fanout_lag_ms: AtomicU64,
+    /// The fan-out has lagged for seconds: new viewers are turned away (see `load.rs`).
+    pub saturated: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot of [`Stats`].
@@ -184,6 +193,10 @@ pub struct StatsSnapshot {
     pub media_pauses: u64,
     /// Video packets lost because the fan-out fell behind the encoder (an overloaded server).
     pub video_lagged: u64,
+    /// The fan-out's worst lag behind the encoder over its last second, in ms.
+    pub fanout_lag_ms: u64,
+    /// The fan-out cannot keep up: new viewers are told to come back later.
+    pub saturated: bool,
 }
 
 /// One viewer, as `/metrics` and `/healthz` show it.
@@ -333,6 +346,10 @@ impl Broadcaster {
     /// cannot. The answered offer is pending until its ICE and DTLS complete; only then does it
     /// take a seat (see `seats.rs`). A refused offer leaves nothing behind.
     pub fn join(&self, offer_sdp: &str, from: IpAddr) -> Result<Joined, BroadcastError> {
+        // Before anything is reserved: one more viewer would cost every viewer packets.
+        if self.stats.saturated.load(Ordering::Relaxed) {
+            return Err(BroadcastError::AtCapacity);
+        }
         // The place first, so concurrent offers cannot overshoot the caps; dropped (freed) on
         // every early return below.
         let ticket = self.seats.reserve(from)?;
@@ -459,6 +476,8 @@ impl Broadcaster {
             packets_resent: s.packets_resent.load(Ordering::Relaxed),
             media_pauses: s.media_pauses.load(Ordering::Relaxed),
             video_lagged: s.video_lagged.load(Ordering::Relaxed),
+            fanout_lag_ms: s.fanout_lag_ms.load(Ordering::Relaxed),
+            saturated: s.saturated.load(Ordering::Relaxed),
         }
     }
 

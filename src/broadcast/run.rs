@@ -114,7 +114,7 @@ pub async fn run(mut engine: Engine, io: Io) {
                 None => break,
             },
             (rendition, packet) = recv_any(&mut videos) => match packet {
-                Ok(p) => engine.handle_video(Instant::now(), rendition, &p.data, p.keyframe),
+                Ok(p) => engine.handle_video(Instant::now(), rendition, &p.data, p.keyframe, p.at),
                 // We fell behind: viewers lost packets and need a fresh keyframe.
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(packets = n, "the fan-out fell behind the encoder: video lost for every viewer");

@@ -481,7 +481,11 @@ mod tests {
     #[test]
     fn no_edges_places_everyone_on_the_origin() {
         let edges = Edges::none();
-        let full = OriginLoad { viewers: 9, max: 9 };
+        let full = OriginLoad {
+            viewers: 9,
+            max: 9,
+            saturated: false,
+        };
         assert_eq!(edges.place(full, None, Instant::now()), Placement::Origin);
         assert!(edges.report().is_empty());
     }

@@ -23,11 +23,13 @@ pub struct OriginLoad {
     pub viewers: usize,
     /// Its cap (`--max-viewers`).
     pub max: usize,
+    /// Its fan-out cannot keep up with the encoder: full, whatever the count says.
+    pub saturated: bool,
 }
 
 impl OriginLoad {
     fn full(self) -> bool {
-        self.viewers >= self.max
+        self.saturated || self.viewers >= self.max
     }
 }
 
@@ -131,12 +133,20 @@ mod tests {
 
     #[test]
     fn overflow_fills_the_origin_first_then_the_emptiest_edge() {
-        let origin = OriginLoad { viewers: 0, max: 1 };
+        let origin = OriginLoad {
+            viewers: 0,
+            max: 1,
+            saturated: false,
+        };
         assert_eq!(
             choose(Policy::Overflow, origin, &[load(0), load(0)]),
             Choice::Origin
         );
-        let full = OriginLoad { viewers: 1, max: 1 };
+        let full = OriginLoad {
+            viewers: 1,
+            max: 1,
+            saturated: false,
+        };
         assert_eq!(
             choose(Policy::Overflow, full, &[load(3), load(1)]),
             Choice::Edge(1)
@@ -145,11 +155,29 @@ mod tests {
             choose(Policy::Overflow, full, &[load(1), load(1)]),
             Choice::Edge(0)
         );
+        // Seats to spare, but a fan-out that cannot keep up is full too.
+        let saturated = OriginLoad {
+            viewers: 0,
+            max: 100,
+            saturated: true,
+        };
+        assert_eq!(
+            choose(Policy::Overflow, saturated, &[load(3)]),
+            Choice::Edge(0)
+        );
+        assert_eq!(
+            choose(Policy::LeastLoaded, saturated, &[load(30)]),
+            Choice::Edge(0)
+        );
     }
 
     #[test]
     fn edges_down_or_just_failed_are_never_chosen() {
-        let full = OriginLoad { viewers: 5, max: 5 };
+        let full = OriginLoad {
+            viewers: 5,
+            max: 5,
+            saturated: false,
+        };
         let down = Candidate { up: false, ..UP };
         let failed = Candidate { avoid: true, ..UP };
         assert_eq!(
@@ -168,6 +196,7 @@ mod tests {
         let origin = OriginLoad {
             viewers: 3,
             max: 100,
+            saturated: false,
         };
         assert_eq!(
             choose(Policy::LeastLoaded, origin, &[load(5), load(2)]),
@@ -178,7 +207,11 @@ mod tests {
             Choice::Origin
         );
         // A full origin is never chosen, however empty the edges are not.
-        let full = OriginLoad { viewers: 1, max: 1 };
+        let full = OriginLoad {
+            viewers: 1,
+            max: 1,
+            saturated: false,
+        };
         assert_eq!(
             choose(Policy::LeastLoaded, full, &[load(40)]),
             Choice::Edge(0)

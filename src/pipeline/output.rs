@@ -30,6 +30,9 @@ pub struct RtpPacket {
     /// The packet carries part of a keyframe (or the parameter sets before it), so a viewer
     /// joining now can start decoding from here.
     pub keyframe: bool,
+    /// When the payloader handed it over: how late the fan-out takes it says whether the
+    /// fan-out keeps up.
+    pub at: std::time::Instant,
 }
 
 /// Codec parameters of one stream, for SDP.
@@ -178,6 +181,7 @@ pub fn publish(
                     let _ = tx.send(RtpPacket {
                         data: Bytes::copy_from_slice(&map),
                         keyframe,
+                        at: std::time::Instant::now(),
                     });
                 };
                 if let Some(list) = sample.buffer_list() {

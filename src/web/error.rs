@@ -42,7 +42,7 @@ impl From<BroadcastError> for AppError {
         let status = match &e {
             BroadcastError::BadOffer(_) | BroadcastError::Unsupported(_) => StatusCode::BAD_REQUEST,
             BroadcastError::Full(_) | BroadcastError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            BroadcastError::Busy => {
+            BroadcastError::Busy | BroadcastError::AtCapacity => {
                 return Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                     .retry_after(retry);
             }

@@ -376,6 +376,25 @@ fn a_silent_viewer_gets_no_media_and_resumes_at_a_keyframe_without_a_gap_once_he
 }
 
 #[test]
+fn a_fan_out_behind_the_encoder_for_seconds_is_saturated_until_it_keeps_up() {
+    use super::load::{CLEAR_LAG, SATURATED_AFTER, SATURATED_LAG, WINDOW};
+    let saturated = |party: &Party| party.stats.saturated.load(Ordering::Relaxed);
+    let mut party = Party::new();
+    party.connect();
+    party.play(ms(2000));
+    assert!(!saturated(&party));
+    party.video_lag = SATURATED_LAG + ms(100);
+    party.play(WINDOW * (SATURATED_AFTER - 1));
+    assert!(!saturated(&party), "a moment behind is not an overload");
+    party.play(WINDOW * 2);
+    assert!(saturated(&party), "{SATURATED_AFTER} windows behind are");
+    assert!(party.stats.fanout_lag_ms.load(Ordering::Relaxed) >= 500);
+    party.video_lag = CLEAR_LAG / 2;
+    party.play(WINDOW * 2 + ms(100));
+    assert!(!saturated(&party), "it keeps up again");
+}
+
+#[test]
 fn a_viewer_that_never_connects_is_reaped_after_the_connect_timeout() {
     let mut party = Party::new();
     let joined = party.now;

@@ -247,6 +247,9 @@ pub struct Party {
     /// Sequence numbers of each rendition (by id): each payloader counts its own.
     video_seq: [u16; 3],
     audio_index: u32,
+    /// How long before the engine takes a video packet the pipeline made it (the fan-out's
+    /// lag behind the encoder).
+    pub video_lag: Duration,
 }
 
 impl Party {
@@ -310,6 +313,7 @@ impl Party {
             video_index: 0,
             video_seq: [0; 3],
             audio_index: 0,
+            video_lag: Duration::ZERO,
         };
         party.pump();
         party
@@ -591,8 +595,13 @@ impl Party {
             let seq = &mut self.video_seq[usize::from(rendition.0)];
             *seq = seq.wrapping_add(1);
             let data = rtp(96, marker, *seq, timestamp, tag, index, bytes);
-            self.engine
-                .handle_video(self.now, rendition, &data, keyframe);
+            self.engine.handle_video(
+                self.now,
+                rendition,
+                &data,
+                keyframe,
+                self.now - self.video_lag,
+            );
         }
         self.pump();
         first..self.video_index

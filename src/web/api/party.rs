@@ -56,6 +56,7 @@ pub async fn placement(
     let origin = crate::edge::OriginLoad {
         viewers: stats.viewers,
         max: state.broadcaster.max_viewers(),
+        saturated: stats.saturated,
     };
     Json(
         state
