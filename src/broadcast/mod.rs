@@ -108,6 +108,9 @@ pub enum BroadcastError {
     /// The UDP socket cannot be bound.
     #[error("cannot bind the WebRTC port {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The fan-out's thread or its runtime cannot be started.
+    #[error("cannot start the fan-out's thread: {0}")]
+    Thread(std::io::Error),
     /// The fan-out has stopped.
     #[error("the broadcaster has stopped")]
     Stopped,
@@ -323,7 +326,8 @@ impl Broadcaster {
             commands: rx,
             shutdown: shutdown.token(),
         };
-        shutdown.spawn("broadcaster", run::run(engine, io));
+        let running = run::spawn(engine, io).map_err(BroadcastError::Thread)?;
+        shutdown.spawn("broadcaster", running);
         let counted = stats.clone();
         let ended = move || {
             let joined = counted.joins.load(Ordering::Relaxed);

@@ -9,6 +9,13 @@
 //! It stops when the command channel closes (every [`Broadcaster`] handle is gone), when the
 //! pipeline's streams end, or when the shutdown token is cancelled.
 //!
+//! It runs on a thread of its own ([`spawn`]), not as a task beside the HTTP handlers. Under
+//! load every branch of its `select!` is ready at once, so as a task it gave its worker back
+//! only when tokio's cooperative budget ran out: about 128 inputs, each a video packet written
+//! to every viewer. On a server with one core (one worker), `/healthz` and the pages waited
+//! behind it for hundreds of milliseconds (the soaks' p99: 335 ms to 1 s). On its own thread
+//! the kernel shares the core between the two.
+//!
 //! [`Broadcaster`]: super::Broadcaster
 
 use std::net::SocketAddr;
@@ -38,8 +45,8 @@ const DRAIN_AT_MOST: usize = 256;
 /// Largest datagram we read: more than any path MTU, so nothing real is truncated.
 const RECEIVE_BUFFER: usize = 2048;
 
-/// Binds the fan-out socket with large buffers.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds the fan-out socket with large buffers. It joins the loop's own runtime in [`spawn`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -50,13 +57,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// What the loop needs besides the engine.
 pub struct Io {
-    /// The fan-out socket.
-    pub socket: UdpSocket,
+    /// The fan-out socket, from [`bind`].
+    pub socket: std::net::UdpSocket,
     /// Source of RTP, and where keyframes are asked for.
     pub pipeline: Pipeline,
     /// Where sends are counted.
@@ -67,8 +74,34 @@ pub struct Io {
     pub shutdown: CancellationToken,
 }
 
+/// Starts the loop on a thread named `cowatch-fanout` with a runtime of its own. The future
+/// resolves when the loop has stopped, and panics with the loop's panic if it had one, so
+/// whoever awaits it (the shutdown's task list) says so.
+pub fn spawn(engine: Engine, io: Io) -> std::io::Result<impl Future<Output = ()> + Send> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cowatch-fanout".into())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(run(engine, io))
+            }));
+            // The receiver is gone only if nobody waits for the loop any more.
+            let _ = done.send(outcome);
+        })?;
+    Ok(async move {
+        match ended.await {
+            Ok(Ok(())) => {}
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => panic!("the fan-out thread ended without a word"),
+        }
+    })
+}
+
 /// Runs `engine` over `io` until a stop condition (see the module note).
-pub async fn run(mut engine: Engine, io: Io) {
+async fn run(mut engine: Engine, io: Io) {
     let Io {
         socket,
         pipeline,
@@ -76,6 +109,13 @@ pub async fn run(mut engine: Engine, io: Io) {
         mut commands,
         shutdown,
     } = io;
+    let socket = match UdpSocket::from_std(socket) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(error = %e, "the fan-out cannot use its UDP socket; no viewer gets media");
+            return;
+        }
+    };
     let mut videos = subscribe(&pipeline);
     let mut audio = pipeline.subscribe_audio();
     let mut buf = vec![0u8; RECEIVE_BUFFER];

@@ -50,7 +50,7 @@ impl From<BroadcastError> for AppError {
                 return Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).retry_after(retry);
             }
             BroadcastError::NotFound => StatusCode::NOT_FOUND,
-            BroadcastError::Bind(..) => {
+            BroadcastError::Bind(..) | BroadcastError::Thread(_) => {
                 tracing::error!(error = %e, "broadcaster error");
                 return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
