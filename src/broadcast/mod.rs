@@ -1,6 +1,6 @@
 //! WebRTC fan-out of the one encoded stream to many viewers, on `str0m` (sans-IO).
 //!
-//! One task owns every viewer's `Rtc` and one UDP socket. Datagrams are routed to their viewer
+//! One thread owns every viewer's `Rtc` and one UDP socket. Datagrams are routed to their viewer
 //! by the ICE ufrag of STUN requests, then by the 5-tuple, through hash maps. RTP packets from
 //! the pipeline are parsed once and written to every connected viewer as they are: nothing is
 //! decoded or re-encoded here. Keyframe requests from viewers are merged into at most one
@@ -13,7 +13,7 @@
 //! The parts, from the outside in:
 //! - `Broadcaster` (here): the handle. `join` takes a pending place (`seats.rs`), accepts the
 //!   offer (`offer.rs`) and hands the session over a channel; counters are [`Stats`].
-//! - `run.rs`: the one task that owns the socket, the clock and the pipeline's RTP, and
+//! - `run.rs`: the one thread that owns the socket, the clock and the pipeline's RTP, and
 //!   executes what the engine asks for. It stops on the shutdown token, or when every
 //!   `Broadcaster` handle is gone, or when the pipeline's streams end.
 //! - `engine.rs`: the fan-out itself, sans-IO: it takes `now` with every input and returns

@@ -1,4 +1,4 @@
-//! The socket loop: the one task that owns the fan-out's time and I/O.
+//! The socket loop: the one thread that owns the fan-out's time and I/O.
 //!
 //! It reads the clock, the UDP socket, the pipeline's RTP and the commands of [`Broadcaster`],
 //! feeds each to the [`Engine`] with `now`, then executes what the engine asks for: datagrams

@@ -115,6 +115,7 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let steady = party.viewer_stat("connected")?;
     let joins_before = party.viewer_stat("joins")?;
     let forced_before = party.viewer_stat("keyframes_forced")?;
+    let server_before = ServerSide::read(&party)?;
     std::thread::sleep(WARM_UP);
     let rss_start = party
         .server
@@ -129,6 +130,8 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(250));
         sessions = party.viewer_stat("viewers")?;
     }
+    // Whose the steady viewers' loss is: what the server itself dropped or withheld.
+    let server_side = ServerSide::read(&party)?.since(&server_before);
     let forced = party.viewer_stat("keyframes_forced")? - forced_before;
     let joins = party.viewer_stat("joins")? - joins_before;
     let seconds = started.elapsed().as_secs_f64();
@@ -183,11 +186,41 @@ fn measure(dir: &Path, options: &SoakOptions) -> anyhow::Result<()> {
         super::verdict(report.steady.lost <= report.kernel.in_errors)
     );
     println!(
+        "  the server's own: {} datagrams dropped by its full send buffer, {} video packets lost \
+         behind the encoder (each for every viewer), {} viewers' media paused as silent",
+        server_side.send_drops, server_side.video_lagged, server_side.media_pauses
+    );
+    println!(
         "  shared the machine: the server and the receivers (not pinned), and whatever else ran; \
          load average at the end {}",
         super::browser::load_average()
     );
     Ok(())
+}
+
+/// The server's counters of media it did not deliver, from `/healthz`.
+struct ServerSide {
+    send_drops: u64,
+    video_lagged: u64,
+    media_pauses: u64,
+}
+
+impl ServerSide {
+    fn read(party: &Party) -> anyhow::Result<Self> {
+        Ok(Self {
+            send_drops: party.viewer_stat("send_drops")?,
+            video_lagged: party.viewer_stat("video_lagged")?,
+            media_pauses: party.viewer_stat("media_pauses")?,
+        })
+    }
+
+    fn since(self, before: &Self) -> Self {
+        Self {
+            send_drops: self.send_drops - before.send_drops,
+            video_lagged: self.video_lagged - before.video_lagged,
+            media_pauses: self.media_pauses - before.media_pauses,
+        }
+    }
 }
 
 /// Reads the server's memory every `every` until `end`; the highest reading, at least `start`.
