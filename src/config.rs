@@ -71,6 +71,10 @@ pub struct PartyOptions {
     /// UDP port every viewer's WebRTC traffic goes through.
     #[arg(long, value_name = "PORT")]
     pub webrtc_port: Option<u16>,
+    /// UDP port a publisher's camera and mic (WHIP: OBS, a browser, a phone) come in on;
+    /// the default is the --webrtc-port plus one (8190).
+    #[arg(long, value_name = "PORT")]
+    pub whip_port: Option<u16>,
     /// Address viewers reach this machine at (put in ICE candidates); defaults to the
     /// --listen address, or 127.0.0.1 when that is 0.0.0.0.
     #[arg(long, value_name = "IP")]
@@ -205,6 +209,8 @@ pub struct PartyConfig {
     pub listen: SocketAddr,
     /// WebRTC fan-out.
     pub broadcast: BroadcastConfig,
+    /// WHIP ingest: where publishers send, and the key they may use besides the host's.
+    pub ingest: crate::ingest::IngestConfig,
     /// The chat hub.
     pub chat: ChatConfig,
     /// The Twitch link, when a channel is given.
@@ -248,6 +254,7 @@ impl PartyOptions {
             pipelines_dir: self.pipelines_dir.or(file.pipelines_dir),
             timecode: self.timecode.or(file.timecode),
             webrtc_port: self.webrtc_port.or(file.webrtc_port),
+            whip_port: self.whip_port.or(file.whip_port),
             public_ip: self.public_ip.or(file.public_ip),
             max_viewers: self.max_viewers.or(file.max_viewers),
             max_pending_offers: self.max_pending_offers.or(file.max_pending_offers),
@@ -408,6 +415,25 @@ impl PartyOptions {
                 }
             }
         };
+        // Beside the WebRTC port; a WebRTC port of 0 (any free one) makes this any free one too.
+        let whip_port = options.whip_port.unwrap_or(match port {
+            0 => 0,
+            p => p.checked_add(1).unwrap_or(crate::ingest::DEFAULT_PORT),
+        });
+        let ingest_key = match std::env::var("COWATCH_INGEST_KEY") {
+            Ok(key) if key.trim().len() >= 16 => crate::party::Key::new(key.trim()),
+            Ok(key) if !key.trim().is_empty() => {
+                return Err(ConfigError(
+                    "COWATCH_INGEST_KEY must be at least 16 characters".into(),
+                ));
+            }
+            _ => crate::party::Key::random(),
+        };
+        let ingest = crate::ingest::IngestConfig {
+            bind: SocketAddr::new(broadcast.bind.ip(), whip_port),
+            advertise: SocketAddr::new(broadcast.advertise.ip(), whip_port),
+            key: Some(ingest_key),
+        };
         let twitch = twitch_bridge(&options, std::env::var("TWITCH_OAUTH_TOKEN").ok())?;
         let relay_party = options.relay_party_chat.unwrap_or(false);
         if relay_party && twitch.as_ref().is_none_or(|t| t.credentials.is_none()) {
@@ -500,6 +526,7 @@ impl PartyOptions {
             trust_forwarded: options.trust_forwarded.unwrap_or(false),
         };
         Ok(PartyConfig {
+            ingest,
             limits,
             helix,
             library: options.library.clone(),

@@ -63,7 +63,8 @@
 //! |---|---|---|---|
 //! | web server (axum) | `main.rs` | `main` | graceful, on the shutdown token |
 //! | chat WebSocket, one per page | `web/chat.rs` | axum | on the token ("going away"), or when the page leaves |
-//! | `broadcaster` task | `broadcast/run.rs` | [`shutdown`] | on the token, or when every [`broadcast::Broadcaster`] handle is gone or the pipeline's streams close |
+//! | `broadcaster` (the `cowatch-fanout` thread, with a runtime of its own; a task awaits it) | `broadcast/run.rs` | [`shutdown`] | on the token, or when every [`broadcast::Broadcaster`] handle is gone or the pipeline's streams close |
+//! | `ingest` task (WHIP publishers) | `ingest/run.rs` | [`shutdown`] | on the token (closing the publisher's session), or when every [`ingest::Ingest`] handle is gone |
 //! | `twitch-bridge` task (and twitch-irc's own tasks, which its client owns) | `chat/bridge.rs` | [`shutdown`] | on the token, or when the [`chat::bridge::Bridge`] handle is dropped |
 //! | `chat-log` task | `chat/log.rs` | [`shutdown`] | on the token, or when the hub closes |
 //! | `chat-panel` task | `panel.rs` | [`shutdown`] | on the token, or when the pipeline stops |
@@ -89,6 +90,7 @@ pub mod config;
 pub mod edge;
 pub mod geometry;
 pub mod gst_util;
+pub mod ingest;
 pub mod library;
 pub mod moderation;
 pub mod overlay;

@@ -7,6 +7,7 @@ use cowatch::chat::bridge::Bridge;
 use cowatch::cli::{Cli, Command};
 use cowatch::config::PartyOptions;
 use cowatch::edge::Edges;
+use cowatch::ingest::Ingest;
 use cowatch::library::Library;
 use cowatch::moderation::Moderation;
 use cowatch::moderation::helix::Helix;
@@ -94,6 +95,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 std::sync::Arc::new(move || for_edges.request_main_keyframe()),
                 &shutdown,
             );
+            let ingest = Ingest::start(config.ingest.clone(), pipeline.clone(), &shutdown)?;
             let helix = config.helix.clone().map(Helix::new).transpose()?;
             // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
             let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
@@ -122,6 +124,13 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 party.host_key().expose()
             );
             println!("  WHEP:        http://{addr}/whep");
+            // OBS's WHIP settings; the ingest key may publish and nothing else.
+            println!(
+                "  WHIP:        http://{addr}/whip (camera and mic from OBS, a browser or a phone)"
+            );
+            if let Some(key) = ingest.key() {
+                println!("  WHIP token:  {}", key.expose());
+            }
             println!("  health:      http://{addr}/healthz");
             println!("  WebRTC:      udp {}", config.broadcast.advertise);
             for edge in edges.report() {
@@ -150,6 +159,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             let app = web::app(web::AppState {
                 pipeline: pipeline.clone(),
                 broadcaster,
+                ingest,
                 edges,
                 chat,
                 party,

@@ -51,6 +51,16 @@ use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 
 pub use offer::ViewerId;
+
+/// Installs str0m's crypto once per process (anyone else building an `Rtc` calls it too).
+pub fn init_crypto() {
+    offer::init_crypto();
+}
+
+/// Why `offer` cannot be used, in one line for the one who sent it: no pointer, no dump.
+pub fn offer_refusal(offer: &str, error: &str) -> String {
+    offer::unreadable(offer, error).to_string()
+}
 pub use quality::{BadQuality, Quality};
 pub use seats::{DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_ADDRESS, SeatLimits};
 pub use stream::{Rendition, RenditionId};

@@ -309,7 +309,7 @@ fn next_id() -> ViewerId {
 /// own text is its parser's (combine's) error: it names the spot as a memory address
 /// (`PointerOffset(0x7f…)`), which tells a user nothing and an attacker where our heap is.
 /// That address points into `offer` itself, so it becomes a line number here.
-fn unreadable(offer: &str, error: &str) -> BroadcastError {
+pub(super) fn unreadable(offer: &str, error: &str) -> BroadcastError {
     // str0m's `SdpError` is not public: its variants are told apart by their text.
     if !error.starts_with("SDP parse:") {
         return BroadcastError::BadOffer(for_users(error));

@@ -22,7 +22,7 @@ use super::feed::{self, Feed, FeedKind, FeedReport, Heartbeat, MovieSlots, Repor
 use super::health::{MovieHealth, RenditionHealth};
 use super::layout::Layout;
 use super::output::OutputStats;
-use super::source::{MicSource, MovieSource, WebcamSource};
+use super::source::{MicSource, MovieSource, Publication, WebcamSource};
 use super::{
     ErrorReport, Health, HealthEvent, MicState, MovieState, OutputHealth, PipelineError,
     PipelineState, Settings, WebcamState,
@@ -65,6 +65,8 @@ pub enum Command {
     Webcam(bool, Reply),
     /// Microphone muted (true) or open.
     MicMute(bool, Reply),
+    /// A publisher's camera and mic replace the local ones (`None`: back to the local ones).
+    Publish(Option<Box<Publication>>, Reply),
     /// The movie's volume (before ducking) and/or ducking depth.
     Audio(AudioChange, Reply),
     /// A chat panel drawn by the overlay (`None`: the plain panel). Nobody waits for an answer:
@@ -117,6 +119,8 @@ pub struct Conductor {
     /// When the webcam was last started or lost, for the retry.
     webcam_since: Instant,
     mic_source: MicSource,
+    /// A publisher's camera and mic, used instead of the two sources above while set.
+    published: Option<Publication>,
     mic: Option<Feed>,
     mic_state: MicState,
     /// The mic's loudness (dBFS × 100), written by its feed; drives the ducking.
@@ -174,6 +178,7 @@ impl Conductor {
             webcam_heartbeat: Arc::new(Heartbeat::new()),
             webcam_since: Instant::now(),
             mic_source: settings.mic.clone(),
+            published: None,
             mic: None,
             mic_state: MicState::None,
             mic_level: Arc::new(AtomicI32::new(-10_000)),
@@ -261,6 +266,10 @@ impl Conductor {
             }
             Command::Webcam(on, reply) => {
                 self.set_webcam(on);
+                self.answer(reply, Ok(()));
+            }
+            Command::Publish(publication, reply) => {
+                self.set_publication(publication.map(|p| *p));
                 self.answer(reply, Ok(()));
             }
             Command::MicMute(muted, reply) => {
@@ -482,8 +491,49 @@ impl Conductor {
         }
     }
 
+    /// Swaps the webcam and mic feeds for a publisher's, or back to the local ones. A webcam
+    /// the host turned off stays off, and a muted mic stays muted.
+    fn set_publication(&mut self, publication: Option<Publication>) {
+        match &publication {
+            Some(p) => {
+                tracing::info!(video = %p.video, "a publisher's camera and mic replace the local ones")
+            }
+            None => tracing::info!("back to the local camera and mic"),
+        }
+        self.published = publication;
+        let webcam_off = self.webcam_state == WebcamState::Off;
+        stop(&mut self.webcam);
+        if !webcam_off {
+            self.start_webcam();
+        }
+        let muted = self.mic_state == MicState::Muted;
+        stop(&mut self.mic);
+        self.start_mic();
+        if muted && self.mic_state == MicState::Live {
+            self.mic_state = MicState::Muted;
+        }
+    }
+
+    /// What the webcam feed is opened from: the publisher's video, else the local source.
+    fn webcam_description(&self) -> Option<String> {
+        match (&self.published, &self.webcam_source) {
+            (Some(p), _) => Some(p.video.clone()),
+            (None, WebcamSource::Description(d)) => Some(d.clone()),
+            (None, WebcamSource::None) => None,
+        }
+    }
+
+    /// What the mic feed is opened from: the publisher's audio, else the local source.
+    fn mic_description(&self) -> Option<String> {
+        match (&self.published, &self.mic_source) {
+            (Some(p), _) => p.audio.clone(),
+            (None, MicSource::Description(d)) => Some(d.clone()),
+            (None, MicSource::None) => None,
+        }
+    }
+
     fn start_webcam(&mut self) {
-        let WebcamSource::Description(description) = &self.webcam_source else {
+        let Some(description) = self.webcam_description() else {
             self.webcam_state = WebcamState::None;
             self.canvas
                 .show_webcam_slate(&self.layout, SlateKind::CameraOff);
@@ -492,7 +542,7 @@ impl Conductor {
         self.webcam_since = Instant::now();
         self.webcam_heartbeat.beat();
         match feed::open_webcam(
-            description,
+            &description,
             self.canvas.webcam.clone(),
             self.reporter(),
             self.webcam_heartbeat.clone(),
@@ -520,12 +570,12 @@ impl Conductor {
     }
 
     fn start_mic(&mut self) {
-        let MicSource::Description(description) = &self.mic_source else {
+        let Some(description) = self.mic_description() else {
             self.mic_state = MicState::None;
             return;
         };
         match feed::open_mic(
-            description,
+            &description,
             self.canvas.mic.clone(),
             self.reporter(),
             self.mic_level.clone(),

@@ -68,7 +68,7 @@ use layout::Layout;
 use output::{CodecParams, Output, RenditionId, RenditionInfo, RtpPacket};
 use presets::EncoderPreset;
 use rendition::Rendition;
-use source::{MicSource, MovieSource, WebcamSource};
+use source::{MicSource, MovieSource, Publication, WebcamSource};
 
 /// Errors at the pipeline's boundary. Each message is one line a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +268,13 @@ impl Pipeline {
     pub async fn set_webcam(&self, on: bool) -> Result<(), PipelineError> {
         self.inner.devices.check_webcam(on)?;
         self.request(|r| Command::Webcam(on, r)).await
+    }
+
+    /// Puts a publisher's camera and mic (WHIP ingest) in place of the local ones, or, with
+    /// `None`, goes back to them.
+    pub async fn publish(&self, publication: Option<Publication>) -> Result<(), PipelineError> {
+        self.request(|r| Command::Publish(publication.map(Box::new), r))
+            .await
     }
 
     /// Mutes or unmutes the microphone; refused when no mic is configured.

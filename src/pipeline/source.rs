@@ -141,6 +141,16 @@ impl MicSource {
     }
 }
 
+/// A publisher's camera and mic (WHIP ingest), in place of the local webcam and mic while it
+/// publishes: GStreamer descriptions, as a local source is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Publication {
+    /// Produces the publisher's video.
+    pub video: String,
+    /// Produces the publisher's voice, when it sends audio.
+    pub audio: Option<String>,
+}
+
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),

@@ -195,3 +195,20 @@ impl IntoResponse for AppError {
         response
     }
 }
+
+impl From<crate::ingest::IngestError> for AppError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        let status = match &e {
+            crate::ingest::IngestError::BadOffer(_)
+            | crate::ingest::IngestError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            crate::ingest::IngestError::Busy => StatusCode::CONFLICT,
+            crate::ingest::IngestError::NotFound => StatusCode::NOT_FOUND,
+            crate::ingest::IngestError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            crate::ingest::IngestError::Pipeline(_) | crate::ingest::IngestError::Bind(..) => {
+                tracing::error!(error = %e, "ingest error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        AppError::new(status, e.to_string())
+    }
+}

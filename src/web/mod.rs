@@ -5,6 +5,7 @@
 //! - `/healthz` state as JSON, `/metrics` Prometheus text;
 //! - `/api/placement` where a new viewer watches: the origin or a Janus edge (`edge/`);
 //! - `/whep` WHEP signalling for any WebRTC player (and the page's keyframe and quality calls);
+//! - `/whip` WHIP signalling for the streamer's camera and mic from OBS, a browser or a phone;
 //! - `/chat` the chat as a WebSocket event stream;
 //! - `/api/` the JSON API (`api`), its callers and bodies checked by `extract`, its errors
 //!   mapped once in `error`;
@@ -18,6 +19,7 @@ mod extract;
 pub mod limit;
 mod pages;
 mod whep;
+mod whip;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, header};
@@ -45,6 +47,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     /// The WebRTC fan-out.
     pub broadcaster: Broadcaster,
+    /// Publishers' cameras and mics (WHIP).
+    pub ingest: crate::ingest::Ingest,
     /// The party's chat.
     pub chat: Chat,
     /// Who may do what.
@@ -78,6 +82,13 @@ pub fn app(state: AppState) -> Router {
                 .options(whep::options),
         )
         .route("/whep/{id}/keyframe", post(whep::keyframe))
+        .route("/whip", post(whip::post).options(whip::options))
+        .route(
+            "/whip/{id}",
+            axum::routing::delete(whip::delete)
+                .patch(whip::patch)
+                .options(whip::options),
+        )
         .route("/whep/{id}/quality", post(whep::quality))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(
@@ -135,6 +146,8 @@ struct HealthReport {
     edges: Vec<crate::edge::EdgeReport>,
     /// `/chat` sockets open now.
     chat_sockets: usize,
+    /// Whoever publishes the camera and mic over WHIP, if anyone.
+    publisher: Option<crate::ingest::PublisherState>,
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -145,6 +158,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         sessions: state.broadcaster.sessions().await.ok(),
         edges: state.edges.report(),
         chat_sockets: state.limits.chat_sockets(),
+        publisher: state.ingest.state().await.ok().flatten(),
     })
 }
 

@@ -389,6 +389,9 @@ pub fn app(pipeline: &Pipeline, broadcaster: &cowatch::broadcast::Broadcaster) -
 /// The host key of the parties the tests build.
 pub const HOST_KEY: &str = "test-host-key-0123456789abcdefghijklmnopq";
 
+/// The ingest key of [`state`]'s servers: it may publish a camera (WHIP) and nothing else.
+pub const INGEST_KEY: &str = "test-ingest-key-0123456789abcdefghijkl";
+
 /// A data directory of its own for one server.
 pub fn scratch_data() -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -426,15 +429,28 @@ pub fn state_with_chat(
         },
         store,
     );
+    let shutdown = cowatch::shutdown::Shutdown::new();
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let ingest = cowatch::ingest::Ingest::start(
+        cowatch::ingest::IngestConfig {
+            bind: loopback,
+            advertise: loopback,
+            key: Some(cowatch::party::Key::new(INGEST_KEY)),
+        },
+        pipeline.clone(),
+        &shutdown,
+    )
+    .unwrap();
     cowatch::web::AppState {
         pipeline: pipeline.clone(),
         broadcaster: broadcaster.clone(),
+        ingest,
         edges: cowatch::edge::Edges::none(),
         chat,
         party,
         moderation,
         library: None,
-        shutdown: cowatch::shutdown::Shutdown::new(),
+        shutdown,
         // Served in-process without connect info, every request shares one address: the
         // limits are the binary's, tested through it (tests/hostile_sockets.rs).
         limits: cowatch::web::limit::Limits::unlimited(),

@@ -1,0 +1,133 @@
+//! WHIP signalling (RFC 9725) for a publisher's camera and mic: OBS, the host page, a phone.
+//! POST an offer with the host key or the ingest key as a Bearer token, get an answer and a
+//! session URL; DELETE it to stop. Non-trickle: the answer carries our candidate, so PATCH is
+//! refused (`405`, as RFC 9725 allows).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::bearer;
+use crate::ingest::PublisherId;
+use crate::party::Role;
+
+/// Query of `POST /whip`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishQuery {
+    /// Take over from whoever publishes now (the host page's *replace*).
+    #[serde(default)]
+    replace: bool,
+}
+
+/// `POST /whip`: a publisher's offer in, the answer out.
+pub async fn post(
+    State(state): State<AppState>,
+    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    may_publish(&state, &headers)?;
+    let Query(query) = query.map_err(|_| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "the only query WHIP takes here is ?replace=true",
+        )
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/sdp",
+        ));
+    }
+    let offer = std::str::from_utf8(&body)
+        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8"))?;
+    let published = state.ingest.publish(offer, query.replace).await?;
+    let location = format!("/whip/{}", published.id);
+    Ok((
+        StatusCode::CREATED,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            ),
+            (
+                header::LOCATION,
+                HeaderValue::from_str(&location).expect("hex id is a valid header"),
+            ),
+        ],
+        published.answer,
+    )
+        .into_response())
+}
+
+/// `DELETE /whip/{id}`: the publisher stops; the local camera and mic come back.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    may_publish(&state, &headers)?;
+    let id: PublisherId = id
+        .parse()
+        .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such publisher session"))?;
+    state.ingest.unpublish(id).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH /whip/{id}`: trickle ICE is not needed (our candidate is in the answer).
+pub async fn patch() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported: send a complete offer",
+    )
+}
+
+/// `OPTIONS /whip` (and CORS preflights).
+pub async fn options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            ("accept-post", "application/sdp"),
+            ("allow", "OPTIONS, POST, DELETE, PATCH"),
+            (
+                "access-control-allow-methods",
+                "OPTIONS, POST, DELETE, PATCH",
+            ),
+            (
+                "access-control-allow-headers",
+                "Content-Type, Authorization, If-Match",
+            ),
+            ("access-control-max-age", "86400"),
+        ],
+    )
+}
+
+/// The host key or the ingest key: `401` without a key, `403` with another.
+fn may_publish(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let key = bearer(headers).filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "publishing needs the host key or the ingest key: send Authorization: Bearer <key>",
+        ));
+    };
+    if state.ingest.is_ingest_key(key) || state.party.role(Some(key)) == Role::Host {
+        return Ok(());
+    }
+    Err(AppError::new(
+        StatusCode::FORBIDDEN,
+        "that key may not publish: use the host key or the ingest key",
+    ))
+}

@@ -1,0 +1,252 @@
+//! WHIP ingest: a publisher's camera in the composite's webcam rectangle.
+//!
+//! The publisher is OBS-like, on another WebRTC stack than ours: GStreamer's `webrtcbin` sends
+//! H.264 Main profile without B-frames on pt 96 and Opus on pt 111, with no candidates in its
+//! offer and no trickle. The composite is read back by decoding the broadcast's own RTP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use cowatch::pipeline::Pipeline;
+use cowatch::pipeline::layout::Layout;
+use cowatch::pipeline::source::WebcamSource;
+use gstreamer as gst;
+use gstreamer_sdp as gst_sdp;
+use gstreamer_webrtc as gst_webrtc;
+
+use gst::prelude::*;
+
+/// The publisher's camera: nothing else in the party is this colour.
+const PUBLISHED_BLUE: [u8; 3] = [40, 60, 220];
+
+/// Raw HTTP/1.0 with an optional Bearer key: `(status, head, body)`.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// An OBS-like WHIP publisher of one solid colour and a tone.
+struct Publisher {
+    pipeline: gst::Pipeline,
+    webrtc: gst::Element,
+}
+
+impl Publisher {
+    /// Builds the sender and makes its offer: no candidates in it, as OBS sends.
+    fn offer(color: [u8; 3]) -> (Self, String) {
+        gst::init().unwrap();
+        let argb = 0xff00_0000u32
+            | (u32::from(color[0]) << 16)
+            | (u32::from(color[1]) << 8)
+            | u32::from(color[2]);
+        let description = format!(
+            "webrtcbin name=w bundle-policy=max-bundle \
+             videotestsrc is-live=true pattern=solid-color foreground-color={argb} \
+             ! video/x-raw,width=640,height=480,framerate=30/1 ! videoconvert \
+             ! x264enc tune=zerolatency bframes=0 key-int-max=60 speed-preset=ultrafast \
+             ! video/x-h264,profile=main ! rtph264pay pt=96 config-interval=-1 \
+             ! application/x-rtp,media=video,encoding-name=H264,payload=96 ! w. \
+             audiotestsrc is-live=true wave=sine freq=880 ! audioconvert ! audioresample \
+             ! opusenc ! rtpopuspay pt=111 \
+             ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w."
+        );
+        let pipeline = gst::parse::launch(&description)
+            .expect("the publisher's pipeline (x264enc, opusenc, webrtcbin)")
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let webrtc = pipeline.by_name("w").unwrap();
+        // Gather on loopback only: every packet of this test stays on 127.0.0.1.
+        let ice = webrtc.property::<gst_webrtc::WebRTCICE>("ice-agent");
+        assert!(ice.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]));
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let promise = gst::Promise::new();
+        webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        assert_eq!(promise.wait(), gst::PromiseResult::Replied);
+        let offer = promise
+            .get_reply()
+            .unwrap()
+            .value("offer")
+            .unwrap()
+            .get::<gst_webrtc::WebRTCSessionDescription>()
+            .unwrap();
+        webrtc.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+        let sdp = offer.sdp().as_text().unwrap();
+        assert!(
+            !sdp.contains("a=candidate"),
+            "an OBS-like offer has no candidates"
+        );
+        assert!(sdp.contains("H264/90000"), "{sdp}");
+        (Self { pipeline, webrtc }, sdp)
+    }
+
+    fn answer(&self, answer: &str) {
+        let answer = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
+        let answer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, answer);
+        self.webrtc
+            .emit_by_name::<()>("set-remote-description", &[&answer, &None::<gst::Promise>]);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn webcam_is(img: &image::RgbImage, color: [u8; 3]) -> Result<(), String> {
+    let layout = Layout::builtin("side-panel").unwrap();
+    expect_at(img, layout.webcam_inner(), color, "webcam")
+}
+
+fn webcam_is_not(img: &image::RgbImage, color: [u8; 3]) -> Result<(), String> {
+    match webcam_is(img, color) {
+        Ok(()) => Err("the webcam rectangle still shows the publisher".into()),
+        Err(_) => Ok(()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_obs_like_publisher_takes_the_webcam_slot_and_leaving_brings_back_the_slate_or_camera() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = scratch("whip");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 60);
+    let pipeline = Pipeline::start(settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "side-panel",
+    ))
+    .unwrap();
+    let broadcaster = broadcaster(&pipeline, 10).await;
+    let server = serve(&pipeline, &broadcaster).await;
+    let health = move || {
+        let (_, _, body) = http(server, "GET", "/healthz", None, "");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+
+    let watched = pipeline.clone();
+    tokio::task::spawn_blocking(move || {
+        let viewer = Viewer::watch(&watched);
+        viewer.wait_for("the local camera first", Duration::from_secs(10), |img| {
+            webcam_is(img, WEBCAM_GREEN)
+        });
+
+        // Keys: none is 401, a viewer's or a wrong one 403; nothing changes.
+        let (_, offer) = Publisher::offer(PUBLISHED_BLUE);
+        let (status, _, body) = http(server, "POST", "/whip", None, &offer);
+        assert_eq!(status, 401, "{body}");
+        let (status, _, body) = http(server, "POST", "/whip", Some("not-the-key"), &offer);
+        assert_eq!(status, 403, "{body}");
+        assert!(health()["publisher"].is_null());
+
+        // The publisher (ingest key): 201, an answer with our candidate, a Location.
+        let (publisher, offer) = Publisher::offer(PUBLISHED_BLUE);
+        let (status, head, answer) = http(server, "POST", "/whip", Some(INGEST_KEY), &offer);
+        assert_eq!(status, 201, "{head}\n{answer}");
+        let location = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("location:")
+                    .then(|| l[9..].trim().to_string())
+            })
+            .expect("a Location header");
+        assert!(location.starts_with("/whip/"), "{location}");
+        assert!(answer.contains("a=candidate:"), "{answer}");
+        publisher.answer(&answer);
+        let asked = Instant::now();
+        viewer.wait_for(
+            "the publisher's camera in the webcam rectangle",
+            Duration::from_secs(10),
+            |img| webcam_is(img, PUBLISHED_BLUE),
+        );
+        println!(
+            "publisher's camera in the composite {} ms after its answer",
+            asked.elapsed().as_millis()
+        );
+        let state = health()["publisher"].clone();
+        assert_eq!(state["video"], "H264", "{state}");
+        assert_eq!(state["audio"], true, "{state}");
+        assert_eq!(state["connected"], true, "{state}");
+
+        // A second publisher is a conflict, and changes nothing.
+        let (_, offer) = Publisher::offer(PUBLISHED_BLUE);
+        let (status, _, body) = http(server, "POST", "/whip", Some(INGEST_KEY), &offer);
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("already publishing"), "{body}");
+        let (status, _, _) = http(server, "PATCH", &location, Some(INGEST_KEY), "");
+        assert_eq!(status, 405);
+
+        // DELETE: the local camera comes back.
+        let (status, _, body) = http(server, "DELETE", &location, Some(HOST_KEY), "");
+        assert_eq!(status, 200, "{body}");
+        viewer.wait_for(
+            "the local camera after DELETE",
+            Duration::from_secs(3),
+            |img| webcam_is(img, WEBCAM_GREEN),
+        );
+        assert!(health()["publisher"].is_null());
+        drop(publisher);
+
+        // Publishing again with the host key, then vanishing without DELETE: the slate shows,
+        // as for a local camera that stops: the webcam watchdog's 2.5 s, then the composite,
+        // the encoder and this decoder (2.9 s measured on a quiet machine; the bound leaves
+        // room for a loaded one).
+        let (publisher, offer) = Publisher::offer(PUBLISHED_BLUE);
+        let (status, _, answer) = http(server, "POST", "/whip", Some(HOST_KEY), &offer);
+        assert_eq!(status, 201, "{answer}");
+        publisher.answer(&answer);
+        viewer.wait_for(
+            "the publisher's camera again",
+            Duration::from_secs(10),
+            |img| webcam_is(img, PUBLISHED_BLUE),
+        );
+        drop(publisher);
+        let gone = Instant::now();
+        viewer.wait_for(
+            "the slate after the publisher vanished",
+            Duration::from_millis(3500),
+            |img| webcam_is_not(img, PUBLISHED_BLUE),
+        );
+        println!(
+            "slate {} ms after the publisher vanished",
+            gone.elapsed().as_millis()
+        );
+    })
+    .await
+    .unwrap();
+}
