@@ -336,7 +336,12 @@ impl PartyOptions {
             options.webcam.as_deref().unwrap_or(default_webcam),
             &catalog,
         );
-        let mic = MicSource::parse(options.mic.as_deref().unwrap_or(default_mic), &catalog);
+        let mic_spec = options.mic.as_deref().unwrap_or(default_mic);
+        let mic = MicSource::parse(mic_spec, &catalog);
+        if mic_spec == "auto" && mic == MicSource::None {
+            // One line instead of the sound libraries' noise (see `capture_device_likely`).
+            tracing::warn!("no microphone found; continuing with movie sound only");
+        }
         let layout_spec = options.layout.as_deref().unwrap_or("side-panel");
         let layout =
             Layout::load(layout_spec).map_err(|e| ConfigError(format!("{e} (--layout)")))?;

@@ -130,15 +130,69 @@ pub enum MicSource {
 }
 
 impl MicSource {
-    /// Parses `--mic auto|none|test|'<gst source description>'`.
+    /// Parses `--mic auto|none|test|'<gst source description>'`. `auto` is the system's
+    /// default capture device when [`capture_device_likely`] finds one, else no mic.
     pub fn parse(spec: &str, catalog: &SourceCatalog) -> Self {
+        Self::parse_with(spec, catalog, || {
+            capture_device_likely(&CaptureProbe::system())
+        })
+    }
+
+    /// [`MicSource::parse`] with the device check given (tests).
+    pub fn parse_with(spec: &str, catalog: &SourceCatalog, has_device: impl Fn() -> bool) -> Self {
         match spec {
             "none" | "off" => Self::None,
             "test" => Self::Description(catalog.mic.test.clone()),
-            "auto" => Self::Description(catalog.mic.auto.clone()),
+            "auto" if has_device() => Self::Description(catalog.mic.auto.clone()),
+            "auto" => Self::None,
             _ => Self::Description(spec.into()),
         }
     }
+}
+
+/// Where a capture device would show, for [`capture_device_likely`].
+#[derive(Debug, Clone)]
+pub struct CaptureProbe {
+    /// ALSA's device nodes (`/dev/snd`).
+    pub alsa_dir: std::path::PathBuf,
+    /// The sound server's sockets (`$XDG_RUNTIME_DIR`), if known.
+    pub runtime_dir: Option<std::path::PathBuf>,
+    /// `$PULSE_SERVER` is set.
+    pub pulse_server: bool,
+}
+
+impl CaptureProbe {
+    /// This machine's.
+    pub fn system() -> Self {
+        Self {
+            alsa_dir: "/dev/snd".into(),
+            runtime_dir: std::env::var_os("XDG_RUNTIME_DIR").map(Into::into),
+            pulse_server: std::env::var_os("PULSE_SERVER").is_some_and(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// Whether `autoaudiosrc` has anything to open: a sound server (PulseAudio, PipeWire) or an
+/// ALSA capture device. Asked before opening it because without one, ALSA and OpenAL print
+/// some twenty lines of their own on stderr while GStreamer probes them, before cowatch can
+/// say anything.
+pub fn capture_device_likely(probe: &CaptureProbe) -> bool {
+    if probe.pulse_server {
+        return true;
+    }
+    let server = probe
+        .runtime_dir
+        .as_ref()
+        .is_some_and(|dir| dir.join("pulse/native").exists() || dir.join("pipewire-0").exists());
+    // ALSA capture nodes are pcmC<card>D<device>c.
+    let alsa = std::fs::read_dir(&probe.alsa_dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("pcmC") && name.ends_with('c')
+        })
+    });
+    server || alsa
 }
 
 /// A publisher's camera and mic (WHIP ingest), in place of the local webcam and mic while it
@@ -189,6 +243,44 @@ mod tests {
         assert!(uri.starts_with("file:///"), "{uri}");
         assert!(uri.contains("%20"), "{uri}");
         std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn mic_auto_is_no_mic_without_a_sound_server_or_capture_device() {
+        let dir = std::env::temp_dir().join(format!("cowatch-capture-{}", std::process::id()));
+        let snd = dir.join("snd");
+        let run = dir.join("run");
+        std::fs::create_dir_all(&snd).unwrap();
+        std::fs::create_dir_all(run.join("pulse")).unwrap();
+        let probe = CaptureProbe {
+            alsa_dir: snd.clone(),
+            runtime_dir: Some(run.clone()),
+            pulse_server: false,
+        };
+        assert!(!capture_device_likely(&probe), "nothing to open");
+        // Playback only (…p) is no microphone.
+        std::fs::write(snd.join("pcmC0D0p"), b"").unwrap();
+        assert!(!capture_device_likely(&probe));
+        std::fs::write(snd.join("pcmC0D0c"), b"").unwrap();
+        assert!(capture_device_likely(&probe), "an ALSA capture node");
+        std::fs::remove_file(snd.join("pcmC0D0c")).unwrap();
+        std::fs::write(run.join("pulse/native"), b"").unwrap();
+        assert!(capture_device_likely(&probe), "a PulseAudio socket");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let catalog = SourceCatalog::load(Path::new("/nonexistent")).unwrap();
+        assert_eq!(
+            MicSource::parse_with("auto", &catalog, || false),
+            MicSource::None
+        );
+        assert!(matches!(
+            MicSource::parse_with("auto", &catalog, || true),
+            MicSource::Description(_)
+        ));
+        assert!(matches!(
+            MicSource::parse_with("test", &catalog, || false),
+            MicSource::Description(_)
+        ));
     }
 
     #[test]

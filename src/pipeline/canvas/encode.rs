@@ -349,8 +349,14 @@ fn add_recorder(
     let audio_queue = queue("record-audio-queue")?;
     let audio_parse = gst_util::make("opusparse")?;
     let mux = gst_util::make_with("matroskamux", |b| {
-        // A crash or a kill still leaves a playable file.
-        b.name("record-mux").property("streamable", true)
+        // Not streamable: at its end (EOS on Ctrl-C, SIGTERM or *End party*) the muxer goes
+        // back to write the duration and the cues, so players can seek. A kill leaves a
+        // segment of unknown size with clusters of a second at most, which players read up to
+        // the last one written.
+        b.name("record-mux").property("streamable", false).property(
+            "max-cluster-duration",
+            gst::ClockTime::SECOND.nseconds() as i64,
+        )
     })?;
     let sink = gst_util::make_with("filesink", |b| {
         b.name("record-sink")
