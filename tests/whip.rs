@@ -89,6 +89,20 @@ impl Publisher {
         let ice = webrtc.property::<gst_webrtc::WebRTCICE>("ice-agent");
         assert!(ice.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]));
         pipeline.set_state(gst::State::Playing).unwrap();
+        // Offer once both streams have their caps, as OBS does (webrtcbin would otherwise
+        // offer an m-line it cannot fill yet).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while webrtc
+            .sink_pads()
+            .iter()
+            .any(|pad| pad.current_caps().is_none())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the publisher's encoders did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let promise = gst::Promise::new();
         webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
         assert_eq!(promise.wait(), gst::PromiseResult::Replied);
@@ -245,6 +259,124 @@ async fn an_obs_like_publisher_takes_the_webcam_slot_and_leaving_brings_back_the
         println!(
             "slate {} ms after the publisher vanished",
             gone.elapsed().as_millis()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// A Y4M file of one solid colour (Chromium loops it as its fake camera).
+fn solid_y4m(path: &std::path::Path, color: [u8; 3]) {
+    let (w, h) = (640usize, 480usize);
+    let [r, g, b] = color.map(f64::from);
+    // BT.601, limited range: what Chromium's capture pipeline assumes of I420.
+    let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
+    let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
+    let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
+    let mut data = format!("YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n").into_bytes();
+    for _ in 0..30 {
+        data.extend_from_slice(b"FRAME\n");
+        data.extend(std::iter::repeat_n(y.round() as u8, w * h));
+        data.extend(std::iter::repeat_n(u.round() as u8, w * h / 4));
+        data.extend(std::iter::repeat_n(v.round() as u8, w * h / 4));
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// What a streamer does: open the host page, click *Use this browser's camera and mic*, and
+/// see their camera in the party; *Stop* brings the party's own camera back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_page_puts_this_browsers_camera_into_the_party() {
+    let dir = scratch("whip-browser");
+    let movie = dir.join("red.mkv");
+    make_movie(&movie, MOVIE_RED, 60);
+    let camera = dir.join("blue.y4m");
+    solid_y4m(&camera, PUBLISHED_BLUE);
+    let pipeline = Pipeline::start(settings(
+        &movie,
+        WebcamSource::Description(solid_webcam(WEBCAM_GREEN)),
+        "side-panel",
+    ))
+    .unwrap();
+    let broadcaster = broadcaster(&pipeline, 10).await;
+    let server = serve(&pipeline, &broadcaster).await;
+
+    let watched = pipeline.clone();
+    tokio::task::spawn_blocking(move || {
+        let viewer = Viewer::watch(&watched);
+        viewer.wait_for("the local camera first", Duration::from_secs(10), |img| {
+            webcam_is(img, WEBCAM_GREEN)
+        });
+        let fake_camera = format!("--use-file-for-fake-video-capture={}", camera.display());
+        let mut browser = cowatch::tools::cdp::Browser::launch_with(&[
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            &fake_camera,
+        ])
+        .expect("chromium starts");
+        browser
+            .navigate(&format!("http://{server}/host#key={HOST_KEY}"))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while browser
+            .eval("document.getElementById('dash') && !document.getElementById('dash').hidden")
+            .unwrap()
+            != serde_json::Value::Bool(true)
+        {
+            assert!(Instant::now() < deadline, "the dashboard did not open");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        let clicked = Instant::now();
+        browser
+            .eval("document.getElementById('cam-start').click()")
+            .unwrap();
+        viewer.wait_for(
+            "this browser's camera in the webcam rectangle",
+            Duration::from_secs(10),
+            |img| webcam_is(img, PUBLISHED_BLUE),
+        );
+        let shown = clicked.elapsed();
+        println!(
+            "browser camera in the composite {} ms after the click",
+            shown.as_millis()
+        );
+        let status = browser
+            .eval("document.getElementById('cam-status').textContent")
+            .unwrap();
+        let preview = browser
+            .eval("document.getElementById('cam-preview').videoWidth")
+            .unwrap();
+        assert!(
+            preview.as_u64().is_some_and(|w| w > 0),
+            "the preview plays: {preview}"
+        );
+
+        browser
+            .eval("document.getElementById('cam-stop').click()")
+            .unwrap();
+        viewer.wait_for(
+            "the party's camera after Stop",
+            Duration::from_secs(3),
+            |img| webcam_is(img, WEBCAM_GREEN),
+        );
+        let requests = browser.requests();
+        assert!(
+            requests.iter().any(|r| r.contains("/whip")),
+            "the page published over WHIP: {requests:?}"
+        );
+        assert!(
+            !requests.iter().any(|r| r.contains(HOST_KEY)),
+            "a request line carries the host key: {requests:?}"
+        );
+        assert!(
+            status.as_str().is_some_and(|s| s.contains("in the party")),
+            "the page says the camera is in: {status}"
+        );
+        // Measured as a streamer would see it, but bounded loosely: CI shares two cores.
+        assert!(
+            shown < Duration::from_secs(5),
+            "camera shown after {shown:?}"
         );
     })
     .await

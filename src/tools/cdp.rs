@@ -57,6 +57,11 @@ impl Browser {
     /// Fails (never skips) when Chromium is missing: a browser test or benchmark that silently
     /// passes without a browser would hide exactly what it exists to show.
     pub fn launch() -> anyhow::Result<Browser> {
+        Self::launch_with(&[])
+    }
+
+    /// [`Browser::launch`] with more command-line switches (a fake camera, say).
+    pub fn launch_with(extra: &[&str]) -> anyhow::Result<Browser> {
         if !Path::new(CHROMIUM).exists() {
             bail!("chromium is not installed at {CHROMIUM} (apt-get install chromium)");
         }
@@ -86,6 +91,7 @@ impl Browser {
                 "--disable-renderer-backgrounding",
                 "--disable-backgrounding-occluded-windows",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(["--remote-debugging-port=0", "about:blank"])
             .stdin(Stdio::null())

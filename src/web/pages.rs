@@ -59,7 +59,7 @@ macro_rules! asset {
 const SCRIPT: &str = "text/javascript; charset=utf-8";
 const STYLE: &str = "text/css; charset=utf-8";
 
-static ASSETS: [Asset; 8] = [
+static ASSETS: [Asset; 9] = [
     asset!("common.css", STYLE),
     asset!("viewer.css", STYLE),
     asset!("host.css", STYLE),
@@ -68,6 +68,7 @@ static ASSETS: [Asset; 8] = [
     asset!("chat.js", SCRIPT),
     asset!("modtools.js", SCRIPT),
     asset!("host.js", SCRIPT),
+    asset!("publish.js", SCRIPT),
 ];
 
 impl Asset {

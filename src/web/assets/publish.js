@@ -1,0 +1,146 @@
+"use strict";
+// The host's own camera and mic from this browser, over WHIP (POST /whip with the host key),
+// in place of the party's webcam and mic: pick a camera and a mic, see the preview, publish.
+// Another camera or mic picked while publishing goes on the same connection (replaceTrack), so
+// the party sees no gap. A browser may only open a camera on https:// or on this machine.
+
+(() => {
+  const { $, takeKey, reasonOf } = window.cowatchPage.common;
+  const KEY_SLOT = "cowatch.host-key";
+
+  const st = {
+    pc: null,          // the RTCPeerConnection while publishing
+    stream: null,      // the camera and mic
+    location: null,    // the WHIP session URL, for DELETE
+  };
+
+  const status = (text, warn) => {
+    $("cam-status").textContent = text;
+    $("cam-status").classList.toggle("warn", !!warn);
+  };
+
+  function showButtons() {
+    const publishing = !!st.pc;
+    $("cam-start").hidden = publishing;
+    $("cam-stop").hidden = !publishing;
+    $("cam-replace").hidden = true;
+  }
+
+  /** Opens the chosen camera and mic (the first ones, the first time) into the preview. */
+  async function open() {
+    const video = $("cam-video").value;
+    const audio = $("cam-audio").value;
+    const stream = await navigator.mediaDevices.getUserMedia({
+      video: video ? { deviceId: { exact: video } } : { width: 1280, height: 720 },
+      audio: audio ? { deviceId: { exact: audio } } : true,
+    });
+    if (st.stream) st.stream.getTracks().forEach((t) => t.stop());
+    st.stream = stream;
+    $("cam-preview").srcObject = stream;
+    await listDevices();
+    return stream;
+  }
+
+  /** Fills the pickers; their labels are known once the browser has granted the camera. */
+  async function listDevices() {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    for (const [kind, select] of [["videoinput", $("cam-video")], ["audioinput", $("cam-audio")]]) {
+      const current = st.stream && st.stream.getTracks()
+        .find((t) => t.kind === (kind === "videoinput" ? "video" : "audio"));
+      const chosen = current ? current.getSettings().deviceId : select.value;
+      select.replaceChildren();
+      for (const d of devices.filter((d) => d.kind === kind)) {
+        const option = document.createElement("option");
+        option.value = d.deviceId;
+        option.textContent = d.label || (kind === "videoinput" ? "camera" : "microphone");
+        select.append(option);
+      }
+      if (chosen) select.value = chosen;
+    }
+  }
+
+  /** Publishes: the offer with the camera and mic, answered by cowatch. */
+  async function publish(replace) {
+    const key = takeKey(KEY_SLOT, ["key"]);
+    status("starting the camera…");
+    const stream = st.stream || (await open());
+    const pc = new RTCPeerConnection();
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const response = await fetch("/whip" + (replace ? "?replace=true" : ""), {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp", Authorization: "Bearer " + key },
+      body: pc.localDescription.sdp,
+    });
+    if (!response.ok) {
+      pc.close();
+      const reason = await reasonOf(response);
+      if (response.status === 409) {
+        status("Someone else is publishing a camera now.", true);
+        $("cam-replace").hidden = false;
+        return;
+      }
+      throw new Error(reason);
+    }
+    st.location = response.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    st.pc = pc;
+    pc.addEventListener("connectionstatechange", () => {
+      if (st.pc !== pc) return;
+      const state = pc.connectionState;
+      if (state === "connected") status("Your camera and mic are in the party.");
+      else if (state === "failed" || state === "disconnected") status("The connection to cowatch was lost.", true);
+    });
+    status("connecting…");
+    showButtons();
+  }
+
+  /** Stops publishing: the party's own webcam and mic come back. */
+  async function stop() {
+    const key = takeKey(KEY_SLOT, ["key"]);
+    const location = st.location;
+    if (st.pc) st.pc.close();
+    st.pc = null;
+    st.location = null;
+    if (st.stream) st.stream.getTracks().forEach((t) => t.stop());
+    st.stream = null;
+    $("cam-preview").srcObject = null;
+    showButtons();
+    status("Stopped.");
+    if (location) {
+      await fetch(location, { method: "DELETE", headers: { Authorization: "Bearer " + key } }).catch(() => {});
+    }
+  }
+
+  /** Another camera or mic: into the preview and, while publishing, onto the same connection. */
+  async function switchDevice() {
+    if (!st.stream && !st.pc) return;
+    const stream = await open();
+    if (!st.pc) return;
+    for (const sender of st.pc.getSenders()) {
+      const track = stream.getTracks().find((t) => sender.track && t.kind === sender.track.kind);
+      if (track) await sender.replaceTrack(track);
+    }
+  }
+
+  const failed = (e) => status(String(e && e.message || e), true);
+
+  function start() {
+    if (!$("cam-card")) return;
+    if (!navigator.mediaDevices || !window.RTCPeerConnection) {
+      status("This browser cannot open a camera here: open the host page over https:// or on the cowatch machine.", true);
+      $("cam-start").disabled = true;
+      return;
+    }
+    $("cam-start").addEventListener("click", () => publish(false).catch(failed));
+    $("cam-replace").addEventListener("click", () => publish(true).catch(failed));
+    $("cam-stop").addEventListener("click", () => stop().catch(failed));
+    $("cam-video").addEventListener("change", () => switchDevice().catch(failed));
+    $("cam-audio").addEventListener("change", () => switchDevice().catch(failed));
+    addEventListener("pagehide", () => { if (st.pc) stop(); });
+    listDevices().catch(() => {});
+    showButtons();
+  }
+
+  start();
+})();
