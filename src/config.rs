@@ -425,15 +425,7 @@ impl PartyOptions {
             0 => 0,
             p => p.checked_add(1).unwrap_or(crate::ingest::DEFAULT_PORT),
         });
-        let ingest_key = match std::env::var("COWATCH_INGEST_KEY") {
-            Ok(key) if key.trim().len() >= 16 => crate::party::Key::new(key.trim()),
-            Ok(key) if !key.trim().is_empty() => {
-                return Err(ConfigError(
-                    "COWATCH_INGEST_KEY must be at least 16 characters".into(),
-                ));
-            }
-            _ => crate::party::Key::random(),
-        };
+        let ingest_key = key_from_env("COWATCH_INGEST_KEY")?;
         let ingest = crate::ingest::IngestConfig {
             bind: SocketAddr::new(broadcast.bind.ip(), whip_port),
             advertise: SocketAddr::new(broadcast.advertise.ip(), whip_port),
@@ -476,15 +468,7 @@ impl PartyOptions {
                 dir.display()
             )));
         }
-        let host_key = match std::env::var("COWATCH_HOST_KEY") {
-            Ok(key) if key.trim().len() >= 16 => crate::party::Key::new(key.trim()),
-            Ok(key) if !key.trim().is_empty() => {
-                return Err(ConfigError(
-                    "COWATCH_HOST_KEY must be at least 16 characters".into(),
-                ));
-            }
-            _ => crate::party::Key::random(),
-        };
+        let host_key = key_from_env("COWATCH_HOST_KEY")?;
         let edges = EdgeConfig {
             urls: options
                 .edge
@@ -624,6 +608,17 @@ fn twitch_bridge(
         credentials,
         irc_addr,
     }))
+}
+
+/// A key from the environment variable `name` (at least 16 characters), or a random one.
+fn key_from_env(name: &str) -> Result<crate::party::Key, ConfigError> {
+    match std::env::var(name) {
+        Ok(key) if key.trim().len() >= 16 => Ok(crate::party::Key::new(key.trim())),
+        Ok(key) if !key.trim().is_empty() => Err(ConfigError(format!(
+            "{name} must be at least 16 characters"
+        ))),
+        _ => Ok(crate::party::Key::random()),
+    }
 }
 
 fn unspecified_like(ip: std::net::IpAddr) -> std::net::IpAddr {

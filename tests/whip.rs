@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -23,7 +22,6 @@ use gst::prelude::*;
 /// The publisher's camera: nothing else in the party is this colour.
 const PUBLISHED_BLUE: [u8; 3] = [40, 60, 220];
 
-/// Raw HTTP/1.0 with an optional Bearer key: `(status, head, body)`.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -31,28 +29,7 @@ fn http(
     key: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    raw_http(addr, method, path, key, body)
 }
 
 /// An OBS-like WHIP publisher of one solid colour and a tone.

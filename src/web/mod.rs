@@ -82,12 +82,12 @@ pub fn app(state: AppState) -> Router {
                 .options(whep::options),
         )
         .route("/whep/{id}/keyframe", post(whep::keyframe))
-        .route("/whip", post(whip::post).options(whip::options))
+        .route("/whip", post(whip::post).options(whep::options))
         .route(
             "/whip/{id}",
             axum::routing::delete(whip::delete)
-                .patch(whip::patch)
-                .options(whip::options),
+                .patch(whep::patch)
+                .options(whep::options),
         )
         .route("/whep/{id}/quality", post(whep::quality))
         .layer(DefaultBodyLimit::max(MAX_BODY))

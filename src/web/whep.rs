@@ -99,7 +99,8 @@ pub async fn quality(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PATCH /whep/{id}`: trickle ICE is not needed (our candidate is in the answer).
+/// `PATCH /whep/{id}` and `/whip/{id}`: trickle ICE is not needed (our candidate is in the
+/// answer).
 pub async fn patch() -> AppError {
     AppError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -107,7 +108,8 @@ pub async fn patch() -> AppError {
     )
 }
 
-/// `OPTIONS /whep` (and CORS preflights): what a WHEP player may send.
+/// `OPTIONS /whep` and `/whip` (and CORS preflights): what a WHEP player or a WHIP publisher
+/// may send.
 pub async fn options() -> impl IntoResponse {
     (
         StatusCode::NO_CONTENT,

@@ -1,7 +1,7 @@
 //! WHIP signalling (RFC 9725) for a publisher's camera and mic: OBS, the host page, a phone.
 //! POST an offer with the host key or the ingest key as a Bearer token, get an answer and a
 //! session URL; DELETE it to stop. Non-trickle: the answer carries our candidate, so PATCH is
-//! refused (`405`, as RFC 9725 allows).
+//! refused (`405`, as RFC 9725 allows); PATCH and OPTIONS are WHEP's (`whep.rs`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -84,34 +84,6 @@ pub async fn delete(
         .map_err(|_| AppError::new(StatusCode::NOT_FOUND, "no such publisher session"))?;
     state.ingest.unpublish(id).await?;
     Ok(StatusCode::OK)
-}
-
-/// `PATCH /whip/{id}`: trickle ICE is not needed (our candidate is in the answer).
-pub async fn patch() -> AppError {
-    AppError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "trickle ICE is not supported: send a complete offer",
-    )
-}
-
-/// `OPTIONS /whip` (and CORS preflights).
-pub async fn options() -> impl IntoResponse {
-    (
-        StatusCode::NO_CONTENT,
-        [
-            ("accept-post", "application/sdp"),
-            ("allow", "OPTIONS, POST, DELETE, PATCH"),
-            (
-                "access-control-allow-methods",
-                "OPTIONS, POST, DELETE, PATCH",
-            ),
-            (
-                "access-control-allow-headers",
-                "Content-Type, Authorization, If-Match",
-            ),
-            ("access-control-max-age", "86400"),
-        ],
-    )
 }
 
 /// The host key or the ingest key: `401` without a key, `403` with another.
