@@ -516,6 +516,12 @@ async fn each_endpoint_lets_in_exactly_its_roles() {
         ),
         endpoint(
             Method::POST,
+            "/api/phone-link",
+            Some(json!({ "origin": "http://192.168.1.20:8080" })),
+            200,
+        ),
+        endpoint(
+            Method::POST,
             "/api/party/start",
             Some(json!({ "title": blue, "layout": "inset" })),
             200,

@@ -261,9 +261,10 @@ fn solid_y4m(path: &std::path::Path, color: [u8; 3]) {
 }
 
 /// What a streamer does: open the host page, click *Use this browser's camera and mic*, and
-/// see their camera in the party; *Stop* brings the party's own camera back.
+/// see their camera in the party; *Stop* brings the party's own camera back. Then the phone
+/// link: its QR code, read back, opens the phone page, whose camera goes into the party.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_host_page_puts_this_browsers_camera_into_the_party() {
+async fn the_host_page_puts_this_browsers_camera_and_then_a_phones_into_the_party() {
     let dir = scratch("whip-browser");
     let movie = dir.join("red.mkv");
     make_movie(&movie, MOVIE_RED, 60);
@@ -354,6 +355,61 @@ async fn the_host_page_puts_this_browsers_camera_into_the_party() {
         assert!(
             shown < Duration::from_secs(5),
             "camera shown after {shown:?}"
+        );
+
+        // A phone's camera: the dashboard draws the phone link as a QR code, and the page it
+        // names publishes with the ingest key from its fragment.
+        browser
+            .eval("document.getElementById('phone-show').click()")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while browser
+            .eval("document.getElementById('phone-qr').naturalWidth")
+            .unwrap()
+            .as_u64()
+            .unwrap_or(0)
+            == 0
+        {
+            assert!(Instant::now() < deadline, "no QR code on the dashboard");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let png: Vec<u8> = serde_json::from_value(
+            browser
+                .eval(
+                    "(async () => { const r = await fetch(document.getElementById('phone-qr').src); \
+                     return Array.from(new Uint8Array(await r.arrayBuffer())); })()",
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        let qr = image::load_from_memory(&png).unwrap().to_luma8();
+        let mut prepared = rqrr::PreparedImage::prepare(qr);
+        let grids = prepared.detect_grids();
+        assert_eq!(grids.len(), 1, "one QR code in the picture");
+        let (_, link) = grids[0].decode().expect("the QR code reads");
+        assert_eq!(link, format!("http://{server}/phone#key={INGEST_KEY}"));
+        browser.navigate(&link).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while browser
+            .eval("!!document.getElementById('cam-start')")
+            .unwrap()
+            != serde_json::Value::Bool(true)
+        {
+            assert!(Instant::now() < deadline, "the phone page did not open");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        browser
+            .eval("document.getElementById('cam-start').click()")
+            .unwrap();
+        viewer.wait_for(
+            "the phone's camera in the webcam rectangle",
+            Duration::from_secs(10),
+            |img| webcam_is(img, PUBLISHED_BLUE),
+        );
+        let requests = browser.requests();
+        assert!(
+            !requests.iter().any(|r| r.contains(INGEST_KEY)),
+            "a request line carries the ingest key: {requests:?}"
         );
     })
     .await

@@ -18,6 +18,7 @@ mod error;
 mod extract;
 pub mod limit;
 mod pages;
+mod qr;
 mod whep;
 mod whip;
 

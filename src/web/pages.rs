@@ -1,6 +1,7 @@
 //! The pages and the scripts and styles they load, all inside the binary.
 //!
-//! - `/` the viewer page (`viewer.html`), `/host` the host's dashboard (`host.html`). Each is
+//! - `/` the viewer page (`viewer.html`), `/host` the host's dashboard (`host.html`), `/phone`
+//!   a phone's camera page (`phone.html`, from the dashboard's QR code). Each is
 //!   served inside `shell.html`, which opens the document and loads what every page shares
 //!   (`common.css`, `common.js`); the page brings its head's own tags and its body.
 //! - `/assets/{name}` the scripts and styles in `assets/`, as written: plain deferred scripts
@@ -94,6 +95,7 @@ impl Asset {
 
 static VIEWER: LazyLock<String> = LazyLock::new(|| page(include_str!("viewer.html")));
 static HOST: LazyLock<String> = LazyLock::new(|| page(include_str!("host.html")));
+static PHONE: LazyLock<String> = LazyLock::new(|| page(include_str!("phone.html")));
 
 /// `page` inside the shell, every asset named with its version.
 fn page(page: &str) -> String {
@@ -112,6 +114,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(viewer_page))
         .route("/host", get(host_page))
+        .route("/phone", get(phone_page))
         .route("/assets/{name}", get(asset))
 }
 
@@ -124,6 +127,12 @@ async fn viewer_page() -> Response {
 /// its URL fragment (never sent to the server) and calls `/api/` with it.
 async fn host_page() -> Response {
     html(&HOST)
+}
+
+/// `/phone`: a phone's camera page, from the QR code on the dashboard. Like `/host`, it holds
+/// no secret: the ingest key is in its URL fragment.
+async fn phone_page() -> Response {
+    html(&PHONE)
 }
 
 fn html(page: &'static str) -> Response {
@@ -357,7 +366,7 @@ mod tests {
     fn the_pages_hold_no_script_or_style_of_their_own() {
         // Markup only, so a Content-Security-Policy of 'self' would hold: no inline script,
         // style block or event handler attribute.
-        for html in [VIEWER.as_str(), HOST.as_str()] {
+        for html in [VIEWER.as_str(), HOST.as_str(), PHONE.as_str()] {
             assert!(!html.contains("<script>") && !html.contains("<style"));
             assert!(!html.contains(" style="), "an inline style attribute");
             let handler = html.match_indices(" on").find(|(at, _)| {

@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -168,4 +170,39 @@ pub async fn end(State(state): State<AppState>, _: Host) -> Result<Json<Value>, 
     state.party.set_live(false);
     state.chat.end_party();
     Ok(ok())
+}
+
+/// Body of `POST /api/phone-link`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneLinkRequest {
+    /// Where the phone reaches this server: the host page's own origin, as the host opened
+    /// it (`http://192.168.1.20:8080`).
+    origin: String,
+}
+
+/// `POST /api/phone-link`: the phone-camera link as a QR code (PNG) for the host to scan. The
+/// link is `{origin}/phone#key={ingest key}`: the key rides in the fragment, which the phone
+/// never sends, and this answer is the only place it is drawn.
+pub async fn phone_link(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(request): AppJson<PhoneLinkRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let origin = crate::web::qr::origin(&request.origin)
+        .map_err(|why| AppError::new(StatusCode::BAD_REQUEST, why))?;
+    let key = state
+        .ingest
+        .key()
+        .ok_or_else(|| AppError::new(StatusCode::NOT_FOUND, "this party takes no ingest key"))?;
+    let link = format!("{origin}/phone#key={}", key.expose());
+    let png = crate::web::qr::png(&link)
+        .map_err(|why| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, why))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        png,
+    ))
 }

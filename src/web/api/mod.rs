@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/control/webcam", post(control::webcam))
         .route("/api/control/mic", post(control::mic))
         .route("/api/control/audio", post(control::audio))
+        .route("/api/phone-link", post(control::phone_link))
         .route("/api/party/start", post(control::start))
         .route("/api/party/end", post(control::end))
         .route("/api/control/next", post(library::next))

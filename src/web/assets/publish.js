@@ -6,7 +6,8 @@
 
 (() => {
   const { $, takeKey, reasonOf } = window.cowatchPage.common;
-  const KEY_SLOT = "cowatch.host-key";
+  // The host page keeps the host key; the phone page (body data-key-slot) the ingest key.
+  const KEY_SLOT = document.body.dataset.keySlot || "cowatch.host-key";
 
   const st = {
     pc: null,          // the RTCPeerConnection while publishing
@@ -125,8 +126,32 @@
 
   const failed = (e) => status(String(e && e.message || e), true);
 
+  /** The phone link as a QR code: this page's own address (what the phone must reach) with
+   *  the ingest key in the fragment. Fetched with the key in a header into a blob URL. */
+  async function showPhoneLink() {
+    const key = takeKey(KEY_SLOT, ["key"]);
+    const response = await fetch("/api/phone-link", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + key },
+      body: JSON.stringify({ origin: location.origin }),
+    });
+    if (!response.ok) throw new Error(await reasonOf(response));
+    const img = $("phone-qr");
+    if (img.src) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(await response.blob());
+    img.hidden = false;
+    const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+    $("phone-note").textContent = local
+      ? "This page is open on this machine's own address, which a phone cannot reach: open the dashboard at its network address (or behind https) and show the code again."
+      : "Scan it with the phone. Phones open cameras only on https:// pages.";
+    $("phone-note").hidden = false;
+  }
+
   function start() {
     if (!$("cam-card")) return;
+    // The phone page's key is in its link (#key=): taken off the address bar at once.
+    takeKey(KEY_SLOT, ["key"]);
+    if ($("phone-show")) $("phone-show").addEventListener("click", () => showPhoneLink().catch(failed));
     if (!navigator.mediaDevices || !window.RTCPeerConnection) {
       status("This browser cannot open a camera here: open the host page over https:// or on the cowatch machine.", true);
       $("cam-start").disabled = true;
