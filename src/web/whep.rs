@@ -25,6 +25,13 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
+    let offer = sdp_offer(&headers, &body)?;
+    let joined = state.broadcaster.join(offer, from)?;
+    Ok(created(&format!("/whep/{}", joined.id), joined.answer))
+}
+
+/// The SDP offer in a WHEP or WHIP POST: `application/sdp`, UTF-8.
+pub(super) fn sdp_offer<'a>(headers: &HeaderMap, body: &'a Bytes) -> Result<&'a str, AppError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -38,11 +45,13 @@ pub async fn post(
             "Content-Type must be application/sdp",
         ));
     }
-    let offer = std::str::from_utf8(&body)
-        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8"))?;
-    let joined = state.broadcaster.join(offer, from)?;
-    let location = format!("/whep/{}", joined.id);
-    Ok((
+    std::str::from_utf8(body)
+        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8"))
+}
+
+/// `201 Created`: the answer, and the session's URL (`location`, our own hex id) to DELETE.
+pub(super) fn created(location: &str, answer: String) -> Response {
+    (
         StatusCode::CREATED,
         [
             (
@@ -51,12 +60,12 @@ pub async fn post(
             ),
             (
                 header::LOCATION,
-                HeaderValue::from_str(&location).expect("hex id is a valid header"),
+                HeaderValue::from_str(location).expect("hex id is a valid header"),
             ),
         ],
-        joined.answer,
+        answer,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `DELETE /whep/{id}`: the viewer leaves.

@@ -5,8 +5,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::AppState;
@@ -38,38 +38,12 @@ pub async fn post(
             "the only query WHIP takes here is ?replace=true",
         )
     })?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
-    {
-        return Err(AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/sdp",
-        ));
-    }
-    let offer = std::str::from_utf8(&body)
-        .map_err(|_| AppError::new(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8"))?;
+    let offer = super::whep::sdp_offer(&headers, &body)?;
     let published = state.ingest.publish(offer, query.replace).await?;
-    let location = format!("/whip/{}", published.id);
-    Ok((
-        StatusCode::CREATED,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            ),
-            (
-                header::LOCATION,
-                HeaderValue::from_str(&location).expect("hex id is a valid header"),
-            ),
-        ],
+    Ok(super::whep::created(
+        &format!("/whip/{}", published.id),
         published.answer,
-    )
-        .into_response())
+    ))
 }
 
 /// `DELETE /whip/{id}`: the publisher stops; the local camera and mic come back.
