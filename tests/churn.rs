@@ -90,11 +90,19 @@ fn churn_leaks_nothing_and_costs_the_steady_viewers_nothing() {
     let churn_started = Instant::now();
     let join_cores =
         (server_cpu_seconds(&party) - cpu_at_start.1) / cpu_at_start.0.elapsed().as_secs_f64();
-    assert_eq!(
-        viewer_stat(&party, "connected"),
-        STEADY as u64,
+    // The receivers count their own steady viewers; the server's count may already hold the
+    // first churn viewers, which join from the moment the steady ones are in.
+    assert!(
+        ready.contains(&format!(
+            "ready: {STEADY} of {STEADY} steady viewers connected"
+        )),
         "not every steady viewer connected: {ready}; the server used {join_cores:.2} cores \
          meanwhile"
+    );
+    let connected = viewer_stat(&party, "connected");
+    assert!(
+        connected >= STEADY as u64,
+        "the server counts {connected} connected viewers, fewer than the {STEADY} steady ones"
     );
     let forced_before = viewer_stat(&party, "keyframes_forced");
     std::thread::sleep(WARM_UP);
