@@ -75,6 +75,23 @@ pub struct PartyOptions {
     /// the default is the --webrtc-port plus one (8190).
     #[arg(long, value_name = "PORT")]
     pub whip_port: Option<u16>,
+    /// The key OBS, a browser or a phone may publish a camera and mic with (WHIP's Bearer
+    /// token), at least 16 characters; a new random one each start otherwise. Better given
+    /// in the COWATCH_INGEST_KEY environment variable than as a flag.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "COWATCH_INGEST_KEY",
+        hide_env_values = true
+    )]
+    pub ingest_key: Option<String>,
+    /// Also send the composite to this RTMP server (repeatable): `rtmp://host/app/KEY`,
+    /// `rtmps://…`, or `twitch`. A URL without its stream key (`twitch`,
+    /// `rtmp://host/app`) takes the TWITCH_STREAM_KEY environment variable. The video is the
+    /// party's own H.264, not encoded again; the sound is AAC from the mix.
+    #[arg(long = "restream", value_name = "URL")]
+    #[serde(default)]
+    pub restream: Vec<String>,
     /// Address viewers reach this machine at (put in ICE candidates); defaults to the
     /// --listen address, or 127.0.0.1 when that is 0.0.0.0.
     #[arg(long, value_name = "IP")]
@@ -229,6 +246,8 @@ pub struct PartyConfig {
     pub log_chat: bool,
     /// Janus edges.
     pub edges: EdgeConfig,
+    /// RTMP targets (`--restream`).
+    pub restream: crate::restream::RestreamConfig,
     /// What one address, and everyone together, may take of the web server.
     pub limits: LimitConfig,
 }
@@ -255,6 +274,12 @@ impl PartyOptions {
             timecode: self.timecode.or(file.timecode),
             webrtc_port: self.webrtc_port.or(file.webrtc_port),
             whip_port: self.whip_port.or(file.whip_port),
+            ingest_key: self.ingest_key.or(file.ingest_key),
+            restream: if self.restream.is_empty() {
+                file.restream
+            } else {
+                self.restream
+            },
             public_ip: self.public_ip.or(file.public_ip),
             max_viewers: self.max_viewers.or(file.max_viewers),
             max_pending_offers: self.max_pending_offers.or(file.max_pending_offers),
@@ -425,7 +450,15 @@ impl PartyOptions {
             0 => 0,
             p => p.checked_add(1).unwrap_or(crate::ingest::DEFAULT_PORT),
         });
-        let ingest_key = key_from_env("COWATCH_INGEST_KEY")?;
+        let ingest_key = match options.ingest_key.as_deref().map(str::trim) {
+            Some(key) if key.len() >= 16 => crate::party::Key::new(key),
+            Some(key) if !key.is_empty() => {
+                return Err(ConfigError(
+                    "--ingest-key (COWATCH_INGEST_KEY) must be at least 16 characters".into(),
+                ));
+            }
+            _ => crate::party::Key::random(),
+        };
         let ingest = crate::ingest::IngestConfig {
             bind: SocketAddr::new(broadcast.bind.ip(), whip_port),
             advertise: SocketAddr::new(broadcast.advertise.ip(), whip_port),
@@ -489,6 +522,25 @@ impl PartyOptions {
                 encoder.codec
             )));
         }
+        let stream_key = std::env::var("TWITCH_STREAM_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty());
+        let restream = crate::restream::RestreamConfig {
+            targets: options
+                .restream
+                .iter()
+                .map(|text| crate::restream::TargetUrl::parse(text, stream_key.as_deref()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError(format!("--restream: {e}")))?,
+            stream_key: stream_key.map(crate::restream::StreamKey::new),
+        };
+        if !restream.targets.is_empty() && !encoder.codec.eq_ignore_ascii_case("h264") {
+            return Err(ConfigError(format!(
+                "--restream needs the H.264 encoder (--encoder h264, not {}): the composite is \
+                 sent as encoded, and RTMP carries H.264",
+                encoder.codec
+            )));
+        }
         let invite = options
             .invite_only
             .unwrap_or(false)
@@ -524,6 +576,7 @@ impl PartyOptions {
             party: crate::party::PartyConfig { host_key, invite },
             log_chat: options.log_chat.unwrap_or(false),
             edges,
+            restream,
             chat: ChatConfig {
                 relay_party,
                 ..ChatConfig::default()

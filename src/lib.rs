@@ -48,6 +48,11 @@
 //! viewer page asks `web/api/party.rs` (`GET /api/placement`, decided in
 //! `edge/placement.rs`) whether to play from the origin or from an edge.
 //!
+//! **Restream:** [`restream`] takes the main H.264, as encoded, and AAC from the mix from
+//! the pipeline ([`pipeline::Pipeline::encoded_feed`], `pipeline/tap.rs`) and sends them to
+//! each `--restream` RTMP server through a pipeline of its own per target
+//! (`restream/push.rs`), connecting again after a failure (`restream/target.rs`).
+//!
 //! The rest: [`party`] (keys, roles, sessions), [`library`] (the movies of `--library`),
 //! [`store`] (the SQLite file), [`geometry`] and [`gst_util`] (small shared pieces),
 //! [`web`] (thin handlers: extract, call a handle, map the error in `web/error.rs`; the
@@ -70,6 +75,7 @@
 //! | `chat-panel` task | `panel.rs` | [`shutdown`] | on the token, or when the pipeline stops |
 //! | `edge-poll` task, one per edge | `edge/mod.rs` | [`shutdown`] | on the token (it then removes our mountpoint and session from the edge, 1 s at most) |
 //! | `edge-forward` task, one per edge | `edge/forward.rs` | [`shutdown`] | on the token, or when the pipeline's streams close |
+//! | `restream` task, one per RTMP target | `restream/mod.rs` | a child of [`shutdown`] | on the token, or when the host removes the target (its pipeline then goes to `Null` off the runtime) |
 //! | `signals` task | `main.rs` | [`shutdown`] | turns Ctrl-C or SIGTERM into the token |
 //! | `rate-limit sweeper` task | `web/limit.rs` | [`shutdown`] | on the token (it forgets addresses the rate limiters have not seen for a while, once a minute) |
 //! | `conductor` thread | `pipeline/conductor.rs` | [`pipeline::Pipeline`] | on [`pipeline::Pipeline::shutdown`], which `main` calls last, after every task, so the recording gets all they sent |
@@ -97,6 +103,7 @@ pub mod overlay;
 pub mod panel;
 pub mod party;
 pub mod pipeline;
+pub mod restream;
 pub mod shutdown;
 pub mod store;
 pub mod tools;

@@ -14,6 +14,7 @@ use cowatch::moderation::helix::Helix;
 use cowatch::overlay::chat::EmoteCache;
 use cowatch::party::Party;
 use cowatch::pipeline::Pipeline;
+use cowatch::restream::Restream;
 use cowatch::shutdown::Shutdown;
 use cowatch::store::{Repair, Store};
 use cowatch::{panel, shutdown, tools, web};
@@ -95,6 +96,13 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 std::sync::Arc::new(move || for_edges.request_main_keyframe()),
                 &shutdown,
             );
+            let for_restream = broadcaster.clone();
+            let restream = Restream::start(
+                config.restream.clone(),
+                pipeline.clone(),
+                std::sync::Arc::new(move || for_restream.request_main_keyframe()),
+                &shutdown,
+            )?;
             let ingest = Ingest::start(config.ingest.clone(), pipeline.clone(), &shutdown)?;
             let helix = config.helix.clone().map(Helix::new).transpose()?;
             // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
@@ -131,6 +139,9 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             if let Some(key) = ingest.key() {
                 println!("  WHIP token:  {}", key.expose());
             }
+            for target in restream.report() {
+                println!("  restream:    {}", target.url);
+            }
             println!("  health:      http://{addr}/healthz");
             println!("  WebRTC:      udp {}", config.broadcast.advertise);
             for edge in edges.report() {
@@ -161,6 +172,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 broadcaster,
                 ingest,
                 edges,
+                restream,
                 chat,
                 party,
                 moderation,

@@ -40,6 +40,7 @@ pub mod presets;
 mod rendition;
 mod slot;
 pub mod source;
+mod tap;
 pub mod timecode;
 
 use std::path::PathBuf;
@@ -69,6 +70,7 @@ use output::{CodecParams, Output, RenditionId, RenditionInfo, RtpPacket};
 use presets::EncoderPreset;
 use rendition::Rendition;
 use source::{MicSource, MovieSource, Publication, WebcamSource};
+pub use tap::EncodedFeed;
 
 /// Errors at the pipeline's boundary. Each message is one line a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +176,8 @@ struct Inner {
     main: Encode,
     /// The on-demand renditions (the main one is the fields above).
     renditions: Vec<Arc<Rendition>>,
+    /// The encoded streams for the restream, or why there are none.
+    tap: Result<Arc<tap::Tap>, String>,
     /// What the conductor announces as the chat area; handed out to the chat panel.
     chat_area: watch::Receiver<Option<ChatArea>>,
     /// The devices configured at start, for checking switches before they are sent.
@@ -199,6 +203,7 @@ impl Pipeline {
             outputs.audio_codec.clone(),
         );
         let (main, renditions) = (outputs.main.clone(), outputs.renditions.clone());
+        let tap = outputs.tap.clone();
         let (conductor, link) = Conductor::new(canvas, &settings, output.stats.clone());
         conductor.spawn()?;
         Ok(Self {
@@ -213,6 +218,7 @@ impl Pipeline {
                 audio_codec,
                 main,
                 renditions,
+                tap,
                 chat_area: link.chat_area,
                 devices: Devices::of(&settings),
                 layouts: settings.layouts.clone(),
@@ -357,6 +363,16 @@ impl Pipeline {
                 self.inner.audio_sink_pad.current_caps().as_deref(),
                 &self.inner.audio_codec,
             ),
+        }
+    }
+
+    /// The composite as H.264 (the main encode, not encoded again) and AAC from the mix, for
+    /// muxing outside the pipeline; the AAC encode runs while a feed is held. Refused, saying
+    /// why, when the main encode is not H.264 or no AAC encoder is installed.
+    pub fn encoded_feed(&self) -> Result<EncodedFeed, PipelineError> {
+        match &self.inner.tap {
+            Ok(tap) => Ok(tap.open()),
+            Err(why) => Err(PipelineError::Config(why.clone())),
         }
     }
 

@@ -196,6 +196,19 @@ impl IntoResponse for AppError {
     }
 }
 
+impl From<crate::restream::RestreamError> for AppError {
+    fn from(e: crate::restream::RestreamError) -> Self {
+        use crate::restream::RestreamError as E;
+        let status = match &e {
+            E::Invalid(_) => StatusCode::BAD_REQUEST,
+            E::Conflict(_) => StatusCode::CONFLICT,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        AppError::new(status, e.to_string())
+    }
+}
+
 impl From<crate::ingest::IngestError> for AppError {
     fn from(e: crate::ingest::IngestError) -> Self {
         let status = match &e {

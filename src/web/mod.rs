@@ -58,6 +58,8 @@ pub struct AppState {
     pub moderation: Moderation,
     /// The Janus edges (empty without `--edge`).
     pub edges: crate::edge::Edges,
+    /// The RTMP targets (`--restream`, and the host page's).
+    pub restream: crate::restream::Restream,
     /// The host's media library, when `--library` is given.
     pub library: Option<Library>,
     /// Ends the chat sockets when the party stops (axum's graceful shutdown does not wait for
@@ -149,6 +151,8 @@ struct HealthReport {
     chat_sockets: usize,
     /// Whoever publishes the camera and mic over WHIP, if anyone.
     publisher: Option<crate::ingest::PublisherState>,
+    /// Each RTMP target: its URL without the key, state and bitrate.
+    restream: Vec<crate::restream::TargetReport>,
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -160,6 +164,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         edges: state.edges.report(),
         chat_sockets: state.limits.chat_sockets(),
         publisher: state.ingest.state().await.ok().flatten(),
+        restream: state.restream.report(),
     })
 }
 

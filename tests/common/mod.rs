@@ -446,6 +446,13 @@ pub fn state_with_chat(
         broadcaster: broadcaster.clone(),
         ingest,
         edges: cowatch::edge::Edges::none(),
+        restream: cowatch::restream::Restream::start(
+            Default::default(),
+            pipeline.clone(),
+            std::sync::Arc::new(|| {}),
+            &shutdown,
+        )
+        .unwrap(),
         chat,
         party,
         moderation,
@@ -490,8 +497,8 @@ pub fn desktop_viewer() -> cowatch::tools::cdp::Browser {
     browser
 }
 
-/// Raw HTTP/1.0 with an SDP body and an optional Bearer key, so the client shares nothing with
-/// the server's stack: `(status, head, body)`.
+/// Raw HTTP/1.0 with an SDP body (JSON when it starts with `{`) and an optional Bearer key, so
+/// the client shares nothing with the server's stack: `(status, head, body)`.
 pub fn raw_http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -507,9 +514,14 @@ pub fn raw_http(
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
+    let kind = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "application/sdp"
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

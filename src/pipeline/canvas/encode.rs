@@ -1,6 +1,7 @@
 //! The end of the composite: the mixed picture and sound encoded (each rendition of the
-//! ladder in its preset's video encoder, Opus once), payloaded into RTP appsinks, and teed to
-//! the Matroska recording when asked.
+//! ladder in its preset's video encoder, Opus once), payloaded into RTP appsinks, teed to
+//! the Matroska recording when asked, and to the restream's tap (H.264 as encoded, AAC from
+//! the mix) when the main encode is H.264.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::pipeline::ladder::Encode;
 use crate::pipeline::output::{Output, RenditionId, RtpCodec};
 use crate::pipeline::presets::EncoderPreset;
 use crate::pipeline::rendition::{self, Branch, Rendition};
+use crate::pipeline::tap::Tap;
 
 /// Payload type of the Opus stream.
 const OPUS_PT: u8 = 111;
@@ -37,6 +39,8 @@ pub struct EncodedOutputs {
     pub audio_codec: RtpCodec,
     /// The on-demand renditions, idle until asked for, in the ladder's order (ids from 1).
     pub renditions: Vec<Arc<Rendition>>,
+    /// The encoded streams for the restream, or why there are none.
+    pub tap: Result<Arc<Tap>, String>,
 }
 
 /// The encoders, payloaders and appsinks after `video_in` and `audio_in`, plus the recorder
@@ -70,10 +74,18 @@ pub fn encode(
         timestamp_offset,
     };
     let (video, encoder_src) = encode_video(pipeline, &raw, main, stamp)?;
-    let audio = encode_audio(pipeline, audio_in)?;
+    let (audio, raw_audio) = encode_audio(pipeline, audio_in)?;
     if let Some(path) = record {
         add_recorder(pipeline, (&video.tee, &audio.tee), &main.preset, path)?;
     }
+    let tap = if main.preset.codec == "H264" {
+        add_tap(pipeline, &video.tee, &raw_audio)?
+    } else {
+        Err(format!(
+            "the encoder preset {} makes {}; RTMP carries H.264 (use an H.264 preset)",
+            main.preset.name, main.preset.codec
+        ))
+    };
     let mut taken = vec![main.preset.payload_type, OPUS_PT];
     let mut renditions = Vec::with_capacity(on_demand.len());
     for (i, encode) in on_demand.iter().enumerate() {
@@ -104,6 +116,7 @@ pub fn encode(
             fmtp: Some("minptime=10;useinbandfec=1".into()),
         },
         renditions,
+        tap,
     })
 }
 
@@ -287,11 +300,12 @@ fn on_demand_branch(
     })
 }
 
-/// audioconvert → audioresample → 48 kHz stereo → opusenc → tee → queue → rtpopuspay → appsink.
+/// audioconvert → audioresample → 48 kHz stereo → tee → opusenc → tee → queue → rtpopuspay →
+/// appsink; with the raw tee, where the restream's AAC encode branches off.
 fn encode_audio(
     pipeline: &gst::Pipeline,
     audio_in: &gst::Element,
-) -> Result<Encoded, PipelineError> {
+) -> Result<(Encoded, gst::Element), PipelineError> {
     let convert = gst_util::make("audioconvert")?;
     let resample = gst_util::make("audioresample")?;
     let opus_caps = gst_util::capsfilter(
@@ -311,6 +325,7 @@ fn encode_audio(
             .property("inband-fec", true)
             .property("packet-loss-percentage", 10i32)
     })?;
+    let raw_tee = gst_util::make_with("tee", |b| b.name("raw-audio-tee"))?;
     let tee = gst_util::make_with("tee", |b| b.name("audio-tee"))?;
     let pay_queue = queue("audio-pay-queue")?;
     let payloader = gst_util::make_with("rtpopuspay", |b| {
@@ -323,6 +338,7 @@ fn encode_audio(
             &convert,
             &resample,
             &opus_caps,
+            &raw_tee,
             &opus,
             &tee,
             &pay_queue,
@@ -332,7 +348,75 @@ fn encode_audio(
     )
     .and_then(|()| audio_in.link(&convert))
     .map_err(PipelineError::internal)?;
-    Ok(Encoded { tee, sink })
+    Ok((Encoded { tee, sink }, raw_tee))
+}
+
+/// AAC bitrate of the restream: what Twitch recommends for stereo.
+const AAC_BITRATE: i32 = 160_000;
+
+/// encoded video tee → valve → queue → appsink, and raw audio tee → valve → leaky queue → AAC
+/// encoder → aacparse → appsink; both valves closed until a feed opens them. `Ok(Err(why))`
+/// when no AAC encoder is installed: the party runs, the restream says why it cannot.
+fn add_tap(
+    pipeline: &gst::Pipeline,
+    video_tee: &gst::Element,
+    raw_audio_tee: &gst::Element,
+) -> Result<Result<Arc<Tap>, String>, PipelineError> {
+    // FFmpeg's encoder first (gstreamer1.0-libav, better at 160 kbit/s), then VisualOn's.
+    let encoder = gst_util::make_with("avenc_aac", |b| {
+        b.name("restream-aac").property("bitrate", AAC_BITRATE)
+    })
+    .or_else(|_| {
+        gst_util::make_with("voaacenc", |b| {
+            b.name("restream-aac").property("bitrate", AAC_BITRATE)
+        })
+    });
+    let Ok(encoder) = encoder else {
+        return Ok(Err(
+            "no AAC encoder is installed (install gstreamer1.0-libav)".into()
+        ));
+    };
+    let valve = |name: &str| {
+        gst_util::make_with("valve", |b| b.name(name).property("drop", true))
+    };
+    let (video_valve, audio_valve) = (valve("restream-video-valve")?, valve("restream-audio-valve")?);
+    // The restream must never hold the composite back: a stalled branch drops, the viewers
+    // and the recording go on.
+    let leaky = |name: &str| {
+        gst_util::make_with("queue", |b| {
+            b.name(name)
+                .property("max-size-buffers", 0u32)
+                .property("max-size-bytes", 0u32)
+                .property("max-size-time", gst::ClockTime::SECOND.nseconds())
+                .property_from_str("leaky", "downstream")
+        })
+    };
+    let (video_queue, audio_queue) = (leaky("restream-video-queue")?, leaky("restream-audio-queue")?);
+    let convert = gst_util::make("audioconvert")?;
+    let parse = gst_util::make("aacparse")?;
+    let video_sink = rtp_sink("restream-video");
+    let audio_sink = rtp_sink("restream-audio");
+    gst_util::add_chain(pipeline, &[&video_valve, &video_queue, video_sink.upcast_ref()])
+        .and_then(|()| {
+            gst_util::add_chain(
+                pipeline,
+                &[
+                    &audio_valve,
+                    &audio_queue,
+                    &convert,
+                    &encoder,
+                    &parse,
+                    audio_sink.upcast_ref(),
+                ],
+            )
+        })
+        .and_then(|()| video_tee.link(&video_valve))
+        .and_then(|()| raw_audio_tee.link(&audio_valve))
+        .map_err(PipelineError::internal)?;
+    Ok(Ok(Tap::new(
+        (&video_sink, &audio_sink),
+        [video_valve, audio_valve],
+    )))
 }
 
 /// tee → queue → parser → matroskamux → filesink, for both streams: no second encode.

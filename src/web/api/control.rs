@@ -206,3 +206,39 @@ pub async fn phone_link(
         png,
     ))
 }
+
+/// `GET /api/restream`: every RTMP target, its key hidden.
+pub async fn restream(
+    State(state): State<AppState>,
+    _: Host,
+) -> Json<Vec<crate::restream::TargetReport>> {
+    Json(state.restream.report())
+}
+
+/// Body of `POST /api/restream`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestreamRequest {
+    /// `rtmp://host/app/KEY`, `rtmps://…` or `twitch`.
+    url: String,
+}
+
+/// `POST /api/restream`: starts sending the composite to one more RTMP server.
+pub async fn add_restream(
+    State(state): State<AppState>,
+    _: Host,
+    AppJson(request): AppJson<RestreamRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let report = state.restream.add(&request.url)?;
+    Ok((StatusCode::CREATED, Json(report)))
+}
+
+/// `DELETE /api/restream/{id}`: stops sending to that server.
+pub async fn remove_restream(
+    State(state): State<AppState>,
+    _: Host,
+    axum::extract::Path(id): axum::extract::Path<u32>,
+) -> Result<StatusCode, AppError> {
+    state.restream.remove(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -41,6 +41,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/control/mic", post(control::mic))
         .route("/api/control/audio", post(control::audio))
         .route("/api/phone-link", post(control::phone_link))
+        .route(
+            "/api/restream",
+            get(control::restream).post(control::add_restream),
+        )
+        .route("/api/restream/{id}", delete(control::remove_restream))
         .route("/api/party/start", post(control::start))
         .route("/api/party/end", post(control::end))
         .route("/api/control/next", post(library::next))

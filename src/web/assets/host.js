@@ -396,6 +396,38 @@
     }));
   }
 
+  // ── restream ──────────────────────────────────────────────────────────────────────────
+
+  /** One line per RTMP target: its URL (key hidden by the server), state, bitrate, Remove. */
+  async function loadRestream() {
+    const targets = await api("GET", "/api/restream");
+    const list = $("restream-list");
+    list.replaceChildren(...targets.map((t) => {
+      const li = el("li");
+      li.dataset.state = t.status;
+      let state = t.status === "live" ? `live · ${mbits(t.bitrate_kbps)}` : t.status;
+      if (t.status === "retrying" && t.last_error) state = `retrying (${t.last_error})`;
+      const remove = el("button", "btn", "Remove");
+      remove.type = "button";
+      remove.addEventListener("click", () =>
+        act(remove, () => api("DELETE", `/api/restream/${t.id}`), loadRestream));
+      li.append(el("span", "nick", t.url), el("span", "since", state), remove);
+      return li;
+    }));
+    if (!targets.length) list.append(el("li", "since", "Not restreaming."));
+  }
+
+  $("restream-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const input = $("restream-url");
+    const url = input.value.trim();
+    if (!url) return;
+    act($("restream-add"), async () => {
+      await api("POST", "/api/restream", { url });
+      input.value = "";
+    }, loadRestream);
+  });
+
   // ── video streams ─────────────────────────────────────────────────────────────────────
   // Who struggles: a stream Auto moved below the top rendition (its link's estimate is too
   // low), or one losing packets. A viewer who picked a lower quality is not struggling.
@@ -662,6 +694,7 @@
     every(VIEWERS_EVERY_MS, () => loadViewers().catch((e) => {
       if (!st.locked) $("viewer-sessions").textContent = e.message;
     }));
+    every(VIEWERS_EVERY_MS, () => loadRestream().catch(() => {}));
   }
 
   start();
