@@ -109,7 +109,10 @@ impl Party {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut printed = String::new();
         let web = loop {
-            let line = lines.next().expect("cowatch prints its health URL").unwrap();
+            let line = lines
+                .next()
+                .expect("cowatch prints its health URL")
+                .unwrap();
             printed.push_str(&line);
             printed.push('\n');
             if let Some(url) = line.trim().strip_prefix("health:") {
@@ -182,7 +185,17 @@ fn ffprobe(url: &str) -> Result<String, String> {
 fn grab_frame(url: &str, png: &Path) -> Result<image::RgbImage, String> {
     let _ = std::fs::remove_file(png);
     let out = Command::new("timeout")
-        .args(["10", "ffmpeg", "-v", "error", "-i", url, "-frames:v", "1", "-y"])
+        .args([
+            "10",
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            url,
+            "-frames:v",
+            "1",
+            "-y",
+        ])
         .arg(png)
         .output()
         .unwrap();
@@ -207,7 +220,9 @@ fn composite_shown(img: &image::RgbImage) -> Result<(), String> {
         let (x, y) = rect.center();
         let got = colour_at(img, x, y);
         if !close(got, expected) {
-            return Err(format!("{name} at ({x},{y}) is {got:?}, expected {expected:?}"));
+            return Err(format!(
+                "{name} at ({x},{y}) is {got:?}, expected {expected:?}"
+            ));
         }
     }
     Ok(())
@@ -292,7 +307,10 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
     };
     let resumed = restarted.elapsed();
     eprintln!("restream readable again {resumed:?} after nginx restarted");
-    assert!(resumed <= Duration::from_secs(10), "resumed after {resumed:?}");
+    assert!(
+        resumed <= Duration::from_secs(10),
+        "resumed after {resumed:?}"
+    );
     composite_shown(&frame).unwrap_or_else(|why| panic!("frame after the restart: {why}"));
     assert!(party.targets()[0]["reconnects"].as_u64().unwrap() >= 1);
 
@@ -304,7 +322,10 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
     );
     // 25 s at 30 fps, whatever the RTMP server did meanwhile.
     assert!(report.connected && report.frames_shown > 700, "{report:?}");
-    assert_eq!(report.packets_lost, 0, "the viewer lost packets: {report:?}");
+    assert_eq!(
+        report.packets_lost, 0,
+        "the viewer lost packets: {report:?}"
+    );
     assert!(
         report.longest_freeze_ms.unwrap_or(f64::MAX) < 1000.0,
         "the viewer's picture froze: {pictures}"
@@ -328,7 +349,10 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
     assert!(body.contains("TWITCH_STREAM_KEY"), "{body}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while ffprobe(&format!("rtmp://127.0.0.1:{port}/live/second-key-123")).is_err() {
-        assert!(Instant::now() < deadline, "the added target never got the stream");
+        assert!(
+            Instant::now() < deadline,
+            "the added target never got the stream"
+        );
     }
     let (status, body) = party.call("DELETE", &format!("/api/restream/{id}"), "");
     assert_eq!(status, 204, "{body}");
@@ -338,7 +362,13 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
 
     let log = party.stop();
     drop(nginx);
-    assert!(!log.contains(STREAM_KEY), "the stream key was logged:\n{log}");
-    assert!(!log.contains("second-key-123"), "a stream key was logged:\n{log}");
+    assert!(
+        !log.contains(STREAM_KEY),
+        "the stream key was logged:\n{log}"
+    );
+    assert!(
+        !log.contains("second-key-123"),
+        "a stream key was logged:\n{log}"
+    );
     assert!(log.contains("restream failed; trying again"), "{log}");
 }

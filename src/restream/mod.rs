@@ -27,8 +27,8 @@ use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
 use crate::util::lock::Locked;
 
-pub use target::TargetUrl;
 use target::Backoff;
+pub use target::TargetUrl;
 
 /// Most targets at once: each is an upload of the whole stream.
 pub const MAX_TARGETS: usize = 8;

@@ -86,7 +86,8 @@ impl Outlet {
         let (video, audio) = (appsrc("video"), appsrc("audio"));
         let h264parse = gst_util::make("h264parse").map_err(missing)?;
         let aacparse = gst_util::make("aacparse").map_err(missing)?;
-        let mux = gst_util::make_with("flvmux", |b| b.property("streamable", true)).map_err(missing)?;
+        let mux =
+            gst_util::make_with("flvmux", |b| b.property("streamable", true)).map_err(missing)?;
         let sink = gst_util::make_with("rtmp2sink", |b| {
             b.property("location", url.expose())
                 .property("sync", false)
@@ -173,13 +174,23 @@ impl Outlet {
     /// ends it.
     fn failure(&self, message: &gst::Message) -> Option<Ended> {
         match message.view() {
-            gst::MessageView::Error(e) => Some(Ended::Failed(self.url.redact(&e.error().to_string()))),
-            gst::MessageView::Eos(_) => Some(Ended::Failed("the RTMP server ended the stream".into())),
+            gst::MessageView::Error(e) => {
+                Some(Ended::Failed(self.url.redact(&e.error().to_string())))
+            }
+            gst::MessageView::Eos(_) => {
+                Some(Ended::Failed("the RTMP server ended the stream".into()))
+            }
             _ => None,
         }
     }
 
-    fn push(&self, src: &gst_app::AppSrc, sample: &gst::Sample, timeline: &mut Timeline, track: Track) {
+    fn push(
+        &self,
+        src: &gst_app::AppSrc,
+        sample: &gst::Sample,
+        timeline: &mut Timeline,
+        track: Track,
+    ) {
         let Some(buffer) = sample.buffer() else {
             return;
         };
@@ -240,7 +251,12 @@ struct Timeline {
 
 impl Timeline {
     /// Where a sample at composite running time `at` goes; `None` drops it.
-    fn place(&mut self, at: gst::ClockTime, track: Track, keyframe: bool) -> Option<gst::ClockTime> {
+    fn place(
+        &mut self,
+        at: gst::ClockTime,
+        track: Track,
+        keyframe: bool,
+    ) -> Option<gst::ClockTime> {
         if track == Track::Video && (self.resyncing || self.base.is_none()) {
             if !keyframe {
                 return None;
@@ -284,7 +300,8 @@ impl SentBytes {
         let last = self.last.replace((total, now));
         let (before, then) = last?;
         let seconds = now.saturating_duration_since(then).as_secs_f64();
-        (seconds > 0.0).then(|| (total.saturating_sub(before) as f64 * 8.0 / seconds / 1000.0) as u32)
+        (seconds > 0.0)
+            .then(|| (total.saturating_sub(before) as f64 * 8.0 / seconds / 1000.0) as u32)
     }
 }
 

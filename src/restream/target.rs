@@ -183,7 +183,10 @@ mod tests {
         assert_eq!(waits, [500, 1000, 2000, 2000, 2000]);
         // A short connection does not reset the waits.
         backoff.connected(t0);
-        assert_eq!(backoff.failed(t0 + Duration::from_secs(3)).as_millis(), 2000);
+        assert_eq!(
+            backoff.failed(t0 + Duration::from_secs(3)).as_millis(),
+            2000
+        );
         backoff.connected(t0);
         assert_eq!(backoff.failed(t0 + STEADY).as_millis(), 500);
     }

@@ -373,13 +373,14 @@ fn add_tap(
     });
     let Ok(encoder) = encoder else {
         return Ok(Err(
-            "no AAC encoder is installed (install gstreamer1.0-libav)".into()
+            "no AAC encoder is installed (install gstreamer1.0-libav)".into(),
         ));
     };
-    let valve = |name: &str| {
-        gst_util::make_with("valve", |b| b.name(name).property("drop", true))
-    };
-    let (video_valve, audio_valve) = (valve("restream-video-valve")?, valve("restream-audio-valve")?);
+    let valve = |name: &str| gst_util::make_with("valve", |b| b.name(name).property("drop", true));
+    let (video_valve, audio_valve) = (
+        valve("restream-video-valve")?,
+        valve("restream-audio-valve")?,
+    );
     // The restream must never hold the composite back: a stalled branch drops, the viewers
     // and the recording go on.
     let leaky = |name: &str| {
@@ -391,28 +392,34 @@ fn add_tap(
                 .property_from_str("leaky", "downstream")
         })
     };
-    let (video_queue, audio_queue) = (leaky("restream-video-queue")?, leaky("restream-audio-queue")?);
+    let (video_queue, audio_queue) = (
+        leaky("restream-video-queue")?,
+        leaky("restream-audio-queue")?,
+    );
     let convert = gst_util::make("audioconvert")?;
     let parse = gst_util::make("aacparse")?;
     let video_sink = rtp_sink("restream-video");
     let audio_sink = rtp_sink("restream-audio");
-    gst_util::add_chain(pipeline, &[&video_valve, &video_queue, video_sink.upcast_ref()])
-        .and_then(|()| {
-            gst_util::add_chain(
-                pipeline,
-                &[
-                    &audio_valve,
-                    &audio_queue,
-                    &convert,
-                    &encoder,
-                    &parse,
-                    audio_sink.upcast_ref(),
-                ],
-            )
-        })
-        .and_then(|()| video_tee.link(&video_valve))
-        .and_then(|()| raw_audio_tee.link(&audio_valve))
-        .map_err(PipelineError::internal)?;
+    gst_util::add_chain(
+        pipeline,
+        &[&video_valve, &video_queue, video_sink.upcast_ref()],
+    )
+    .and_then(|()| {
+        gst_util::add_chain(
+            pipeline,
+            &[
+                &audio_valve,
+                &audio_queue,
+                &convert,
+                &encoder,
+                &parse,
+                audio_sink.upcast_ref(),
+            ],
+        )
+    })
+    .and_then(|()| video_tee.link(&video_valve))
+    .and_then(|()| raw_audio_tee.link(&audio_valve))
+    .map_err(PipelineError::internal)?;
     Ok(Ok(Tap::new(
         (&video_sink, &audio_sink),
         [video_valve, audio_valve],
