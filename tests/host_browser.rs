@@ -524,6 +524,40 @@ fn host_dashboard_drives_the_running_party() {
         ),
     );
 
+    // Restream: a target added from the card is listed with its key hidden and its state
+    // (nothing listens on port 9 here, so it keeps retrying, and says why), and goes away.
+    page.wait(
+        "the restream card says it is not restreaming",
+        "document.getElementById('restream-list').textContent === 'Not restreaming.'",
+    );
+    page.eval(
+        "document.getElementById('restream-url').value = 'rtmp://127.0.0.1:9/live/sekrit-key-42', \
+         document.getElementById('restream-form').requestSubmit(), true",
+    );
+    page.wait(
+        "the target is listed without its key, retrying with the reason",
+        "(() => { const row = document.querySelector('#restream-list li'); \
+           return !!row && document.getElementById('restream-url').value === '' \
+             && row.querySelector('.nick').textContent === 'rtmp://127.0.0.1:9/live/••••' \
+             && row.dataset.state === 'retrying' \
+             && row.querySelector('.since').textContent.startsWith('retrying ('); })()",
+    );
+    assert!(
+        !page.check("document.body.innerHTML.includes('sekrit-key-42')"),
+        "the stream key is in the page"
+    );
+    let targets = party.health()["restream"].clone();
+    assert_eq!(
+        targets[0]["url"], "rtmp://127.0.0.1:9/live/••••",
+        "{targets}"
+    );
+    page.eval("document.querySelector('#restream-list li button').click(), true");
+    page.wait(
+        "Remove takes the target away",
+        "document.getElementById('restream-list').textContent === 'Not restreaming.'",
+    );
+    assert_eq!(party.health()["restream"], json!([]));
+
     // A moderator link: shown once, listed, working, and revocable.
     let label = "Mallory <b>mod</b>";
     page.eval(&format!(
