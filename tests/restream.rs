@@ -239,8 +239,11 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
     let nginx = Nginx::start(&ngx_dir, port);
     let url = format!("rtmp://127.0.0.1:{port}/live/{STREAM_KEY}");
     let data = dir.join("data");
+    let recording = dir.join("party.mkv");
     let party = Party::start(&[
         "party",
+        "--record",
+        recording.to_str().unwrap(),
         "--movie",
         movie.to_str().unwrap(),
         "--webcam",
@@ -255,6 +258,7 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
         &url,
     ]);
 
+    let started = Instant::now();
     // Live, and what the server has is the composite: H.264 1280×720 (the party's own
     // encode) and AAC.
     let took = party.wait_status("live", Duration::from_secs(15));
@@ -364,8 +368,31 @@ fn the_composite_reaches_an_rtmp_server_and_resumes_after_it_restarts_without_a_
     let (status, _) = party.call("DELETE", &format!("/api/restream/{id}"), "");
     assert_eq!(status, 404);
 
+    let ran = started.elapsed().as_secs_f64();
     let log = party.stop();
     drop(nginx);
+    // The recording went on through the restream's failures: it lasts as long as the party.
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&recording)
+        .output()
+        .unwrap();
+    let duration: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    eprintln!("recording: {duration:.2} s; the party was live for {ran:.2} s after saying so");
+    assert!(
+        duration > ran - 1.0 && duration < ran + 5.0,
+        "the recording lasts {duration:.2} s of {ran:.2} s"
+    );
     assert!(
         !log.contains(STREAM_KEY),
         "the stream key was logged:\n{log}"
