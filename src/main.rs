@@ -143,7 +143,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 println!("  restream:    {}", target.url);
             }
             println!("  health:      http://{addr}/healthz");
-            println!("  WebRTC:      udp {}", config.broadcast.advertise);
+            println!("  WebRTC:      udp {}", broadcaster.advertised());
             for edge in edges.report() {
                 println!("  edge:        {}", edge.url);
             }
