@@ -809,6 +809,46 @@ mod tests {
     }
 
     #[test]
+    fn restream_targets_are_checked_at_start_and_need_h264() {
+        let resolve = |restream: &str, encoder: Option<&str>| {
+            PartyOptions {
+                restream: vec![restream.into()],
+                encoder: encoder.map(Into::into),
+                ..Default::default()
+            }
+            .resolve(true)
+        };
+        let ok = resolve("rtmp://127.0.0.1/live/some-key", None).unwrap();
+        assert_eq!(ok.restream.targets[0].shown(), "rtmp://127.0.0.1/live/••••");
+        let err = resolve("https://example.com/live/k", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--restream: ") && err.contains("not https://"),
+            "{err}"
+        );
+        let err = resolve("rtmp://127.0.0.1/live/k", Some("vp8"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--restream needs the H.264 encoder"), "{err}");
+    }
+
+    #[test]
+    fn an_ingest_key_must_be_long_enough() {
+        let err = PartyOptions {
+            ingest_key: Some("short".into()),
+            ..Default::default()
+        }
+        .resolve(true)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--ingest-key") && !err.contains("short"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn edges_need_h264() {
         let err = PartyOptions {
             edge: vec!["http://edge1:8088/janus".into()],
