@@ -33,8 +33,10 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("cowatch-twitch-login-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "cowatch-twitch-login-{}-{name}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         Scratch(dir)
     }
@@ -84,7 +86,9 @@ impl Running {
                     if n == 0 {
                         break;
                     }
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    out.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -158,7 +162,10 @@ async fn login(dir: &Scratch, id: &TestTwitchId) -> String {
     let mut code = None;
     assert!(
         wait(Duration::from_secs(20), || {
-            code = id.waiting_codes().into_iter().find(|(_, polls)| *polls >= 1);
+            code = id
+                .waiting_codes()
+                .into_iter()
+                .find(|(_, polls)| *polls >= 1);
             code.is_some()
         })
         .await,
@@ -191,9 +198,15 @@ async fn login_shows_the_code_keeps_the_token_in_a_0600_file_and_logout_revokes_
     let id = TestTwitchId::start(TestIdConfig::default()).await.unwrap();
     let dir = Scratch::new("login");
     let output = login(&dir, &id).await;
-    assert!(output.contains(&format!("Signed in to Twitch as {LOGIN}")), "{output}");
+    assert!(
+        output.contains(&format!("Signed in to Twitch as {LOGIN}")),
+        "{output}"
+    );
     // A QR code for the phone: rows of block characters.
-    assert!(output.lines().filter(|l| l.contains('█')).count() > 10, "{output}");
+    assert!(
+        output.lines().filter(|l| l.contains('█')).count() > 10,
+        "{output}"
+    );
     let mode = std::fs::metadata(dir.file()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the sign-in file is the owner's only");
     let stored = dir.stored();
@@ -211,7 +224,10 @@ async fn login_shows_the_code_keeps_the_token_in_a_0600_file_and_logout_revokes_
         .iter()
         .filter_map(|r| r.form.get("grant_type").cloned())
         .collect();
-    assert!(grants.len() >= 2, "polled while pending, then once approved: {grants:?}");
+    assert!(
+        grants.len() >= 2,
+        "polled while pending, then once approved: {grants:?}"
+    );
     assert!(
         grants
             .iter()
@@ -227,7 +243,11 @@ async fn login_shows_the_code_keeps_the_token_in_a_0600_file_and_logout_revokes_
         &id.base(),
     ]));
     assert!(out.exit(Duration::from_secs(20)).await, "{}", out.output());
-    assert!(out.output().contains("Signed out party_mod"), "{}", out.output());
+    assert!(
+        out.output().contains("Signed out party_mod"),
+        "{}",
+        out.output()
+    );
     assert!(id.revoked(&access), "logout revokes the token on Twitch");
     assert!(!dir.file().exists());
     assert_no_token(&id, &out.output());
@@ -245,7 +265,11 @@ async fn login_without_a_client_id_says_what_is_missing() {
         "http://127.0.0.1:9/oauth2",
     ]));
     assert!(!run.exit(Duration::from_secs(20)).await);
-    assert!(run.output().contains("TWITCH_CLIENT_ID"), "{}", run.output());
+    assert!(
+        run.output().contains("TWITCH_CLIENT_ID"),
+        "{}",
+        run.output()
+    );
     assert!(!dir.file().exists());
 }
 
@@ -267,8 +291,14 @@ async fn refresh_tokens_rotate_and_a_spent_one_is_refused_clearly() {
         Some(AuthError::DeviceExpired),
         "a device code gives its tokens once"
     );
-    let who = client.validate(&Secret::new(first.access_token.clone())).await.unwrap();
-    assert_eq!((who.login.as_str(), who.scopes.as_slice()), (LOGIN, &["chat:read".to_owned()][..]));
+    let who = client
+        .validate(&Secret::new(first.access_token.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (who.login.as_str(), who.scopes.as_slice()),
+        (LOGIN, &["chat:read".to_owned()][..])
+    );
     let second = client
         .refresh(&Secret::new(first.refresh_token.clone()))
         .await
@@ -280,10 +310,19 @@ async fn refresh_tokens_rotate_and_a_spent_one_is_refused_clearly() {
         .err()
         .unwrap();
     assert_eq!(err, AuthError::SignInLost);
-    assert!(err.to_string().contains("run `cowatch twitch login` again"), "{err}");
-    client.revoke(&Secret::new(second.access_token.clone())).await.unwrap();
+    assert!(
+        err.to_string().contains("run `cowatch twitch login` again"),
+        "{err}"
+    );
+    client
+        .revoke(&Secret::new(second.access_token.clone()))
+        .await
+        .unwrap();
     assert_eq!(
-        client.validate(&Secret::new(second.access_token)).await.err(),
+        client
+            .validate(&Secret::new(second.access_token))
+            .await
+            .err(),
         Some(AuthError::SignInLost)
     );
 }
@@ -305,7 +344,13 @@ async fn party_addr(party: &Running) -> String {
         .to_owned()
 }
 
-fn party(dir: &Scratch, id: &TestTwitchId, helix: &TestHelix, irc: &TestServer, channel: &str) -> Running {
+fn party(
+    dir: &Scratch,
+    id: &TestTwitchId,
+    helix: &TestHelix,
+    irc: &TestServer,
+    channel: &str,
+) -> Running {
     Running::spawn(
         Command::new(BIN)
             .args([
@@ -382,10 +427,18 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
          test proves nothing like this:\n{}",
         party.output()
     );
-    assert!(party.output().contains(&format!("signed in:   Twitch as {LOGIN}")));
+    assert!(
+        party
+            .output()
+            .contains(&format!("signed in:   Twitch as {LOGIN}"))
+    );
     let joins = irc.joins(channel);
     let viewers = host_get(&addr, "/api/viewers").await;
-    assert_eq!(viewers["twitch"], json!({ "login": LOGIN, "signed_in": true }), "{viewers}");
+    assert_eq!(
+        viewers["twitch"],
+        json!({ "login": LOGIN, "signed_in": true }),
+        "{viewers}"
+    );
 
     assert!(
         wait(Duration::from_secs(30), || id.refresh_grants() >= 1).await,
@@ -394,7 +447,9 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
     );
     let live = id.live_refresh_token().expect("a live refresh token");
     assert!(
-        wait(Duration::from_secs(5), || dir.stored()["refresh_token"] == live.as_str()).await,
+        wait(Duration::from_secs(5), || dir.stored()["refresh_token"]
+            == live.as_str())
+        .await,
         "the file holds the rotated refresh token"
     );
     let new_access = dir.stored()["access_token"].as_str().unwrap().to_owned();
@@ -410,10 +465,17 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
         "@badge-info=;badges=;color=#1E90FF;display-name=viewer1;emotes=;first-msg=0;flags=;id=after-refresh-1;mod=0;room-id=1001;subscriber=0;tmi-sent-ts={};turbo=0;user-id=7;user-type= :viewer1!viewer1@viewer1.tmi.twitch.tv PRIVMSG #{channel} :hello after the refresh",
         cowatch::util::clock::unix_ms()
     );
-    assert_eq!(irc.send(channel, &line).await, 1, "one connection holds the channel");
+    assert_eq!(
+        irc.send(channel, &line).await,
+        1,
+        "one connection holds the channel"
+    );
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(frame)) = socket.next().await {
-            if frame.to_text().is_ok_and(|t| t.contains("hello after the refresh")) {
+            if frame
+                .to_text()
+                .is_ok_and(|t| t.contains("hello after the refresh"))
+            {
                 return true;
             }
         }
@@ -421,7 +483,11 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
     })
     .await;
     assert_eq!(seen, Ok(true), "the chat line reaches the party");
-    assert_eq!(irc.joins(channel), joins, "the IRC connection was never replaced");
+    assert_eq!(
+        irc.joins(channel),
+        joins,
+        "the IRC connection was never replaced"
+    );
     assert_eq!(irc.join_attempts(channel), joins);
 
     // A moderator action goes to Helix with the refreshed token.
@@ -445,7 +511,10 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
         sent.authorization.as_deref(),
         Some(format!("Bearer {new_access}").as_str())
     );
-    assert!(!answer.to_string().contains("Invalid OAuth token"), "{answer}");
+    assert!(
+        !answer.to_string().contains("Invalid OAuth token"),
+        "{answer}"
+    );
     assert_no_token(&id, &party.output());
     drop(party);
 }
@@ -485,7 +554,9 @@ async fn a_revoked_refresh_token_is_told_and_the_party_goes_on() {
     let viewers = host_get(&addr, "/api/viewers").await;
     assert_eq!(viewers["twitch"]["signed_in"], false, "{viewers}");
     assert_eq!(viewers["twitch"]["problem"], told, "{viewers}");
-    let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
     assert!(health.status().is_success());
     assert_no_token(&id, &party.output());
     party.stop();

@@ -132,7 +132,9 @@ fn bridge(
             }
             match (token, stored) {
                 (Some(token), _) => Some((login, LiveToken::fixed(Secret::new(token)))),
-                (None, Some((signed_in, token))) if signed_in == login => Some((login, token.clone())),
+                (None, Some((signed_in, token))) if signed_in == login => {
+                    Some((login, token.clone()))
+                }
                 (None, Some((signed_in, _))) => {
                     return Err(ConfigError(format!(
                         "--twitch-login {login} is not the signed-in Twitch account ({signed_in}); \
@@ -171,4 +173,3 @@ fn bridge(
         irc_addr,
     }))
 }
-

@@ -49,7 +49,9 @@ impl AuthClient {
     /// `POST /device`: a code for the streamer to approve.
     pub async fn device(&self, scopes: &str) -> Result<DeviceAnswer, AuthError> {
         let form = [("client_id", self.client_id.as_str()), ("scopes", scopes)];
-        let body = self.send(self.http.post(self.url("/device")).form(&form)).await?;
+        let body = self
+            .send(self.http.post(self.url("/device")).form(&form))
+            .await?;
         token::parse(&body)
     }
 
@@ -62,7 +64,9 @@ impl AuthClient {
             ("device_code", device_code),
             ("grant_type", DEVICE_GRANT),
         ];
-        let body = self.send(self.http.post(self.url("/token")).form(&form)).await?;
+        let body = self
+            .send(self.http.post(self.url("/token")).form(&form))
+            .await?;
         token::parse(&body)
     }
 
@@ -73,7 +77,9 @@ impl AuthClient {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
         ];
-        let body = self.send(self.http.post(self.url("/token")).form(&form)).await?;
+        let body = self
+            .send(self.http.post(self.url("/token")).form(&form))
+            .await?;
         token::parse(&body)
     }
 

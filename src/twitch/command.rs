@@ -54,7 +54,10 @@ pub fn main(request: Request) -> anyhow::Result<()> {
 
 /// The Device Code Grant: shows the code, polls until it is approved, keeps the sign-in.
 pub async fn login(account: &Account, scopes: &str, out: &mut impl Write) -> anyhow::Result<()> {
-    let client_id = account.client_id.as_deref().filter(|c| !c.trim().is_empty());
+    let client_id = account
+        .client_id
+        .as_deref()
+        .filter(|c| !c.trim().is_empty());
     let client_id = client_id.ok_or_else(|| {
         anyhow::anyhow!(
             "signing in needs your Twitch app's client id: --client-id or TWITCH_CLIENT_ID \
@@ -65,7 +68,11 @@ pub async fn login(account: &Account, scopes: &str, out: &mut impl Write) -> any
     let file = TokenFile::in_dir(&account.data_dir);
     let scopes = scopes.split_whitespace().collect::<Vec<_>>().join(" ");
     let device = client.device(&scopes).await?;
-    writeln!(out, "To sign in to Twitch, open {}", device.verification_uri)?;
+    writeln!(
+        out,
+        "To sign in to Twitch, open {}",
+        device.verification_uri
+    )?;
     writeln!(out, "and enter the code {}", device.user_code)?;
     if let Some(qr) = qr_text(&device.verification_uri) {
         writeln!(out, "or scan this with your phone:\n{qr}")?;
@@ -84,7 +91,9 @@ pub async fn login(account: &Account, scopes: &str, out: &mut impl Write) -> any
             },
         }
     };
-    let who = client.validate(&Secret::new(token.access_token.clone())).await?;
+    let who = client
+        .validate(&Secret::new(token.access_token.clone()))
+        .await?;
     let record = SignIn::new(token, who, unix_ms());
     file.save(&record)?;
     writeln!(
@@ -100,7 +109,11 @@ pub async fn login(account: &Account, scopes: &str, out: &mut impl Write) -> any
 pub async fn logout(account: &Account, out: &mut impl Write) -> anyhow::Result<()> {
     let file = TokenFile::in_dir(&account.data_dir);
     let Some(record) = file.load()? else {
-        writeln!(out, "Not signed in to Twitch (no {})", file.path().display())?;
+        writeln!(
+            out,
+            "Not signed in to Twitch (no {})",
+            file.path().display()
+        )?;
         return Ok(());
     };
     // The token belongs to the app it was issued to, whatever is configured now.
@@ -127,7 +140,10 @@ pub async fn logout(account: &Account, out: &mut impl Write) -> anyhow::Result<(
 
 /// The stored sign-in of `data_dir` for a party, with the cell its token is published in;
 /// `None` when nobody signed in.
-pub fn stored(data_dir: &std::path::Path, auth_base: &str) -> Result<Option<(SignInConfig, LiveToken)>, AuthError> {
+pub fn stored(
+    data_dir: &std::path::Path,
+    auth_base: &str,
+) -> Result<Option<(SignInConfig, LiveToken)>, AuthError> {
     let file = TokenFile::in_dir(data_dir);
     let Some(record) = file.load()? else {
         return Ok(None);
@@ -164,7 +180,8 @@ mod tests {
 
     #[test]
     fn the_qr_code_is_text_for_a_terminal() {
-        let qr = qr_text("https://www.twitch.tv/activate?public=true&device-code=ABCDEFGH").unwrap();
+        let qr =
+            qr_text("https://www.twitch.tv/activate?public=true&device-code=ABCDEFGH").unwrap();
         assert!(qr.lines().count() > 10, "{qr}");
         assert!(qr.contains('█') || qr.contains('▀') || qr.contains('▄'));
     }

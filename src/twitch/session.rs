@@ -168,10 +168,7 @@ impl Task {
             Err(e) => {
                 let wait = retry_wait(self.failures);
                 self.failures = self.failures.saturating_add(1);
-                tracing::warn!(
-                    "Twitch sign-in: {e}; trying again in {} s",
-                    wait.as_secs()
-                );
+                tracing::warn!("Twitch sign-in: {e}; trying again in {} s", wait.as_secs());
                 Some(wait)
             }
         }
@@ -225,7 +222,10 @@ mod tests {
         // Validated now: the next is an hour away, before the refresh.
         assert_eq!(next_step(&record, 0, 0), Step::Sleep(3_600_000));
         let refresh_at = record.refresh_at_ms();
-        assert_eq!(next_step(&record, refresh_at - 1_000, refresh_at - 1_000), Step::Sleep(1_000));
+        assert_eq!(
+            next_step(&record, refresh_at - 1_000, refresh_at - 1_000),
+            Step::Sleep(1_000)
+        );
         assert_eq!(next_step(&record, refresh_at, refresh_at), Step::Refresh);
         assert_eq!(retry_wait(0), FIRST_RETRY);
         assert_eq!(retry_wait(30), MAX_RETRY);

@@ -158,7 +158,13 @@ struct ErrorBody {
 pub fn classify(status: u16, body: &[u8]) -> AuthError {
     let message = serde_json::from_slice::<ErrorBody>(body)
         .ok()
-        .map(|b| if b.message.is_empty() { b.error } else { b.message })
+        .map(|b| {
+            if b.message.is_empty() {
+                b.error
+            } else {
+                b.message
+            }
+        })
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
     match message.to_ascii_lowercase().as_str() {
@@ -166,9 +172,7 @@ pub fn classify(status: u16, body: &[u8]) -> AuthError {
         "slow_down" => AuthError::SlowDown,
         "expired_token" | "invalid device code" => AuthError::DeviceExpired,
         "access_denied" => AuthError::Denied,
-        "invalid refresh token" | "invalid access token" | "invalid token" => {
-            AuthError::SignInLost
-        }
+        "invalid refresh token" | "invalid access token" | "invalid token" => AuthError::SignInLost,
         _ => AuthError::Api { status, message },
     }
 }
@@ -291,7 +295,10 @@ mod tests {
             br#"{"device_code":"dc","expires_in":1800,"interval":5,"user_code":"ABCDEFGH","verification_uri":"https://www.twitch.tv/activate?public=true&device-code=ABCDEFGH"}"#,
         )
         .unwrap();
-        assert_eq!((device.user_code.as_str(), device.interval), ("ABCDEFGH", 5));
+        assert_eq!(
+            (device.user_code.as_str(), device.interval),
+            ("ABCDEFGH", 5)
+        );
         let token: TokenAnswer = parse(
             br#"{"access_token":"at","expires_in":14146,"refresh_token":"rt","scope":["chat:read","chat:edit"],"token_type":"bearer"}"#,
         )

@@ -256,7 +256,11 @@ impl Shared {
 /// Twitch's id.twitch.tv error body.
 fn error(status: u16, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, axum::Json(json!({ "status": status, "message": message }))).into_response()
+    (
+        code,
+        axum::Json(json!({ "status": status, "message": message })),
+    )
+        .into_response()
 }
 
 async fn handle(
@@ -371,10 +375,10 @@ async fn handle(
             }
         }
         ("GET", "/oauth2/validate") => {
-            let token = request
-                .authorization
-                .as_deref()
-                .and_then(|a| a.strip_prefix("OAuth ").or_else(|| a.strip_prefix("Bearer ")));
+            let token = request.authorization.as_deref().and_then(|a| {
+                a.strip_prefix("OAuth ")
+                    .or_else(|| a.strip_prefix("Bearer "))
+            });
             let Some(token) = token else {
                 return error(401, "missing authorization token");
             };
