@@ -173,3 +173,54 @@ fn bridge(
         irc_addr,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(login: Option<&str>) -> PartyOptions {
+        PartyOptions {
+            twitch_channel: Some("#Party_Host".into()),
+            twitch_login: login.map(str::to_owned),
+            ..PartyOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_stored_sign_in_names_the_account_and_the_environment_wins() {
+        let token = LiveToken::fixed(Secret::new("stored"));
+        let stored = Some(("streamer", &token));
+        let signed_in = bridge(&options(None), None, stored).unwrap().unwrap();
+        let (login, live) = signed_in.credentials.unwrap();
+        assert_eq!(login, "streamer");
+        assert_eq!(live.current().unwrap().expose(), "stored");
+        assert_eq!(signed_in.channel, "party_host");
+        let env = bridge(&options(Some("Streamer")), Some("env"), stored)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            env.credentials.unwrap().1.current().unwrap().expose(),
+            "env"
+        );
+        // With a token in the environment but no login, the chat is read anonymously.
+        let anonymous = bridge(&options(None), Some("env"), None).unwrap().unwrap();
+        assert!(anonymous.credentials.is_none());
+    }
+
+    #[test]
+    fn a_login_that_is_not_the_signed_in_one_is_refused_clearly() {
+        let token = LiveToken::fixed(Secret::new("stored"));
+        let err = bridge(&options(Some("someone")), None, Some(("streamer", &token)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not the signed-in Twitch account (streamer)"),
+            "{err}"
+        );
+        let err = bridge(&options(Some("someone")), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cowatch twitch login"), "{err}");
+        assert!(!err.contains("stored"));
+    }
+}

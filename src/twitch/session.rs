@@ -29,6 +29,8 @@ use crate::util::clock::unix_ms;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// Longest wait between attempts.
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// How long a step in flight when the party stops may still take (under `main`'s 5 s grace).
+const FINISH_ON_STOP: Duration = Duration::from_secs(3);
 
 /// What the host page shows of the sign-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,13 +99,26 @@ impl Session {
             task.step().await;
         }
         shutdown.spawn("twitch-sign-in", async move {
-            while let Some(wait) = task.step().await {
+            loop {
+                let step = task.step();
+                tokio::pin!(step);
+                let next = tokio::select! {
+                    next = &mut step => next,
+                    () = stop.cancelled() => {
+                        // A refresh in flight may already have spent the old refresh token
+                        // on Twitch's side; only its answer has the new one, so it gets a
+                        // moment to land in the file (within the party's stop grace).
+                        let _ = tokio::time::timeout(FINISH_ON_STOP, step).await;
+                        return;
+                    }
+                };
+                // `None`: signed out by Twitch; nothing left but to wait for the party's end.
+                let Some(wait) = next else { break };
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
                 }
             }
-            // Signed out by Twitch: nothing left to do but wait for the party to end.
             stop.cancelled().await;
         });
         Session { status }
