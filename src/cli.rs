@@ -6,9 +6,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
-use crate::config::PartyOptions;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, DEFAULT_DATA_DIR, PartyOptions};
 use crate::tools::bench::BenchArgs;
 use crate::tools::ctl::CtlArgs;
 use crate::tools::load::ReceiversArgs;
@@ -32,6 +34,9 @@ pub enum Command {
     Demo(PartyOptions),
     /// A watch party: your movie, your webcam, your mic.
     Party(PartyOptions),
+    /// Sign in to Twitch (or out) for the chat bridge and moderator actions: the sign-in is
+    /// kept in the data directory and refreshed while a party runs.
+    Twitch(TwitchArgs),
     /// Watch a party headlessly and report what arrives: checks that it is reachable.
     Probe(ProbeArgs),
     /// Measurements printed as a table (see the README).
@@ -48,6 +53,88 @@ pub enum Command {
     /// JSON report on stdout. The load generator of the benchmarks and load tests.
     #[command(hide = true)]
     Receivers(ReceiversArgs),
+}
+
+/// `cowatch twitch …`.
+#[derive(Debug, Args)]
+pub struct TwitchArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TwitchCommand,
+}
+
+/// The `twitch` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TwitchCommand {
+    /// Sign in with a code shown here and approved on twitch.tv (from any device).
+    Login {
+        /// Where, and for which app.
+        #[command(flatten)]
+        account: TwitchAccount,
+        /// The scopes to ask for, separated by spaces.
+        #[arg(long, default_value = crate::twitch::DEFAULT_SCOPES)]
+        scopes: String,
+    },
+    /// Forget the stored sign-in, and revoke its token on Twitch.
+    Logout {
+        /// Where.
+        #[command(flatten)]
+        account: TwitchAccount,
+    },
+}
+
+/// Where the sign-in is kept and which app asks for it; the party's own options and config
+/// file name the same things.
+#[derive(Debug, Args)]
+pub struct TwitchAccount {
+    /// The party's data directory [default: the config file's, else ./cowatch-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The party's TOML config file, for its data-dir, twitch-client-id and twitch-auth-base.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Your Twitch app's client id (register a Public app at dev.twitch.tv/console).
+    #[arg(long, value_name = "ID", env = "TWITCH_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// Twitch's OAuth base URL (for tests).
+    #[arg(long, value_name = "URL")]
+    pub twitch_auth_base: Option<String>,
+}
+
+impl TwitchCommand {
+    /// The request, with the config file's values under the flags.
+    pub fn resolve(self) -> Result<crate::twitch::command::Request, ConfigError> {
+        use crate::twitch::command::Request;
+        Ok(match self {
+            TwitchCommand::Login { account, scopes } => Request::Login {
+                account: account.resolve()?,
+                scopes,
+            },
+            TwitchCommand::Logout { account } => Request::Logout {
+                account: account.resolve()?,
+            },
+        })
+    }
+}
+
+impl TwitchAccount {
+    fn resolve(self) -> Result<crate::twitch::command::Account, ConfigError> {
+        let file = match &self.config {
+            Some(path) => PartyOptions::from_file(path)?,
+            None => PartyOptions::default(),
+        };
+        Ok(crate::twitch::command::Account {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            auth_base: self
+                .twitch_auth_base
+                .or(file.twitch_auth_base)
+                .unwrap_or_else(|| crate::twitch::DEFAULT_AUTH_BASE.to_owned()),
+            client_id: self.client_id.or(file.twitch_client_id),
+        })
+    }
 }
 
 impl Cli {

@@ -5,7 +5,7 @@
 //! name (`--duck-db 9` is `duck-db = 9`), and the `///` comments are the `--help` text. The
 //! command line around it (the subcommands) is `cli`'s.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use crate::broadcast::{self, BroadcastConfig};
 use crate::chat::ChatConfig;
-use crate::chat::bridge::{BridgeConfig, Secret};
+use crate::chat::bridge::BridgeConfig;
 use crate::edge::{self, EdgeConfig, EdgeSecret};
-use crate::moderation::helix::{HelixConfig, Token};
+use crate::moderation::helix::HelixConfig;
 use crate::pipeline::ladder::Ladder;
 use crate::pipeline::layout::Layout;
 use crate::pipeline::layouts::LayoutFiles;
@@ -23,6 +23,8 @@ use crate::pipeline::presets::{self, EncoderPreset, SourceCatalog};
 use crate::pipeline::source::{MicSource, MovieSource, WebcamSource};
 use crate::pipeline::{self, Settings};
 use crate::web::limit::LimitConfig;
+
+mod twitch;
 
 /// Options of a party. Every one can also be set in the `--config` file.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -118,7 +120,8 @@ pub struct PartyOptions {
     #[arg(long, value_name = "NAME")]
     pub twitch_channel: Option<String>,
     /// Twitch account to send with; its OAuth token comes from the TWITCH_OAUTH_TOKEN
-    /// environment variable, never from a flag or file that could end up in a log.
+    /// environment variable, never from a flag or file that could end up in a log. Not
+    /// needed after `cowatch twitch login`: the stored sign-in names the account.
     #[arg(long, value_name = "NAME")]
     pub twitch_login: Option<String>,
     /// Plain-TCP Twitch-protocol IRC server to use instead of Twitch's (for tests).
@@ -128,10 +131,19 @@ pub struct PartyOptions {
     /// the --twitch-login account.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub relay_party_chat: Option<bool>,
-    /// Helix (Twitch API) base URL for moderator actions; they are forwarded when
-    /// TWITCH_CLIENT_ID and TWITCH_OAUTH_TOKEN (a moderator-scoped token) are set.
+    /// Helix (Twitch API) base URL for moderator actions; they are forwarded after
+    /// `cowatch twitch login`, or when TWITCH_CLIENT_ID and TWITCH_OAUTH_TOKEN (a
+    /// moderator-scoped token) are set.
     #[arg(long, value_name = "URL")]
     pub twitch_api_base: Option<String>,
+    /// Twitch's OAuth base URL (id.twitch.tv), where a stored sign-in (`cowatch twitch
+    /// login`) is refreshed (for tests).
+    #[arg(long, value_name = "URL")]
+    pub twitch_auth_base: Option<String>,
+    /// Your Twitch app's client id, for Helix with TWITCH_OAUTH_TOKEN (a stored sign-in
+    /// brings its own).
+    #[arg(long, value_name = "ID", env = "TWITCH_CLIENT_ID")]
+    pub twitch_client_id: Option<String>,
     /// Folder of movies the host dashboard offers.
     #[arg(long, value_name = "DIR")]
     pub library: Option<PathBuf>,
@@ -234,6 +246,8 @@ pub struct PartyConfig {
     pub twitch: Option<BridgeConfig>,
     /// Helix forwarding of moderator actions, when configured.
     pub helix: Option<HelixConfig>,
+    /// The stored Twitch sign-in the bridge and Helix use, kept fresh while the party runs.
+    pub sign_in: Option<crate::twitch::SignInConfig>,
     /// The media library folder.
     pub library: Option<PathBuf>,
     /// The data folder.
@@ -292,6 +306,8 @@ impl PartyOptions {
             twitch_irc_addr: self.twitch_irc_addr.or(file.twitch_irc_addr),
             relay_party_chat: self.relay_party_chat.or(file.relay_party_chat),
             twitch_api_base: self.twitch_api_base.or(file.twitch_api_base),
+            twitch_auth_base: self.twitch_auth_base.or(file.twitch_auth_base),
+            twitch_client_id: self.twitch_client_id.or(file.twitch_client_id),
             library: self.library.or(file.library),
             data_dir: self.data_dir.or(file.data_dir),
             repair: self.repair,
@@ -464,35 +480,23 @@ impl PartyOptions {
             advertise: SocketAddr::new(broadcast.advertise.ip(), whip_port),
             key: Some(ingest_key),
         };
-        let twitch = twitch_bridge(&options, std::env::var("TWITCH_OAUTH_TOKEN").ok())?;
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let twitch::Links {
+            bridge: twitch,
+            helix,
+            sign_in,
+        } = twitch::links(&options, &data_dir)?;
         let relay_party = options.relay_party_chat.unwrap_or(false);
         if relay_party && twitch.as_ref().is_none_or(|t| t.credentials.is_none()) {
             return Err(ConfigError(
-                "--relay-party-chat needs --twitch-channel and --twitch-login (with TWITCH_OAUTH_TOKEN set)".into(),
+                "--relay-party-chat needs --twitch-channel and a sending account: \
+                 `cowatch twitch login`, or --twitch-login with TWITCH_OAUTH_TOKEN set"
+                    .into(),
             ));
         }
-        let helix = match (&twitch, std::env::var("TWITCH_CLIENT_ID").ok()) {
-            (Some(bridge), Some(client_id)) if !client_id.trim().is_empty() => {
-                let token = std::env::var("TWITCH_OAUTH_TOKEN")
-                    .ok()
-                    .filter(|t| !t.trim().is_empty())
-                    .ok_or_else(|| {
-                        ConfigError(
-                            "TWITCH_CLIENT_ID is set but TWITCH_OAUTH_TOKEN is not: Helix needs both".into(),
-                        )
-                    })?;
-                Some(HelixConfig {
-                    base: options
-                        .twitch_api_base
-                        .clone()
-                        .unwrap_or_else(|| crate::moderation::helix::DEFAULT_BASE.to_owned()),
-                    client_id: client_id.trim().to_owned(),
-                    token: Token::new(token.trim()),
-                    broadcaster_login: bridge.channel.clone(),
-                })
-            }
-            _ => None,
-        };
         if let Some(dir) = &options.library
             && !dir.is_dir()
         {
@@ -545,10 +549,6 @@ impl PartyOptions {
             .invite_only
             .unwrap_or(false)
             .then(|| crate::party::Key::new(crate::util::id::random_token(9)));
-        let data_dir = options
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let layouts = LayoutFiles::new([dir.clone(), data_dir.clone()], options.layout.clone());
         let defaults = LimitConfig::default();
         let limits = LimitConfig {
@@ -570,6 +570,7 @@ impl PartyOptions {
             ingest,
             limits,
             helix,
+            sign_in,
             library: options.library.clone(),
             data_dir,
             repair: options.repair,
@@ -600,67 +601,6 @@ impl PartyOptions {
             broadcast,
         })
     }
-}
-
-/// The Twitch link from the options and the token in the environment.
-fn twitch_bridge(
-    options: &PartyOptions,
-    token: Option<String>,
-) -> Result<Option<BridgeConfig>, ConfigError> {
-    let Some(channel) = &options.twitch_channel else {
-        if options.twitch_login.is_some() || options.twitch_irc_addr.is_some() {
-            return Err(ConfigError(
-                "--twitch-login and --twitch-irc-addr need --twitch-channel".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    let channel = channel.trim_start_matches('#').to_ascii_lowercase();
-    // Twitch logins: 1 to 25 ASCII letters, digits and underscores.
-    let valid = |name: &str| {
-        (1..=25).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    };
-    if !valid(&channel) {
-        return Err(ConfigError(format!(
-            "--twitch-channel {channel:?} is not a Twitch login (letters, digits, underscores; at most 25)"
-        )));
-    }
-    let credentials = match &options.twitch_login {
-        Some(login) => {
-            let login = login.to_ascii_lowercase();
-            if !valid(&login) {
-                return Err(ConfigError(format!(
-                    "--twitch-login {login:?} is not a Twitch login"
-                )));
-            }
-            let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-                ConfigError(
-                    "--twitch-login needs the TWITCH_OAUTH_TOKEN environment variable".into(),
-                )
-            })?;
-            Some((login, Secret::new(token.trim())))
-        }
-        None => None,
-    };
-    let irc_addr = match &options.twitch_irc_addr {
-        Some(text) => Some(
-            text.to_socket_addrs()
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "--twitch-irc-addr {text:?} is not a reachable HOST:PORT"
-                    ))
-                })?,
-        ),
-        None => None,
-    };
-    Ok(Some(BridgeConfig {
-        channel,
-        credentials,
-        irc_addr,
-    }))
 }
 
 /// A key from the environment variable `name` (at least 16 characters), or a random one.

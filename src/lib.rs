@@ -53,6 +53,11 @@
 //! each `--restream` RTMP server through a pipeline of its own per target
 //! (`restream/push.rs`), connecting again after a failure (`restream/target.rs`).
 //!
+//! **Signing in to Twitch:** `cowatch twitch login` (`twitch/command.rs`, the Device Code
+//! Grant over `twitch/client.rs`) keeps the sign-in in the data directory (`twitch/file.rs`);
+//! a party takes it over (`config/twitch.rs`), and `twitch/session.rs` refreshes it and
+//! publishes each new token through `chat/login.rs` to the bridge and Helix.
+//!
 //! The rest: [`party`] (keys, roles, sessions), [`library`] (the movies of `--library`),
 //! [`store`] (the SQLite file), [`geometry`] and [`gst_util`] (small shared pieces),
 //! [`web`] (thin handlers: extract, call a handle, map the error in `web/error.rs`; the
@@ -70,6 +75,7 @@
 //! | chat WebSocket, one per page | `web/chat.rs` | axum | on the token ("going away"), or when the page leaves |
 //! | `broadcaster` (the `cowatch-fanout` thread, with a runtime of its own; a task awaits it) | `broadcast/run.rs` | [`shutdown`] | on the token, or when every [`broadcast::Broadcaster`] handle is gone or the pipeline's streams close |
 //! | `ingest` task (WHIP publishers) | `ingest/run.rs` | [`shutdown`] | on the token (closing the publisher's session), or when every [`ingest::Ingest`] handle is gone |
+//! | `twitch-sign-in` task (refreshes a stored sign-in) | `twitch/session.rs` | [`shutdown`] | on the token; after Twitch refused the refresh token it only waits for it |
 //! | `twitch-bridge` task (and twitch-irc's own tasks, which its client owns) | `chat/bridge.rs` | [`shutdown`] | on the token, or when the [`chat::bridge::Bridge`] handle is dropped |
 //! | `chat-log` task | `chat/log.rs` | [`shutdown`] | on the token, or when the hub closes |
 //! | `chat-panel` task | `panel.rs` | [`shutdown`] | on the token, or when the pipeline stops |
@@ -107,5 +113,6 @@ pub mod restream;
 pub mod shutdown;
 pub mod store;
 pub mod tools;
+pub mod twitch;
 pub mod util;
 pub mod web;

@@ -17,7 +17,7 @@ use cowatch::pipeline::Pipeline;
 use cowatch::restream::Restream;
 use cowatch::shutdown::Shutdown;
 use cowatch::store::{Repair, Store};
-use cowatch::{panel, shutdown, tools, web};
+use cowatch::{panel, shutdown, tools, twitch, web};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_args() {
@@ -35,6 +35,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(options) => run_party(options, true),
         Command::Party(options) => run_party(options, false),
+        Command::Twitch(args) => args
+            .command
+            .resolve()
+            .map_err(anyhow::Error::from)
+            .and_then(twitch::command::main),
         Command::Probe(args) => tools::probe::main(args),
         Command::Bench(args) => tools::bench::main(args),
         Command::TwitchReplay(args) => tools::replay::main(args),
@@ -104,6 +109,11 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 &shutdown,
             )?;
             let ingest = Ingest::start(config.ingest.clone(), pipeline.clone(), &shutdown)?;
+            // Before the links that use it: a token already due is refreshed first.
+            let sign_in = match config.sign_in.clone() {
+                Some(sign_in) => Some(twitch::Session::start(sign_in, &shutdown).await),
+                None => None,
+            };
             let helix = config.helix.clone().map(Helix::new).transpose()?;
             // The chat hub comes with its moderation gate: no line reaches a viewer unchecked.
             let (moderation, chat) = Moderation::open(store.clone(), helix, config.chat.clone())?;
@@ -153,6 +163,12 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
             // Kept for the whole party: dropping it would end the Twitch link.
             let _bridge = config.twitch.clone().map(|twitch| {
                 println!("  chat:        Twitch #{}", twitch.channel);
+                if let Some(status) = sign_in.as_ref().map(cowatch::twitch::Session::status) {
+                    match status.problem {
+                        None => println!("  signed in:   Twitch as {}", status.login),
+                        Some(problem) => println!("  signed in:   no: {problem}"),
+                    }
+                }
                 Bridge::start(twitch, chat.clone(), &shutdown)
             });
             if config.log_chat {
@@ -177,6 +193,7 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 party,
                 moderation,
                 library,
+                twitch: sign_in,
                 shutdown: shutdown.clone(),
                 limits: limits.clone(),
             });

@@ -514,7 +514,7 @@ async fn party_messages_are_relayed_within_twitchs_rate_limit() {
     let _bridge = Bridge::start(
         BridgeConfig {
             channel: channel.clone(),
-            credentials: Some(("streamer".into(), Secret::new("oauth:testtoken"))),
+            credentials: Some(("streamer".into(), Secret::new("oauth:testtoken").into())),
             irc_addr: Some(server.addr()),
         },
         chat.clone(),

@@ -160,6 +160,7 @@ fn help_lists_exactly_the_product_subcommands() {
         [
             "demo",
             "party",
+            "twitch",
             "probe",
             "bench",
             "twitch-replay",
@@ -174,8 +175,9 @@ fn help_lists_exactly_the_product_subcommands() {
 /// tests/common, never in the product: no source file under src/ names them.
 #[test]
 fn no_stand_in_is_in_the_product() {
-    const STAND_INS: [&str; 10] = [
+    const STAND_INS: [&str; 11] = [
         "TestHelix",
+        "TestTwitchId",
         "TestServer",
         "test_helix",
         "test_server",

@@ -7,7 +7,6 @@
 //! between failed attempts, a link state the page can show, and send throttling.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -16,12 +15,14 @@ use async_trait::async_trait;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use twitch_irc::login::StaticLoginCredentials;
 use twitch_irc::message::ServerMessage;
 use twitch_irc::transport::Transport;
 use twitch_irc::transport::tcp::{MakeConnection, TCPTransport, TCPTransportConnectError, TLS};
 use twitch_irc::{ClientConfig, TwitchIRCClient};
 
+// Where it always was, for the modules that take a token from here.
+pub use super::login::Secret;
+use super::login::{LiveCredentials, LiveToken};
 use super::model::{self, Connection, RoomModes};
 use super::{Chat, ChatEvent};
 use crate::shutdown::Shutdown;
@@ -38,36 +39,14 @@ pub const RELAY_QUEUE: usize = 200;
 /// How often the link state is checked against what the client has joined.
 const STATE_POLL: Duration = Duration::from_millis(250);
 
-/// An OAuth token: shown nowhere, not even in `Debug`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a token as read from the environment; a leading `oauth:` is accepted.
-    pub fn new(token: impl Into<String>) -> Secret {
-        let token = token.into();
-        Secret(token.strip_prefix("oauth:").unwrap_or(&token).to_owned())
-    }
-
-    /// The token itself, for the one request that carries it.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
 /// What the bridge connects to and as whom.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// Channel login, without `#`.
     pub channel: String,
-    /// Login and token to send with; `None` reads anonymously (`justinfan…`).
-    pub credentials: Option<(String, Secret)>,
+    /// Login and token to send with; `None` reads anonymously (`justinfan…`). The token is
+    /// read again for each new connection, so a refreshed one is used from the next on.
+    pub credentials: Option<(String, LiveToken)>,
     /// Plain-TCP IRC server to use instead of Twitch (tests, `bench chat`).
     pub irc_addr: Option<SocketAddr>,
 }
@@ -91,10 +70,11 @@ impl Bridge {
             chat.set_relay(relay_tx);
         }
         let credentials = match &config.credentials {
-            Some((login, token)) => {
-                StaticLoginCredentials::new(login.clone(), Some(token.expose().to_owned()))
-            }
-            None => StaticLoginCredentials::anonymous(),
+            Some((login, token)) => LiveCredentials {
+                login: login.clone(),
+                token: token.clone(),
+            },
+            None => LiveCredentials::anonymous(),
         };
         let _stop = stop.clone().drop_guard();
         match config.irc_addr {
@@ -122,12 +102,12 @@ impl Bridge {
 
 async fn run<T: Transport>(
     config: BridgeConfig,
-    credentials: StaticLoginCredentials,
+    credentials: LiveCredentials,
     chat: Chat,
     mut relay_rx: mpsc::Receiver<String>,
     stop: CancellationToken,
 ) {
-    let login = credentials.credentials.login.clone();
+    let login = credentials.login.clone();
     let channel = config.channel.to_lowercase();
     let mut client_config = ClientConfig::new_simple(credentials);
     // One connection, one channel: Twitch's connection-rate limit is far away, and the
@@ -136,7 +116,7 @@ async fn run<T: Transport>(
     // twitch-irc opens another connection once 5 sends wait on one (it guesses 150 ms per
     // send); that would reorder relayed messages. The limiter below does the pacing.
     client_config.max_waiting_messages_per_connection = RELAY_QUEUE;
-    let (mut incoming, client) = TwitchIRCClient::<T, StaticLoginCredentials>::new(client_config);
+    let (mut incoming, client) = TwitchIRCClient::<T, LiveCredentials>::new(client_config);
     chat.publish(ChatEvent::Connection(Connection::Connecting));
     if let Err(e) = client.join(channel.clone()) {
         tracing::error!("cannot join Twitch channel {channel:?}: {e}");

@@ -21,6 +21,7 @@
 pub mod bridge;
 pub mod gate;
 mod log;
+pub mod login;
 pub mod model;
 pub mod post;
 pub mod text;

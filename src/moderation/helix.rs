@@ -28,6 +28,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use crate::chat::bridge::Secret;
+use crate::chat::login::LiveToken;
 
 /// Twitch's Helix endpoint.
 pub const DEFAULT_BASE: &str = "https://api.twitch.tv/helix";
@@ -43,18 +44,25 @@ pub const SLOW_MODE_RANGE: std::ops::RangeInclusive<u32> = 3..=120;
 pub const FOLLOWER_MINUTES_MAX: u32 = 129_600;
 
 /// An OAuth token: usable, never printed. The same kind of token as the IRC bridge's
-/// [`Secret`], which does the reading and the hiding; this name is Helix's own.
+/// [`Secret`], which does the reading and the hiding; this name is Helix's own. A token of
+/// `cowatch twitch login` is refreshed while the party runs, so it is read for each request.
 #[derive(Clone)]
-pub struct Token(Secret);
+pub struct Token(LiveToken);
 
 impl Token {
     /// Wraps a token; a leading `oauth:` (as IRC tokens are often written) is dropped.
     pub fn new(token: impl Into<String>) -> Token {
-        Token(Secret::new(token))
+        Token(LiveToken::fixed(Secret::new(token)))
     }
 
-    fn expose(&self) -> &str {
-        self.0.expose()
+    /// The token of the moment, read again for each request (a refreshed sign-in).
+    pub fn live(token: LiveToken) -> Token {
+        Token(token)
+    }
+
+    /// The token now; `None` once the sign-in has expired or been revoked.
+    fn current(&self) -> Option<Secret> {
+        self.0.current()
     }
 }
 
@@ -340,11 +348,15 @@ impl Helix {
         body: Option<&Value>,
     ) -> Result<Option<Value>, HelixError> {
         let url = format!("{}{path}", self.config.base);
+        let token = self.config.token.current().ok_or_else(|| HelixError::Api {
+            status: 401,
+            message: crate::chat::login::SIGN_IN_LOST.to_owned(),
+        })?;
         let mut request = self
             .http
             .request(method.clone(), &url)
             .query(query)
-            .bearer_auth(self.config.token.expose())
+            .bearer_auth(token.expose())
             .header("Client-Id", &self.config.client_id);
         if let Some(body) = body {
             // `.json` sets `Content-Type: application/json`.
@@ -407,7 +419,7 @@ mod tests {
     fn token_is_not_printed() {
         let t = Token::new("oauth:abc");
         assert_eq!(format!("{t:?}"), "Token(…)");
-        assert_eq!(t.expose(), "abc");
+        assert_eq!(t.current().unwrap().expose(), "abc");
         let config = HelixConfig {
             base: DEFAULT_BASE.into(),
             client_id: "cid".into(),

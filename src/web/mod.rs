@@ -62,6 +62,8 @@ pub struct AppState {
     pub restream: crate::restream::Restream,
     /// The host's media library, when `--library` is given.
     pub library: Option<Library>,
+    /// The stored Twitch sign-in the party uses, if any (the host page shows whose it is).
+    pub twitch: Option<crate::twitch::Session>,
     /// Ends the chat sockets when the party stops (axum's graceful shutdown does not wait for
     /// upgraded connections).
     pub shutdown: Shutdown,

@@ -92,9 +92,14 @@ struct Shared {
     state: Mutex<HelixState>,
 }
 
+/// Decides whether a bearer token is good (the id.twitch.tv stand-in's current tokens).
+pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct HelixState {
     requests: Vec<Recorded>,
+    /// When set, the tokens it accepts instead of the configured one.
+    token_check: Option<TokenCheck>,
     fail_next: Option<(u16, String)>,
     /// Banned user ids: `None` banned for good, `Some(s)` timed out for `s` seconds.
     bans: HashMap<String, Option<u64>>,
@@ -177,6 +182,12 @@ impl TestHelix {
     /// fails with `status` and Twitch's error body carrying `message`.
     pub fn fail_next(&self, status: u16, message: &str) {
         self.state().fail_next = Some((status, message.to_owned()));
+    }
+
+    /// Accepts the bearer tokens `check` accepts instead of the configured one: the tokens
+    /// the id.twitch.tv stand-in issued and that have not expired, as on Twitch.
+    pub fn set_token_check(&self, check: TokenCheck) {
+        self.state().token_check = Some(check);
     }
 
     /// Makes `GET /users?login=` find another user.
@@ -275,9 +286,13 @@ async fn handle(
 
     // Authentication, as Twitch checks it: the token first, then that the client id is
     // the one the token was issued to.
+    let good = |token: &str| match &state.token_check {
+        Some(check) => check(token),
+        None => token == config.token,
+    };
     match recorded.authorization.as_deref() {
         None => return error(401, "OAuth token is missing"),
-        Some(auth) if auth != format!("Bearer {}", config.token) => {
+        Some(auth) if !auth.strip_prefix("Bearer ").is_some_and(good) => {
             return error(401, "Invalid OAuth token");
         }
         Some(_) => {}

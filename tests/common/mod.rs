@@ -8,6 +8,7 @@ pub mod janus;
 pub mod netns_party;
 pub mod receivers;
 pub mod twitch;
+pub mod twitch_id;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -457,6 +458,7 @@ pub fn state_with_chat(
         party,
         moderation,
         library: None,
+        twitch: None,
         shutdown,
         // Served in-process without connect info, every request shares one address: the
         // limits are the binary's, tested through it (tests/hostile_sockets.rs).

@@ -127,7 +127,7 @@ pub async fn chat(
 
 /// `GET /api/viewers`: how many watch, the party nicknames, and each video stream's quality
 /// and link, so the streamer sees who struggles.
-pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value> {
+pub async fn viewers(State(state): State<AppState>, Moderator(caller): Moderator) -> Json<Value> {
     let nicknames: Vec<Value> = state
         .party
         .nicknames()
@@ -163,6 +163,13 @@ pub async fn viewers(State(state): State<AppState>, _: Moderator) -> Json<Value>
         "streams": streams,
         // Each Janus edge: its URL (no secret), state, viewers by Janus, our mountpoint.
         "edges": state.edges.report(),
+        // The stored Twitch sign-in (login, whether it still works): the host's own
+        // business, so moderators do not get it.
+        "twitch": state
+            .twitch
+            .as_ref()
+            .filter(|_| caller.role == Role::Host)
+            .map(crate::twitch::Session::status),
     }))
 }
 

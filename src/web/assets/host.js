@@ -363,6 +363,16 @@
 
   // ── viewers ───────────────────────────────────────────────────────────────────────────
 
+  /** The Twitch account the party signed in with (`cowatch twitch login`), or why it no
+   *  longer is; hidden when the party uses none. */
+  function renderSignIn(twitch) {
+    const line = $("twitch-sign-in");
+    line.hidden = !twitch;
+    if (!twitch) return;
+    line.textContent = twitch.signed_in ? `Twitch: signed in as ${twitch.login}` : twitch.problem;
+    line.classList.toggle("warn", !twitch.signed_in);
+  }
+
   async function loadViewers() {
     const v = await api("GET", "/api/viewers");
     const edges = Array.isArray(v.edges) ? v.edges : [];
@@ -370,6 +380,7 @@
     $("viewer-count").textContent = edges.length
       ? `${v.watching} watching + ${onEdges} on edges` : `${v.watching} watching`;
     renderEdges(edges);
+    renderSignIn(v.twitch);
     $("viewer-sessions").textContent =
       `${v.sessions} ${v.sessions === 1 ? "page" : "pages"} open · ${v.nicknames.length} in the chat`;
     const list = $("viewer-list");
