@@ -139,6 +139,23 @@ pub fn forward_bus(pipeline: &gst::Pipeline, on_event: impl Fn(BusEvent) + Send 
     });
 }
 
+/// Makes a closed `valve` open for the EOS that ends its pipeline: a closed valve drops events
+/// too, and stopping waits for every branch to end (no frame follows an EOS).
+pub fn open_valve_on_eos(valve: &gst::Element) {
+    let weak = valve.downgrade();
+    if let Some(pad) = valve.static_pad("sink") {
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            let eos = info
+                .event()
+                .is_some_and(|e| e.type_() == gst::EventType::Eos);
+            if let (true, Some(valve)) = (eos, weak.upgrade()) {
+                valve.set_property("drop", false);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;

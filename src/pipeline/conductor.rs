@@ -19,7 +19,7 @@ use super::canvas::Canvas;
 use super::controls::{self, AudioChange};
 use super::ducking::Ducker;
 use super::feed::{self, Feed, FeedKind, FeedReport, Heartbeat, MovieSlots, Reporter};
-use super::health::{MovieHealth, RenditionHealth};
+use super::health::{Geometry, MovieHealth, RenditionHealth};
 use super::layout::Layout;
 use super::output::OutputStats;
 use super::source::{MicSource, MovieSource, Publication, WebcamSource};
@@ -731,6 +731,7 @@ impl Conductor {
             movie_volume: self.movie_volume,
             duck_db: self.duck_db,
             layout: self.layout.name.clone(),
+            geometry: Geometry::of(&self.layout),
             encoder: self.encoder.clone(),
             bitrate_kbps: self.bitrate_kbps,
             renditions: self.renditions(&output),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Settings;
 use super::ladder::Encode;
+use super::layout::{Layout, Rect};
 use super::output::{OutputStats, RenditionId};
 
 /// Overall state of the composite.
@@ -204,6 +205,8 @@ pub struct Health {
     pub duck_db: f64,
     /// Current layout name.
     pub layout: String,
+    /// Where the current layout puts things, in canvas pixels.
+    pub geometry: Geometry,
     /// Video encoder preset.
     pub encoder: String,
     /// Video bitrate.
@@ -243,6 +246,44 @@ pub enum HealthEvent {
     },
 }
 
+/// Where a layout puts the composite's parts, in canvas pixels: the viewer page lays its
+/// live chat exactly over the chat area, scaled as the video is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Geometry {
+    /// The canvas: the size of the picture viewers receive.
+    pub canvas: CanvasSize,
+    /// The movie's area.
+    pub movie: Rect,
+    /// The webcam's outer rectangle, border included.
+    pub webcam: Rect,
+    /// The chat area; `None` when the layout burns no chat into the picture.
+    pub chat: Option<Rect>,
+}
+
+/// A canvas's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CanvasSize {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl Geometry {
+    /// `layout`'s rectangles.
+    pub fn of(layout: &Layout) -> Geometry {
+        Geometry {
+            canvas: CanvasSize {
+                width: layout.width,
+                height: layout.height,
+            },
+            movie: layout.movie,
+            webcam: layout.webcam,
+            chat: layout.chat,
+        }
+    }
+}
+
 impl Health {
     /// What `/healthz` shows while the pipeline is being built.
     pub fn placeholder(settings: &Settings) -> Health {
@@ -262,6 +303,7 @@ impl Health {
             movie_volume: 1.0,
             duck_db: settings.duck_db,
             layout: settings.layout.name.clone(),
+            geometry: Geometry::of(&settings.layout),
             encoder: settings.encoder.name.clone(),
             bitrate_kbps: settings.bitrate_kbps,
             output: OutputHealth::from(&OutputStats::default()),

@@ -61,7 +61,7 @@ pub use canvas::FPS;
 use conductor::{Command, Conductor, Shared};
 pub use controls::{AudioChange, Devices, GoLivePlan};
 pub use health::{
-    ErrorReport, Health, HealthEvent, MicState, MovieHealth, MovieState, OutputHealth,
+    ErrorReport, Geometry, Health, HealthEvent, MicState, MovieHealth, MovieState, OutputHealth,
     PipelineState, RenditionHealth, RenditionState, WebcamState,
 };
 use ladder::{Encode, Ladder};

@@ -104,20 +104,7 @@ impl Rendition {
                 gst::PadProbeReturn::Ok
             });
         branch.valve.set_property("drop", true);
-        // A closed valve drops events too, the EOS that ends the pipeline included, and
-        // stopping waits for every branch to end: open it for the EOS (no frame follows).
-        let valve = branch.valve.downgrade();
-        if let Some(pad) = branch.valve.static_pad("sink") {
-            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                let eos = info
-                    .event()
-                    .is_some_and(|e| e.type_() == gst::EventType::Eos);
-                if let (true, Some(valve)) = (eos, valve.upgrade()) {
-                    valve.set_property("drop", false);
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
+        crate::gst_util::open_valve_on_eos(&branch.valve);
         Self {
             id,
             encode,

@@ -34,6 +34,9 @@ impl Tap {
         (video_sink, audio_sink): (&gst_app::AppSink, &gst_app::AppSink),
         valves: [gst::Element; 2],
     ) -> Arc<Self> {
+        for valve in &valves {
+            crate::gst_util::open_valve_on_eos(valve);
+        }
         let tap = Arc::new(Tap {
             video: broadcast::channel(CHANNEL).0,
             audio: broadcast::channel(CHANNEL).0,

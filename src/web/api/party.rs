@@ -21,6 +21,8 @@ pub async fn party(State(state): State<AppState>) -> Json<Value> {
         "live": state.party.is_live(),
         "movie": health.movie,
         "layout": health.layout,
+        // Where the composite's chat area is: the page lays its live chat over it.
+        "geometry": health.geometry,
         "webcam": health.webcam,
         "mic": health.mic,
         "movie_volume": health.movie_volume,

@@ -636,26 +636,97 @@
     }
   });
 
-  // ── Folding the column away ─────────────────────────────────────────────────────────────
-  // The viewer may give the video the whole width; the choice is kept for the next visit.
+  // ── Where the chat goes ─────────────────────────────────────────────────────────────────
+  // Over the video (the default, on a desktop-wide page whose layout burns a chat area into
+  // the picture): the live chat is laid exactly over that area, scaled and letterboxed as the
+  // video is, so the page shows one chat, under the webcam, as Twitch's Séances ciné did; the
+  // video gets the whole width. Beside the video: the column, for viewers who prefer it.
+  // Hidden: the composite as it is, burned-in chat included. Phones keep the chat under the
+  // video, and a layout without a chat area keeps it beside. The choice is kept per browser.
 
-  function setCollapsed(collapsed, focus) {
-    layout.classList.toggle("chat-hidden", collapsed);
-    showButton.hidden = !collapsed;
-    hideButton.setAttribute("aria-expanded", String(!collapsed));
-    store.set("cowatch.chatHidden", collapsed ? "1" : "0");
-    if (!collapsed) {
+  const placeButton = $("chat-place");
+  const video = $("video");
+  const MODES = ["over", "beside", "hidden"];
+  let mode = store.get("cowatch.chatMode");
+  if (!MODES.includes(mode)) mode = store.get("cowatch.chatHidden") === "1" ? "hidden" : "over";
+  /** The mode "Show chat" goes back to. */
+  let shownMode = mode === "hidden" ? "over" : mode;
+  /** The composite's canvas and chat area (canvas pixels), from /api/party; null without one. */
+  let geometry = null;
+  // The phone rules of viewer.css, the other way round: where the chat may go over the video.
+  const desktop = matchMedia("(min-width: 801px) and (orientation: landscape) and (min-height: 501px)");
+
+  const overlaid = () => mode === "over" && !!geometry && desktop.matches;
+
+  function place(focus) {
+    const over = overlaid();
+    layout.classList.toggle("chat-over", over);
+    layout.classList.toggle("chat-hidden", mode === "hidden");
+    showButton.hidden = mode !== "hidden";
+    hideButton.setAttribute("aria-expanded", String(mode !== "hidden"));
+    placeButton.hidden = !geometry || !desktop.matches;
+    const label = over ? "Chat beside the video" : "Chat over the video";
+    placeButton.title = label;
+    placeButton.setAttribute("aria-label", label);
+    placeButton.textContent = over ? "⇥" : "⧉";
+    if (over) fit();
+    else for (const p of ["left", "top", "width", "height"]) column.style.removeProperty(p);
+    if (mode !== "hidden") {
       stick = true;
       autoTop = 0;
       more.hidden = true;
       settlePending = false;
       scheduleSettle();
     }
-    if (focus) (collapsed ? showButton : hideButton).focus();
+    if (focus) (mode === "hidden" ? showButton : hideButton).focus();
   }
 
-  hideButton.addEventListener("click", () => setCollapsed(true, true));
-  showButton.addEventListener("click", () => setCollapsed(false, true));
+  /** Lays the column over the chat area where the video shows it (`object-fit: contain`). */
+  function fit() {
+    const { canvas, chat } = geometry;
+    const box = video.getBoundingClientRect(), page = layout.getBoundingClientRect();
+    const scale = Math.min(box.width / canvas.width, box.height / canvas.height);
+    if (!(scale > 0)) return;
+    const left = box.left - page.left + (box.width - canvas.width * scale) / 2;
+    const top = box.top - page.top + (box.height - canvas.height * scale) / 2;
+    column.style.left = `${left + chat.x * scale}px`;
+    column.style.top = `${top + chat.y * scale}px`;
+    column.style.width = `${chat.width * scale}px`;
+    column.style.height = `${chat.height * scale}px`;
+  }
+
+  function choose(next, focus) {
+    mode = next;
+    if (mode !== "hidden") shownMode = mode;
+    store.set("cowatch.chatMode", mode);
+    place(focus);
+  }
+
+  hideButton.addEventListener("click", () => choose("hidden", true));
+  showButton.addEventListener("click", () => choose(shownMode, true));
+  placeButton.addEventListener("click", () => choose(overlaid() ? "beside" : "over", false));
+  desktop.addEventListener("change", () => place(false));
+  new ResizeObserver(() => { if (overlaid()) fit(); }).observe(video);
+  // Fullscreen takes the whole page, not the video element alone: the chat area is part of
+  // the picture, so the overlaid chat stays.
+  $("video").closest(".player").addEventListener("dblclick", (e) => {
+    if (e.target.closest("button, select, label")) return;
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    else layout.requestFullscreen().catch(() => {});
+  });
+
+  /** The layout's chat area, asked every second while the page is seen: the host may switch
+   *  layouts while live. */
+  function loadGeometry() {
+    call("/api/party").then((party) => {
+      const g = party && party.geometry;
+      const next = g && g.chat ? { canvas: g.canvas, chat: g.chat } : null;
+      if (JSON.stringify(next) !== JSON.stringify(geometry)) {
+        geometry = next;
+        place(false);
+      }
+    }, () => {}).finally(() => setTimeout(loadGeometry, document.hidden ? 5000 : 1000));
+  }
 
   // ── What modtools.js uses ───────────────────────────────────────────────────────────────
   // The chat itself depends on none of it.
@@ -682,11 +753,12 @@
   // moderator tools see the first line and the page's role, and once the player has its first
   // picture, so the backlog's drawing never holds it up.
 
-  setCollapsed(store.get("cowatch.chatHidden") === "1", false);
+  place(false);
   showNickStep(!nick);
   updateBanner();
   document.addEventListener("DOMContentLoaded", () => {
     playerStarted.then(() => {
+      loadGeometry();
       connectChat();
       openSession().then((refused) => { if (refused) showError(refused); });
     });
