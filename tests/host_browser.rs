@@ -536,7 +536,8 @@ fn host_dashboard_drives_the_running_party() {
     );
     page.wait(
         "the target is listed without its key, retrying with the reason",
-        "(() => { const row = document.querySelector('#restream-list li'); \
+        "(() => { const row = [...document.querySelectorAll('#restream-list li')] \
+             .find((li) => li.querySelector('.nick')); \
            return !!row && document.getElementById('restream-url').value === '' \
              && row.querySelector('.nick').textContent === 'rtmp://127.0.0.1:9/live/••••' \
              && row.dataset.state === 'retrying' \

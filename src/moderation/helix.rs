@@ -162,14 +162,6 @@ struct HelixUser {
     id: String,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    error: String,
-}
-
 impl Helix {
     /// A client; nothing is sent until the first call.
     pub fn new(mut config: HelixConfig) -> Result<Helix, HelixError> {
@@ -374,22 +366,12 @@ impl Helix {
                 .map(Some)
                 .map_err(|e| HelixError::Network(format!("unreadable answer: {e}")));
         }
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .ok()
-            .map(|b| {
-                if b.message.is_empty() {
-                    b.error
-                } else {
-                    b.message
-                }
-            })
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("unexpected answer")
-                    .to_owned()
-            });
+        let message = crate::twitch::token::error_message(&bytes).unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected answer")
+                .to_owned()
+        });
         Err(HelixError::Api {
             status: status.as_u16(),
             message,

@@ -153,10 +153,10 @@ struct ErrorBody {
     error: String,
 }
 
-/// What a failed id.twitch.tv call means. Twitch's messages are matched without regard to
-/// case: it writes both `invalid device code` and `Invalid refresh token`.
-pub fn classify(status: u16, body: &[u8]) -> AuthError {
-    let message = serde_json::from_slice::<ErrorBody>(body)
+/// The message of a Twitch error body (`message`, else OAuth's `error`), when it has one.
+/// Helix and id.twitch.tv write their errors the same way.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body)
         .ok()
         .map(|b| {
             if b.message.is_empty() {
@@ -166,6 +166,12 @@ pub fn classify(status: u16, body: &[u8]) -> AuthError {
             }
         })
         .filter(|m| !m.is_empty())
+}
+
+/// What a failed id.twitch.tv call means. Twitch's messages are matched without regard to
+/// case: it writes both `invalid device code` and `Invalid refresh token`.
+pub fn classify(status: u16, body: &[u8]) -> AuthError {
+    let message = error_message(body)
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
     match message.to_ascii_lowercase().as_str() {
         "authorization_pending" => AuthError::Pending,
