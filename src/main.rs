@@ -55,6 +55,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a line of the party's summary on stdout. A stdout that has gone away (the terminal
+/// closed, `cowatch party | head -3`) must not stop the party, as `println!` would by
+/// panicking: the line is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// How long stopping may wait for the tasks to end before the pipeline is stopped anyway
 /// (the recording is finished in any case).
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -131,49 +141,49 @@ fn run_party(options: PartyOptions, demo: bool) -> anyhow::Result<()> {
                 Some(dir) => Some(Library::open(dir, &config.data_dir.join("thumbnails"))?),
                 None => None,
             };
-            println!("cowatch is live");
+            say!("cowatch is live");
             match party.invite() {
-                Some(code) => println!("  viewer page: http://{addr}/?invite={}", code.expose()),
-                None => println!("  viewer page: http://{addr}/"),
+                Some(code) => say!("  viewer page: http://{addr}/?invite={}", code.expose()),
+                None => say!("  viewer page: http://{addr}/"),
             }
             // The one place the host key is shown: the streamer's own terminal.
-            println!(
+            say!(
                 "  host:        http://{addr}/host#key={}",
                 party.host_key().expose()
             );
-            println!("  WHEP:        http://{addr}/whep");
+            say!("  WHEP:        http://{addr}/whep");
             // OBS's WHIP settings; the ingest key may publish and nothing else.
-            println!(
+            say!(
                 "  WHIP:        http://{addr}/whip (camera and mic from OBS, a browser or a phone)"
             );
             if let Some(key) = ingest.key() {
-                println!("  WHIP token:  {}", key.expose());
+                say!("  WHIP token:  {}", key.expose());
             }
             for target in restream.report() {
-                println!("  restream:    {}", target.url);
+                say!("  restream:    {}", target.url);
             }
-            println!("  health:      http://{addr}/healthz");
-            println!("  WebRTC:      udp {}", broadcaster.advertised());
+            say!("  health:      http://{addr}/healthz");
+            say!("  WebRTC:      udp {}", broadcaster.advertised());
             for edge in edges.report() {
-                println!("  edge:        {}", edge.url);
+                say!("  edge:        {}", edge.url);
             }
             if let Some(path) = record {
-                println!("  recording:   {}", path.display());
+                say!("  recording:   {}", path.display());
             }
             // Kept for the whole party: dropping it would end the Twitch link.
             let _bridge = config.twitch.clone().map(|twitch| {
-                println!("  chat:        Twitch #{}", twitch.channel);
+                say!("  chat:        Twitch #{}", twitch.channel);
                 if let Some(status) = sign_in.as_ref().map(cowatch::twitch::Session::status) {
                     match status.problem {
-                        None => println!("  signed in:   Twitch as {}", status.login),
-                        Some(problem) => println!("  signed in:   no: {problem}"),
+                        None => say!("  signed in:   Twitch as {}", status.login),
+                        Some(problem) => say!("  signed in:   no: {problem}"),
                     }
                 }
                 Bridge::start(twitch, chat.clone(), &shutdown)
             });
             if config.log_chat {
                 let path = config.data_dir.join("chat-log.jsonl");
-                println!("  chat log:    {}", path.display());
+                say!("  chat log:    {}", path.display());
                 chat.spawn_log(path, &shutdown);
             }
             // The composite's chat column follows the same chat the page shows.
@@ -227,16 +237,16 @@ fn open_store(dir: &std::path::Path, repair: bool) -> anyhow::Result<Store> {
     };
     if repair {
         match Store::repair(dir).map_err(in_dir)? {
-            Repair::Healthy => println!("  database:    healthy, nothing to repair"),
+            Repair::Healthy => say!("  database:    healthy, nothing to repair"),
             Repair::Rebuilt { aside, kept, lost } => {
                 let kept: Vec<String> = kept.iter().map(|(t, n)| format!("{n} {t}")).collect();
-                println!(
+                say!(
                     "  database:    repaired; kept {}; the damaged file is {}",
                     kept.join(", "),
                     aside.display()
                 );
                 if !lost.is_empty() {
-                    println!(
+                    say!(
                         "  database:    nothing could be read from {}",
                         lost.join(", ")
                     );

@@ -42,6 +42,8 @@ fn start_demo(extra: &[&str]) -> (std::process::Child, u16) {
         lines.any(|l| l.is_ok_and(|l| l.contains("WHEP:"))),
         "the demo did not start"
     );
+    // Read the rest, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     (demo, http)
 }
 
