@@ -394,13 +394,11 @@ async fn host_get(addr: &str, path: &str) -> Value {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_party_refreshes_the_token_without_dropping_the_chat() {
-    let channel = "signin_refresh";
-    // The first token lives 30 s, so the party (started within a few seconds) refreshes it
-    // at half-life while running; the refreshed ones live long, so the file settles.
+/// id.twitch.tv, whose first tokens live `expires_in` seconds, and Helix for `channel`,
+/// accepting exactly the tokens id.twitch.tv would validate now.
+async fn stand_ins(channel: &str, expires_in: u64) -> (TestTwitchId, TestHelix) {
     let id = TestTwitchId::start(TestIdConfig {
-        expires_in: 30,
+        expires_in,
         ..TestIdConfig::default()
     })
     .await
@@ -408,6 +406,15 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
     let helix = TestHelix::start(helix_config(channel)).await.unwrap();
     let check = id.clone();
     helix.set_token_check(Arc::new(move |token| check.access_valid(token)));
+    (id, helix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_refreshes_the_token_without_dropping_the_chat() {
+    let channel = "signin_refresh";
+    // The first token lives 30 s, so the party (started within a few seconds) refreshes it
+    // at half-life while running; the refreshed ones live long, so the file settles.
+    let (id, helix) = stand_ins(channel, 30).await;
     let irc = TestServer::shared();
     let dir = Scratch::new("refresh");
     login(&dir, &id).await;
@@ -523,13 +530,7 @@ async fn a_party_refreshes_the_token_without_dropping_the_chat() {
 async fn a_revoked_refresh_token_is_told_and_the_party_goes_on() {
     let channel = "signin_revoked";
     // The token is due for a refresh by the time the party starts; Twitch refuses it.
-    let id = TestTwitchId::start(TestIdConfig {
-        expires_in: 2,
-        ..TestIdConfig::default()
-    })
-    .await
-    .unwrap();
-    let helix = TestHelix::start(helix_config(channel)).await.unwrap();
+    let (id, helix) = stand_ins(channel, 2).await;
     let irc = TestServer::shared();
     let dir = Scratch::new("revoked");
     login(&dir, &id).await;

@@ -289,15 +289,21 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let field = |name: &str| form.get(name).map(String::as_str);
+    // Both endpoints take a form from our app, as Twitch checks.
+    let from_app = || -> Option<Response> {
+        if !is_form {
+            return Some(error(400, "invalid content type"));
+        }
+        match field("client_id") {
+            None => Some(error(400, "missing client_id")),
+            Some(id) if id != config.client_id => Some(error(400, "invalid client")),
+            Some(_) => None,
+        }
+    };
     match (method.as_str(), uri.path()) {
         ("POST", "/oauth2/device") => {
-            if !is_form {
-                return error(400, "invalid content type");
-            }
-            match field("client_id") {
-                None => return error(400, "missing client_id"),
-                Some(id) if id != config.client_id => return error(400, "invalid client"),
-                Some(_) => {}
+            if let Some(refused) = from_app() {
+                return refused;
             }
             let Some(scopes) = field("scopes") else {
                 return error(400, "missing scopes");
@@ -325,13 +331,8 @@ async fn handle(
             .into_response()
         }
         ("POST", "/oauth2/token") => {
-            if !is_form {
-                return error(400, "invalid content type");
-            }
-            match field("client_id") {
-                None => return error(400, "missing client_id"),
-                Some(id) if id != config.client_id => return error(400, "invalid client"),
-                Some(_) => {}
+            if let Some(refused) = from_app() {
+                return refused;
             }
             match field("grant_type") {
                 Some("urn:ietf:params:oauth:grant-type:device_code") => {
